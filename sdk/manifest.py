@@ -1,0 +1,368 @@
+"""The artifact manifest: the one place where the command schema and prompt format are defined.
+
+Every artifact (checkpoint directory, GGUF, ONNX, Core ML) carries the same JSON manifest. The
+trainer writes it, converters copy it into their format's metadata, and the SDK and the native
+layer read it to validate commands and build prompts. Nothing about tasks, lengths, reward levels,
+control tokens or the prompt template is defined anywhere else.
+
+Example:
+    >>> m = Manifest.new(tasks=["image", "tags"], length_range=(1, 32), reward_edges=[0.3, 0.5])
+    >>> m.control_tokens["task"]["image"]
+    '<|task:image|>'
+    >>> m.reward_levels
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+FORMAT_NAME = "udrl-manifest"
+FORMAT_VERSION = 1
+MANIFEST_FILENAME = "udrl.json"
+
+# Commands the policy can be conditioned on besides the task (which is always part of the prompt).
+CONDITIONS = ("length", "reward")
+DEFAULT_TASKS = ("image", "search", "headline", "tags")
+DEFAULT_TEMPLATE = "{task}{length}{reward}{query}{sep}"
+SEP_TOKEN = "<|sep|>"
+EOS_TOKEN = "<|endoftext|>"
+
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_TEMPLATE_FIELDS = ("task", "length", "reward", "query", "sep")
+
+
+def task_token(task: str) -> str:
+    return f"<|task:{task}|>"
+
+
+def length_token(words: int) -> str:
+    return f"<|len:{words}|>"
+
+
+def reward_token(level: int) -> str:
+    return f"<|rew:{level}|>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What an artifact promises about its commands and prompt format.
+
+    Attributes:
+        tasks: task names, in the order of their control tokens.
+        length_min, length_max: the range of target lengths (in words) the model was trained on.
+        reward_edges: ascending judge-score edges between reward levels; level ``i`` covers scores
+            in ``[edges[i-1], edges[i])``, so there are ``len(reward_edges) + 1`` levels, 0 lowest.
+        reward_metric: what the score measures (the judge).
+        conditioning: which commands besides the task appear in the prompt (an ablation may drop
+            some); a command not conditioned on is still validated but does not reach the model.
+        control_tokens: ``{"task": {name: token}, "length": {"n": token}, "reward": {"i": token}}``.
+        sep_token, eos_token: the separator between request and output, and end of sequence.
+        template: how a prompt is assembled from ``{task}{length}{reward}{query}{sep}``.
+        token_ids: id of every special token in the artifact's tokenizer (empty until one exists).
+        default_length: per task, the length used when a caller gives none (median of the data).
+        data_hash, parent, quantization, model: provenance of the artifact.
+    """
+
+    tasks: tuple[str, ...]
+    length_min: int
+    length_max: int
+    reward_edges: tuple[float, ...]
+    control_tokens: Mapping[str, Mapping[str, str]]
+    reward_metric: str = "minilm-cosine"
+    conditioning: tuple[str, ...] = CONDITIONS
+    sep_token: str = SEP_TOKEN
+    eos_token: str = EOS_TOKEN
+    template: str = DEFAULT_TEMPLATE
+    token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    default_length: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    data_hash: str | None = None
+    parent: str | None = None
+    quantization: str | None = None
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def new(
+        cls,
+        tasks: Sequence[str] = DEFAULT_TASKS,
+        length_range: tuple[int, int] = (1, 48),
+        reward_edges: Sequence[float] = (),
+        conditioning: Sequence[str] = CONDITIONS,
+        **provenance: Any,
+    ) -> Manifest:
+        """A manifest for a new model, with control tokens named by the standard rule."""
+        lo, hi = length_range
+        control = {
+            "task": {t: task_token(t) for t in tasks},
+            "length": {str(n): length_token(n) for n in range(lo, hi + 1)} if lo <= hi else {},
+            "reward": {str(i): reward_token(i) for i in range(len(reward_edges) + 1)},
+        }
+        manifest = cls(
+            tasks=tuple(tasks),
+            length_min=lo,
+            length_max=hi,
+            reward_edges=tuple(float(e) for e in reward_edges),
+            control_tokens=control,
+            conditioning=tuple(conditioning),
+            **provenance,
+        )
+        manifest.validate()
+        return manifest
+
+    def replace(self, **changes: Any) -> Manifest:
+        """A copy with some fields changed, validated."""
+        manifest = dataclasses.replace(self, **changes)
+        manifest.validate()
+        return manifest
+
+    # -- derived views ------------------------------------------------------------------------
+
+    @property
+    def reward_levels(self) -> int:
+        return len(self.reward_edges) + 1
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Every token the tokenizer must keep whole: eos, sep, then all control tokens."""
+        tokens = [self.eos_token, self.sep_token]
+        for group in ("task", "length", "reward"):
+            tokens.extend(self.control_tokens[group].values())
+        return tokens
+
+    @property
+    def eos_id(self) -> int:
+        return self._id(self.eos_token)
+
+    @property
+    def sep_id(self) -> int:
+        return self._id(self.sep_token)
+
+    def _id(self, token: str) -> int:
+        try:
+            return self.token_ids[token]
+        except KeyError:
+            raise ManifestError(
+                f"manifest has no token id for {token!r}: it was written before a tokenizer existed"
+            ) from None
+
+    # -- validation and (de)serialisation --------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise `ManifestError` listing every problem found, or return None."""
+        problems = _problems(self)
+        if problems:
+            raise ManifestError("invalid udrl manifest:\n  - " + "\n  - ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": self.version,
+            "tasks": list(self.tasks),
+            "length": {"min": self.length_min, "max": self.length_max},
+            "reward": {"edges": list(self.reward_edges), "metric": self.reward_metric},
+            "conditioning": list(self.conditioning),
+            "control_tokens": {g: dict(v) for g, v in self.control_tokens.items()},
+            "sep_token": self.sep_token,
+            "eos_token": self.eos_token,
+            "template": self.template,
+            "token_ids": dict(self.token_ids),
+            "default_length": dict(self.default_length),
+            "data_hash": self.data_hash,
+            "parent": self.parent,
+            "quantization": self.quantization,
+            "model": dict(self.model),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "manifest") -> Manifest:
+        """Parse and validate; raises `ManifestError` naming the source and every problem."""
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{source}: a manifest is a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT_NAME:
+            raise ManifestError(
+                f"{source}: not a udrl manifest (field 'format' is {data.get('format')!r}, "
+                f"expected {FORMAT_NAME!r})"
+            )
+        version = data.get("version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(
+                f"{source}: manifest version {version!r} is not supported; this udrl reads "
+                f"version {FORMAT_VERSION}. Upgrade udrl-edge or re-export the artifact."
+            )
+        try:
+            manifest = cls(
+                tasks=tuple(data["tasks"]),
+                length_min=data["length"]["min"],
+                length_max=data["length"]["max"],
+                reward_edges=tuple(data["reward"]["edges"]),
+                reward_metric=data["reward"].get("metric", "minilm-cosine"),
+                conditioning=tuple(data.get("conditioning", CONDITIONS)),
+                control_tokens={g: dict(v) for g, v in data["control_tokens"].items()},
+                sep_token=data.get("sep_token", SEP_TOKEN),
+                eos_token=data.get("eos_token", EOS_TOKEN),
+                template=data.get("template", DEFAULT_TEMPLATE),
+                token_ids=dict(data.get("token_ids", {})),
+                default_length=dict(data.get("default_length", {})),
+                data_hash=data.get("data_hash"),
+                parent=data.get("parent"),
+                quantization=data.get("quantization"),
+                model=dict(data.get("model", {})),
+                version=version,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ManifestError(f"{source}: manifest is missing or mistypes field {exc}") from None
+        try:
+            manifest.validate()
+        except ManifestError as exc:
+            raise ManifestError(f"{source}: {exc}") from None
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{source}: manifest is not valid JSON ({exc})") from None
+        return cls.from_dict(data, source)
+
+
+def _problems(m: Manifest) -> list[str]:
+    problems: list[str] = []
+    if not m.tasks:
+        problems.append("'tasks' is empty: at least one task is required")
+    for task in m.tasks:
+        if not isinstance(task, str) or not _TASK_NAME.match(task):
+            problems.append(
+                f"task name {task!r} is invalid: use 1-32 lowercase letters, digits, '_' or '-', "
+                "starting with a letter"
+            )
+    if len(set(m.tasks)) != len(m.tasks):
+        problems.append(f"'tasks' has duplicates: {list(m.tasks)}")
+    if not (isinstance(m.length_min, int) and isinstance(m.length_max, int)):
+        problems.append("length range must be integers")
+    elif not 1 <= m.length_min <= m.length_max:
+        problems.append(f"length range [{m.length_min}, {m.length_max}] must satisfy 1 <= min <= max")
+    edges = list(m.reward_edges)
+    if any(not isinstance(e, (int, float)) or not math.isfinite(e) for e in edges):
+        problems.append(f"reward edges must be finite numbers, got {edges}")
+    elif any(b <= a for a, b in zip(edges, edges[1:])):
+        problems.append(f"reward edges must be strictly ascending, got {edges}")
+    unknown = set(m.conditioning) - set(CONDITIONS)
+    if unknown:
+        problems.append(f"unknown conditioning {sorted(unknown)}; allowed: {list(CONDITIONS)}")
+    if not isinstance(m.template, str) or "{query}" not in m.template or "{sep}" not in m.template:
+        problems.append("template must contain {query} and {sep}")
+    else:
+        fields = re.findall(r"{(\w*)}", m.template)
+        bad = [f for f in fields if f not in _TEMPLATE_FIELDS]
+        if bad:
+            problems.append(f"template has unknown fields {bad}; allowed: {list(_TEMPLATE_FIELDS)}")
+    problems.extend(_control_token_problems(m))
+    for task, n in m.default_length.items():
+        if task not in m.tasks:
+            problems.append(f"default_length names unknown task {task!r}")
+        elif not isinstance(n, int) or not m.length_min <= n <= m.length_max:
+            problems.append(f"default_length[{task!r}] = {n!r} is outside the length range")
+    if m.token_ids:
+        missing = [t for t in m.special_tokens if t not in m.token_ids]
+        if missing:
+            problems.append(f"token_ids lacks ids for {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        ids = list(m.token_ids.values())
+        if any(not isinstance(i, int) or i < 0 for i in ids):
+            problems.append("token ids must be non-negative integers")
+        elif len(set(ids)) != len(ids):
+            problems.append("token ids are not unique")
+    return problems
+
+
+def _control_token_problems(m: Manifest) -> list[str]:
+    ct = m.control_tokens
+    if not isinstance(ct, Mapping) or set(ct) != {"task", "length", "reward"}:
+        return ["control_tokens must have exactly the groups 'task', 'length', 'reward'"]
+    problems = []
+    expected = {
+        "task": set(m.tasks),
+        "length": {str(n) for n in range(m.length_min, m.length_max + 1)}
+        if isinstance(m.length_min, int) and isinstance(m.length_max, int)
+        else set(),
+        "reward": {str(i) for i in range(m.reward_levels)},
+    }
+    for group, keys in expected.items():
+        if set(ct[group]) != keys:
+            problems.append(f"control_tokens[{group!r}] keys do not match the {group} schema")
+    tokens = [t for g in ct.values() for t in g.values()] + [m.sep_token, m.eos_token]
+    if any(not isinstance(t, str) or not t for t in tokens):
+        problems.append("control tokens must be non-empty strings")
+    elif len(set(tokens)) != len(tokens):
+        problems.append("control tokens, sep and eos must all be distinct")
+    return problems
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write a file so that readers see either the old content or the new, never a partial file."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_manifest(manifest: Manifest, directory: str | os.PathLike[str]) -> Path:
+    """Write ``udrl.json`` into a checkpoint directory, atomically."""
+    manifest.validate()
+    path = Path(directory) / MANIFEST_FILENAME
+    write_atomic(path, manifest.to_json())
+    return path
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read the manifest of a checkpoint directory (or of a ``udrl.json`` file).
+
+    Raises `ManifestError` when it is missing or invalid, saying which.
+    """
+    path = Path(path)
+    file = path / MANIFEST_FILENAME if path.is_dir() else path
+    if not file.exists():
+        where = f"directory {path}" if path.is_dir() else str(path)
+        raise ManifestError(
+            f"no udrl manifest in {where}: expected {MANIFEST_FILENAME}. Only artifacts written "
+            "by the udrl trainer or converters can be loaded."
+        )
+    return Manifest.from_json(file.read_text(encoding="utf-8"), source=str(file))
+
+
+def file_digest(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """sha256 over the bytes of files, in the given order (the training-data hash)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()

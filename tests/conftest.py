@@ -1,0 +1,32 @@
+"""Shared fixtures: a synthetic dataset and one short `tiny` training run reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests use small models; two threads keep them fast and results reproducible on shared CI.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from udrl.trainer.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("data") / "synthetic.jsonl", n=2400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> Path:
+    """A finished 200-step `tiny` run on the synthetic data; returns its run directory."""
+    from udrl.trainer import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(TrainConfig(
+        data=[str(synthetic_data)], out_dir=str(run), preset="tiny", length_max=16,
+        max_steps=200, eval_interval=100, checkpoint_interval=100, adherence_samples=16,
+        threads=2,
+    ))
+    return run

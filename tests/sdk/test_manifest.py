@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from udrl import Manifest, ManifestError, load_manifest, save_manifest
+from udrl.manifest import MANIFEST_FILENAME
+
+
+def make(**kw):
+    return Manifest.new(tasks=["image", "search", "headline", "tags"], length_range=(1, 12),
+                        reward_edges=[0.4, 0.6], **kw)
+
+
+def test_new_manifest_names_one_control_token_per_command_value():
+    m = make()
+    assert m.control_tokens["task"]["tags"] == "<|task:tags|>"
+    assert set(m.control_tokens["length"]) == {str(n) for n in range(1, 13)}
+    assert m.reward_levels == 3 and set(m.control_tokens["reward"]) == {"0", "1", "2"}
+    assert len(m.special_tokens) == len(set(m.special_tokens)) == 2 + 4 + 12 + 3
+
+
+def test_round_trip_through_a_checkpoint_directory(tmp_path):
+    m = make(data_hash="sha256:abc").replace(default_length={"image": 7})
+    path = save_manifest(m, tmp_path)
+    assert path.name == MANIFEST_FILENAME
+    assert load_manifest(tmp_path) == m
+    assert load_manifest(path) == m
+    assert not list(tmp_path.glob(".*tmp*")), "atomic write must leave no temporary file"
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(ManifestError, match="no udrl manifest.*udrl.json"):
+        load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(format="something-else"), "not a udrl manifest"),
+        (lambda d: d.update(version=99), "version 99 is not supported"),
+        (lambda d: d.update(tasks=[]), "at least one task"),
+        (lambda d: d.update(tasks=["image", "Bad Name!", "headline", "tags"]), "task name 'Bad Name!'"),
+        (lambda d: d["reward"].update(edges=[0.6, 0.4]), "strictly ascending"),
+        (lambda d: d["length"].update(min=0), "1 <= min <= max"),
+        (lambda d: d.update(template="{task}{query}"), "must contain {query} and {sep}"),
+        (lambda d: d.update(conditioning=["length", "mood"]), "unknown conditioning"),
+        (lambda d: d.pop("control_tokens"), "missing or mistypes field"),
+    ],
+)
+def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):
+    data = make().to_dict()
+    mutate(data)
+    (tmp_path / MANIFEST_FILENAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(tmp_path)
+
+
+def test_all_problems_are_listed_at_once():
+    data = make().to_dict()
+    data["tasks"] = ["image", "image"]
+    data["reward"]["edges"] = [0.5, 0.5]
+    with pytest.raises(ManifestError) as err:
+        Manifest.from_dict(data)
+    assert "duplicates" in str(err.value) and "ascending" in str(err.value)
+
+
+def test_not_json_is_a_clear_error(tmp_path):
+    (tmp_path / MANIFEST_FILENAME).write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        load_manifest(tmp_path)
+
+
+def test_token_ids_must_cover_every_special_token():
+    m = make()
+    ids = {t: i for i, t in enumerate(m.special_tokens)}
+    assert m.replace(token_ids=ids).sep_id == 1
+    ids.pop("<|len:3|>")
+    with pytest.raises(ManifestError, match="lacks ids"):
+        m.replace(token_ids=ids)
+    with pytest.raises(ManifestError, match="before a tokenizer existed"):
+        _ = m.eos_id

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+
+def udrl(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "udrl", *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_info_prints_manifest_and_size(tiny_run):
+    out = udrl("info", str(tiny_run / "model"))
+    assert out.returncode == 0, out.stderr
+    assert "tasks         image, search, headline, tags" in out.stdout
+    assert "length        1 to 16 words" in out.stdout and "MB" in out.stdout
+    report = json.loads(udrl("info", "--json", str(tiny_run / "model")).stdout)
+    assert report["manifest"]["format"] == "udrl-manifest" and report["size_bytes"] > 100_000
+
+
+def test_info_on_a_directory_without_manifest_fails_clearly(tmp_path):
+    out = udrl("info", str(tmp_path))
+    assert out.returncode == 1
+    assert "no udrl manifest" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_cli_reports_bad_data_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "task": "image", "output": "a b", "words": 2, "score": 0.5}\n{oops\n')
+    out = udrl("train", "--data", str(bad), "--out", str(tmp_path / "run"))
+    assert out.returncode == 1
+    assert f"{bad}:2: not valid JSON" in out.stderr and "--skip-invalid" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_train_cli_end_to_end_with_config_file(tmp_path, synthetic_data):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"preset": "tiny", "length_max": 16, "max_steps": 5, "eval_interval": 5,
+                                  "checkpoint_interval": 5, "adherence_samples": 4}))
+    out = udrl("train", "--config", str(config), "--data", str(synthetic_data), "--out", str(tmp_path / "r"),
+               "--steps", "4")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r" / "model" / "train_config.json").read_text())["max_steps"] == 4
+    assert udrl("info", str(tmp_path / "r" / "model")).returncode == 0

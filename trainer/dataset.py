@@ -1,0 +1,166 @@
+"""Training data: JSONL records of what the teacher wrote and the commands it achieved.
+
+One record per line, with at least::
+
+    {"query": "poster for a jazz night", "task": "image",
+     "output": "smoky club, saxophone silhouette, warm amber light", "words": 7, "score": 0.61}
+
+``words`` is the achieved length (``udrl.count_words(output)``), ``score`` the judge's relevance.
+Files may be gzip-compressed (``.gz``). A malformed line is a `DatasetError` naming the file and
+line, unless ``skip_invalid`` is set, in which case it is skipped and counted. An unknown task is
+always an error: dropping a whole task silently would train a different model than asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import math
+import statistics
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from udrl.commands import count_words
+from udrl.errors import DatasetError
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    query: str
+    task: str
+    output: str
+    words: int
+    score: float
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `read_records` kept, and what it skipped (file:line: reason) when asked to skip."""
+
+    records: list[Record]
+    skipped: list[str]
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _parse(line: str, tasks: Sequence[str], length_range: tuple[int, int]) -> Record:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError("a record must be a JSON object")
+    missing = [k for k in ("query", "task", "output", "words", "score") if k not in obj]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    query, task, output, words, score = (obj[k] for k in ("query", "task", "output", "words", "score"))
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("'query' must be a non-empty string")
+    if not isinstance(task, str):
+        raise ValueError("'task' must be a string")
+    if not isinstance(output, str) or not output.strip():
+        raise ValueError("'output' must be a non-empty string")
+    if "\n" in output.strip():
+        raise ValueError("'output' must be a single line")
+    if isinstance(words, bool) or not isinstance(words, int):
+        raise ValueError(f"'words' must be an integer, got {words!r}")
+    if words != count_words(output):
+        raise ValueError(f"'words' is {words} but the output has {count_words(output)} words")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ValueError(f"'score' must be a finite number, got {score!r}")
+    lo, hi = length_range
+    if not lo <= words <= hi:
+        raise ValueError(f"output length {words} words is outside the length range [{lo}, {hi}]")
+    if task not in tasks:
+        raise _UnknownTask(task)
+    return Record(" ".join(query.split()), task, " ".join(output.split()), words, float(score))
+
+
+class _UnknownTask(Exception):
+    pass
+
+
+def read_records(
+    paths: Sequence[str | Path],
+    tasks: Sequence[str],
+    length_range: tuple[int, int],
+    skip_invalid: bool = False,
+) -> LoadReport:
+    """Read and validate JSONL records from one or more files."""
+    if not paths:
+        raise DatasetError("no dataset given: pass at least one JSONL file")
+    records: list[Record] = []
+    skipped: list[str] = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise DatasetError(f"dataset file not found: {p}")
+        with open_text(p) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_parse(line, tasks, length_range))
+                except _UnknownTask as exc:
+                    raise DatasetError(
+                        f"{p}:{lineno}: unknown task {exc.args[0]!r}; allowed tasks: "
+                        f"{', '.join(tasks)} (add it to the config's 'tasks' to train it)"
+                    ) from None
+                except ValueError as exc:
+                    where = f"{p}:{lineno}: {exc}"
+                    if not skip_invalid:
+                        raise DatasetError(f"{where} (pass --skip-invalid to skip such lines)") from None
+                    skipped.append(where)
+    if not records:
+        raise DatasetError(f"dataset is empty: no valid records in {', '.join(map(str, paths))}")
+    return LoadReport(records, skipped)
+
+
+def split_by_query(records: Sequence[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
+    """Hold out whole queries (never seen in training), chosen by a stable hash of the query."""
+    queries = sorted({r.query for r in records}, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+    n_val = math.ceil(val_fraction * len(queries)) if val_fraction > 0 else 0
+    if n_val >= len(queries):
+        raise DatasetError(
+            f"cannot hold out {val_fraction:.0%} of {len(queries)} distinct queries for validation "
+            "and keep some for training: give more data or a smaller val_fraction"
+        )
+    held_out = set(queries[:n_val])
+    train = [r for r in records if r.query not in held_out]
+    val = [r for r in records if r.query in held_out]
+    return train, val
+
+
+def quantile_edges(scores: Sequence[float], levels: int) -> list[float]:
+    """Edges splitting scores into ``levels`` equally populated buckets (duplicates merged)."""
+    if levels < 1:
+        raise DatasetError(f"reward levels must be at least 1, got {levels}")
+    if levels == 1:
+        return []
+    qs = statistics.quantiles(scores, n=levels, method="inclusive") if len(scores) > 1 else []
+    edges: list[float] = []
+    for q in qs:
+        q = round(q, 6)
+        if not edges or q > edges[-1]:
+            edges.append(q)
+    return edges
+
+
+def median_lengths(records: Sequence[Record]) -> dict[str, int]:
+    by_task: dict[str, list[int]] = {}
+    for r in records:
+        by_task.setdefault(r.task, []).append(r.words)
+    return {t: int(statistics.median_low(v)) for t, v in sorted(by_task.items())}
+
+
+def iter_texts(records: Sequence[Record]) -> Iterator[str]:
+    """The text a tokenizer is trained on."""
+    for r in records:
+        yield r.query
+        yield r.output

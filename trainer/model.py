@@ -1,0 +1,72 @@
+"""The policy: a Hugging Face ``GPT2LMHeadModel``, built from a preset or a local pretrained GPT-2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from udrl.errors import CheckpointError, ConfigError
+
+# n_positions bounds prompt + output; requests are short design briefs and outputs at most ~48 words.
+PRESETS: dict[str, dict[str, int]] = {
+    # For tests: trains in seconds on a laptop CPU.
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128},
+    # The shipped default: about 23M parameters with an 8k vocabulary (at most 30M).
+    "mini": {"n_layer": 6, "n_head": 8, "n_embd": 512, "n_positions": 256},
+    # The paper's scale: GPT-2 small's shape (124M with GPT-2's 50k vocabulary).
+    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
+}
+
+
+def build_model(preset: str, vocab_size: int, eos_id: int, dropout: float = 0.0) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 of the named preset."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        tie_word_embeddings=True,
+        **PRESETS[preset],
+    )
+    return GPT2LMHeadModel(config)
+
+
+def check_gpt2_dir(directory: str | Path) -> dict:
+    """The config.json of a local model directory, refusing anything but GPT-2."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{directory} has no config.json: not a Hugging Face model directory")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON ({exc.msg})") from None
+    if config.get("model_type") != "gpt2":
+        raise CheckpointError(
+            f"{directory} holds a {config.get('model_type')!r} model; udrl trains and ships GPT-2 only"
+        )
+    return config
+
+
+def init_from_pretrained(directory: str | Path, vocab_size: int, dropout: float = 0.0) -> GPT2LMHeadModel:
+    """A local pretrained GPT-2, its embeddings resized to ``vocab_size`` (the control tokens)."""
+    check_gpt2_dir(directory)
+    model = GPT2LMHeadModel.from_pretrained(
+        str(directory), local_files_only=True, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout
+    )
+    if vocab_size != model.config.vocab_size:
+        # mean_resizing starts the new rows at the mean embedding, which trains faster than noise.
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+    return model
+
+
+def count_parameters(model: GPT2LMHeadModel) -> int:
+    """Unique parameters (tied input/output embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,85 @@
+"""Tokenizers: our own byte-level BPE, or a local GPT-2 tokenizer, with every control token whole.
+
+Both paths give a ``PreTrainedTokenizerFast`` whose special tokens are exactly the manifest's
+(eos, sep and the control tokens), each encoding to a single id; `attach_token_ids` records
+those ids in the manifest so that converters, the SDK and the native layer use the same ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from udrl.errors import CheckpointError
+from udrl.manifest import Manifest
+
+
+def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192) -> PreTrainedTokenizerFast:
+    """Train a GPT-2-style byte-level BPE on ``texts``; special tokens take the first ids."""
+    special = manifest.special_tokens
+    if vocab_size < 256 + len(special) + 1:
+        raise ValueError(f"vocab_size {vocab_size} is too small for 256 bytes + {len(special)} special tokens")
+    tok = Tokenizer(models.BPE())
+    # GPT-2's pre-tokenizer regex, so that llama.cpp's "gpt2" pre-tokenizer splits identically.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _wrap(tok, manifest)
+
+
+def _wrap(tok: Tokenizer, manifest: Manifest) -> PreTrainedTokenizerFast:
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=manifest.eos_token,
+        bos_token=manifest.eos_token,
+        unk_token=manifest.eos_token,
+        pad_token=manifest.eos_token,
+    )
+    fast.add_special_tokens({"additional_special_tokens": manifest.special_tokens[1:]})
+    return fast
+
+
+def load_gpt2_tokenizer(directory: str | Path, manifest: Manifest) -> PreTrainedTokenizerFast:
+    """A GPT-2 tokenizer from a local directory, with the manifest's special tokens added."""
+    directory = Path(directory)
+    if not (directory / "tokenizer.json").exists() and not (directory / "vocab.json").exists():
+        raise CheckpointError(
+            f"no tokenizer in {directory}: expected tokenizer.json or vocab.json + merges.txt"
+        )
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise CheckpointError(f"{directory}: need a fast (tokenizers) tokenizer, got {type(tok).__name__}")
+    tok.add_special_tokens(
+        {
+            "eos_token": manifest.eos_token,
+            "pad_token": manifest.eos_token,
+            "additional_special_tokens": manifest.special_tokens[1:],
+        }
+    )
+    return tok
+
+
+def attach_token_ids(manifest: Manifest, tokenizer: PreTrainedTokenizerFast) -> Manifest:
+    """Record each special token's id, after checking it really encodes to that single id."""
+    ids: dict[str, int] = {}
+    broken = []
+    for token in manifest.special_tokens:
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            broken.append(token)
+        else:
+            ids[token] = encoded[0]
+    if broken:
+        raise CheckpointError(f"tokenizer splits control tokens {broken[:5]}: they must be special tokens")
+    return manifest.replace(token_ids=ids)
