@@ -54,7 +54,7 @@ def _print_info(report: dict) -> None:
         if m.get(key):
             print(f"{key:<13} {m[key]}")
     for key, value in m["model"].items():
-        print(f"model.{key:<7} {value}")
+        print(f"{'model.' + key:<13} {value}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -450,6 +450,10 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
         if latest is None or latest.name != f"step-{config.max_steps:07d}":
             latest = save(config.max_steps)
         ckpt.publish_dir(latest, final)
+        samples = list({r.command.task: r for r in reversed(probe)}.values())
+        for request, text in zip(samples, greedy_generate(model, tokenizer, manifest, samples)):
+            c = request.command
+            log(f"  [{c.task} len={c.length} reward={c.reward}] {request.query!r} -> {text!r}")
         log(f"done: final checkpoint in {final} (loss curve {run_dir / 'loss.png'})")
     d.barrier()
     return final

@@ -174,3 +174,36 @@ def test_corrupted_and_incomplete_checkpoints_are_refused(tiny_run, tmp_path):
 
 def test_manifest_reads_back_from_the_checkpoint(tiny_run):
     assert load_manifest(tiny_run / "model") == verify_checkpoint(tiny_run / "model")
+
+
+def test_training_from_a_local_pretrained_gpt2(tmp_path, synthetic_data):
+    """--init DIR: the run starts from the directory's weights and tokenizer, plus control tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    from udrl.trainer.dataset import iter_texts, read_records
+    from udrl.trainer.model import build_model
+
+    base_dir = tmp_path / "gpt2"
+    texts = list(iter_texts(read_records([synthetic_data], ["image", "search", "headline", "tags"], (1, 48)).records))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    GPT2TokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>").save_pretrained(base_dir)
+    base = build_model("tiny", bpe.get_vocab_size(), eos_id=bpe.token_to_id("<|endoftext|>"))
+    base.save_pretrained(base_dir)
+
+    final = train(TrainConfig(data=[str(synthetic_data)], out_dir=str(tmp_path / "run"), init=str(base_dir),
+                              length_max=16, max_steps=3, lr=1e-9, eval_interval=10,
+                              checkpoint_interval=10, adherence_samples=2))
+    model, tokenizer, manifest = load_checkpoint(final)
+    assert manifest.parent == str(base_dir) and manifest.model["preset"] is None
+    assert manifest.eos_id == bpe.token_to_id("<|endoftext|>")
+    assert model.config.vocab_size == bpe.get_vocab_size() + len(manifest.special_tokens) - 1
+    # With a vanishing learning rate the trained model is still the pretrained one, new rows aside.
+    n = bpe.get_vocab_size()
+    torch.testing.assert_close(model.get_input_embeddings().weight[:n], base.get_input_embeddings().weight,
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.transformer.h[1].mlp.c_fc.weight, base.transformer.h[1].mlp.c_fc.weight,
+                               atol=1e-6, rtol=0)
