@@ -46,6 +46,39 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.teacher in ("gemma", "gguf"):
+        options = {"threads": args.threads}
+        if args.teacher == "gguf":
+            options["model"] = args.model
+        return options
+    if args.teacher == "http":
+        return {"url": args.url, "model": args.model or "default", "chat": args.chat,
+                "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries}
+    return {"model": args.model}
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, distill
+
+    if args.teacher in ("gguf", "hf") and not args.model:
+        raise UdrlError(f"--teacher {args.teacher} needs --model PATH")
+    if args.teacher == "http" and not args.url:
+        raise UdrlError("--teacher http needs --url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000)")
+    config = DistillConfig(out_dir=args.out, queries=args.queries, topics=args.topics, n_queries=args.n_queries,
+                           tasks=args.tasks, samples_per_task=args.samples_per_task, seed=args.seed,
+                           batch_size=args.batch_size, temperature=args.temperature)
+    distill(config, teacher_kind=args.teacher, teacher_options=_teacher_options(args))
+    return 0
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from .relabel import RelabelConfig, judge_file
+
+    judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the trainer's subcommands to the ``udrl`` parser."""
     p = sub.add_parser("train", help="train a command-conditioned GPT-2 policy (UDRL)")
@@ -73,6 +106,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-invalid", action="store_true", help="skip and count malformed lines")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("distill", help="have a teacher LLM write outputs for design requests (resumable)")
+    source = d.add_mutually_exclusive_group(required=True)
+    source.add_argument("--queries", metavar="FILE", help="design requests, one per line")
+    source.add_argument("--topics", metavar="FILE", help="seed topics; the teacher writes the requests")
+    d.add_argument("--n-queries", type=int, default=2500, help="requests to generate from --topics")
+    d.add_argument("--out", default="data/distill", help="output directory (resumed if it exists)")
+    d.add_argument("--teacher", choices=["gemma", "gguf", "http", "hf"], default="gemma",
+                   help="gemma: the bundled Gemma 3 270M GGUF (default)")
+    d.add_argument("--model", help="GGUF file (gguf), model name (http) or directory (hf)")
+    d.add_argument("--url", help="OpenAI-compatible base URL (http)")
+    d.add_argument("--chat", action="store_true", help="use /v1/chat/completions (instruct teachers)")
+    d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP requests")
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
+    d.add_argument("--retries", type=int, default=3, help="HTTP retries with exponential backoff")
+    d.add_argument("--threads", type=int, help="llama.cpp threads")
+    d.add_argument("--tasks", nargs="+", default=["image", "search", "headline", "tags"])
+    d.add_argument("--samples-per-task", type=int, default=1)
+    d.add_argument("--batch-size", type=int, default=16, help="jobs per fsynced write")
+    d.add_argument("--temperature", type=float, default=0.8)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_distill)
+
+    j = sub.add_parser("judge", help="score a distillation log with MiniLM and relabel it for training")
+    j.add_argument("raw", help="raw.jsonl written by udrl distill")
+    j.add_argument("--out", required=True, help="training records to write (.jsonl or .jsonl.gz) + card")
+    j.add_argument("--reward-levels", type=int, default=3)
+    j.add_argument("--length-max", type=int, default=48)
+    j.set_defaults(func=_cmd_judge)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")
     s.add_argument("out", help="JSONL file to write")

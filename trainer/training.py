@@ -205,7 +205,7 @@ def plot_losses(run_dir: Path) -> Path:
         ax2.plot(*zip(*within), "s--", color="tab:green", label="length within ±1 word")
         ax2.set_ylim(0, 1)
         ax2.set_ylabel("share within ±1 word")
-        ax2.legend(loc="upper center")
+        ax2.legend(loc="center right")
     ax.legend(loc="upper right")
     ax.set_title(run_dir.name)
     fig.tight_layout()
@@ -287,7 +287,8 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     train_records, val_records = split_by_query(report.records, config.val_fraction)
     edges = config.reward_edges
     if edges is None:
-        edges = quantile_edges([r.score for r in train_records], config.reward_levels)
+        # Over the whole dataset, as `udrl judge` does, so the buckets match the relabelled data.
+        edges = quantile_edges([r.score for r in report.records], config.reward_levels)
     resume_from = ckpt.latest_checkpoint(run_dir) if config.resume else None
     if resume_from is not None:
         manifest = ckpt.verify_checkpoint(resume_from)

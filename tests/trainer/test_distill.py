@@ -1,0 +1,83 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from udrl import ConfigError
+from udrl.trainer.distill import DistillConfig, JsonlLog, distill, plan_jobs
+
+QUERIES = [
+    "minimalist poster for a rooftop cinema night", "logo for a family owned pizza place",
+    "instagram post for a new vegan ice cream flavor", "flyer for a free coding workshop for teens",
+    "banner for a spring garden market", "invitation to a retirement party at the beach",
+    "menu cover for a ramen shop", "poster for a charity 5k fun run",
+    "social media ad for a used bookstore sale", "thumbnail for a cooking video about tacos",
+    "business card for a dog walker", "ticket design for a jazz brunch",
+    "label for a small batch hot sauce", "cover for a travel guide to iceland",
+    "poster for a science museum dinosaur exhibit", "flyer for a neighborhood yard sale",
+]
+
+
+def test_jobs_are_planned_deterministically_with_a_spread_of_lengths():
+    config = DistillConfig(queries="q.txt", seed=7)
+    jobs = plan_jobs(QUERIES, config)
+    assert jobs == plan_jobs(QUERIES, config)
+    assert len(jobs) == len({j.id for j in jobs}) == 4 * len(QUERIES)
+    assert [j.task for j in jobs[:2]] == ["image", "image"]  # grouped by task for prefix reuse
+    image_lengths = {j.requested for j in jobs if j.task == "image"}
+    assert len(image_lengths) > 5 and min(image_lengths) >= 5 and max(image_lengths) <= 32
+    assert plan_jobs(QUERIES, DistillConfig(queries="q.txt", seed=8)) != jobs
+
+
+def test_log_drops_a_torn_last_line_and_never_duplicates(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "outp')
+    log = JsonlLog(path)
+    assert [r["id"] for r in log.rows] == ["a", "b"]
+    log.append([{"id": "b"}, {"id": "c"}])
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="exactly one source of queries"):
+        distill(DistillConfig(out_dir=str(tmp_path)), teacher=object())
+    with pytest.raises(ConfigError, match="no teacher prompt for task\\(s\\) \\['video'\\]"):
+        distill(DistillConfig(out_dir=str(tmp_path), queries="q", tasks=["video"]), teacher=object())
+
+
+def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path):
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(QUERIES) + "\n")
+    out = tmp_path / "distill"
+    cmd = [sys.executable, "-m", "udrl", "distill", "--queries", str(queries), "--out", str(out),
+           "--batch-size", "4", "--threads", "2"]
+    raw = out / "raw.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if raw.exists() and raw.read_text().count("\n") >= 12:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("distillation made no progress")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = raw.read_text().count("\n")
+    assert done_before < 4 * len(QUERIES)
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = [json.loads(line) for line in raw.read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    planned = [j.id for j in plan_jobs(QUERIES, DistillConfig(queries=str(queries)))]
+    assert len(ids) == len(set(ids)), "a job was logged twice"
+    assert sorted(ids) == sorted(planned), "a job was lost"
+    assert sum(1 for r in rows if r["output"]) >= 0.8 * len(rows)
+
+    again = subprocess.run(cmd + ["--seed", "1"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "other settings" in again.stderr

