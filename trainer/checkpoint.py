@@ -23,18 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from udrl.errors import CheckpointError, ManifestError
-from udrl.manifest import MANIFEST_FILENAME, Manifest, load_manifest, save_manifest, write_atomic
+from udrl.errors import CheckpointError
+from udrl.manifest import Manifest, save_manifest, write_atomic
 
-from .model import check_gpt2_dir
-
-WEIGHTS = "model.safetensors"
 STATE = "train_state.pt"
 RUN_CONFIG = "train_config.json"
-REQUIRED_FILES = ("config.json", WEIGHTS, "tokenizer.json", MANIFEST_FILENAME)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -129,35 +124,3 @@ def clean_stale(run_dir: Path, keep: int) -> None:
         if latest is None or p.name != latest.name:
             shutil.rmtree(p, ignore_errors=True)
 
-
-def verify_checkpoint(directory: str | Path) -> Manifest:
-    """Check that a checkpoint directory is complete and its manifest valid; return the manifest."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory not found: {directory}")
-    missing = [f for f in REQUIRED_FILES if not (directory / f).exists()]
-    if MANIFEST_FILENAME in missing:
-        raise ManifestError(
-            f"no udrl manifest in {directory} (expected {MANIFEST_FILENAME}); "
-            "only checkpoints written by `udrl train` carry one"
-        )
-    if missing:
-        raise CheckpointError(f"checkpoint {directory} is incomplete: missing {', '.join(missing)}")
-    check_gpt2_dir(directory)
-    return load_manifest(directory)
-
-
-def load_checkpoint(directory: str | Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast, Manifest]:
-    """Load a checkpoint written by `udrl train`, refusing incomplete or corrupted ones."""
-    directory = Path(directory)
-    manifest = verify_checkpoint(directory)
-    try:
-        model = GPT2LMHeadModel.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load weights from {directory / WEIGHTS}: {exc}") from None
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
-    if len(tokenizer) > model.config.vocab_size:
-        raise CheckpointError(
-            f"{directory}: tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}"
-        )
-    return model, tokenizer, manifest

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from udrl.errors import CheckpointError, ConfigError
+from udrl.checkpoint import check_gpt2_dir
+from udrl.errors import ConfigError
 
 # n_positions bounds prompt + output; requests are short design briefs and outputs at most ~48 words.
 PRESETS: dict[str, dict[str, int]] = {
@@ -36,23 +36,6 @@ def build_model(preset: str, vocab_size: int, eos_id: int, dropout: float = 0.0)
         **PRESETS[preset],
     )
     return GPT2LMHeadModel(config)
-
-
-def check_gpt2_dir(directory: str | Path) -> dict:
-    """The config.json of a local model directory, refusing anything but GPT-2."""
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"{directory} has no config.json: not a Hugging Face model directory")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file} is not valid JSON ({exc.msg})") from None
-    if config.get("model_type") != "gpt2":
-        raise CheckpointError(
-            f"{directory} holds a {config.get('model_type')!r} model; udrl trains and ships GPT-2 only"
-        )
-    return config
 
 
 def init_from_pretrained(directory: str | Path, vocab_size: int, dropout: float = 0.0) -> GPT2LMHeadModel:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.errors import ConfigError, DatasetError
 from udrl.manifest import Manifest, file_digest, write_atomic
@@ -291,7 +292,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
         edges = quantile_edges([r.score for r in report.records], config.reward_levels)
     resume_from = ckpt.latest_checkpoint(run_dir) if config.resume else None
     if resume_from is not None:
-        manifest = ckpt.verify_checkpoint(resume_from)
+        manifest = verify_checkpoint(resume_from)
         data_hash = file_digest(config.data)
         if manifest.data_hash != data_hash:
             raise DatasetError(

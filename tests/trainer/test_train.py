@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from udrl import CheckpointError, ConfigError, DatasetError, ManifestError, load_manifest
 from udrl.trainer import TrainConfig, train
-from udrl.trainer.checkpoint import load_checkpoint, verify_checkpoint
+from udrl.checkpoint import load_checkpoint, verify_checkpoint
 
 
 def metrics(run: Path) -> list[dict]:
