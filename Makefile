@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,eval,dev]'
+	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UdrlError
-from .manifest import load_manifest
+from .artifacts import read_manifest
 
 
 def artifact_size(path: Path) -> int:
@@ -29,9 +29,7 @@ def artifact_size(path: Path) -> int:
 def info(path: str) -> dict:
     """The manifest and size of an artifact, as a dict."""
     p = Path(path)
-    if not p.exists():
-        raise UdrlError(f"no such artifact: {path}")
-    manifest = load_manifest(p)
+    manifest = read_manifest(p)
     return {"path": str(p), "size_bytes": artifact_size(p), "manifest": manifest.to_dict()}
 
 
@@ -71,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udrl-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="print an artifact's manifest and size")
-    p.add_argument("path", help="checkpoint directory or artifact file")
+    p.add_argument("path", help="checkpoint directory, .gguf, .onnx or .mlpackage")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_info)
     for ep in sorted(entry_points(group="udrl.cli"), key=lambda e: e.name):

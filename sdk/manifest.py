@@ -31,6 +31,11 @@ from .errors import ManifestError
 FORMAT_NAME = "udrl-manifest"
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "udrl.json"
+# Where exported artifacts carry the manifest (as its JSON text): GGUF metadata key, ONNX
+# metadata_props key, Core ML user_defined_metadata key. native/udrl.h mirrors this name.
+METADATA_KEY = "udrl.manifest"
+# Formats without a tokenizer of their own (ONNX, Core ML) carry the tokenizers JSON under this key.
+TOKENIZER_METADATA_KEY = "udrl.tokenizer"
 
 # Commands the policy can be conditioned on besides the task (which is always part of the prompt).
 CONDITIONS = ("length", "reward")

@@ -1,0 +1,206 @@
+"""GGUF for llama.cpp: architecture ``gpt2``, written with the ``gguf`` package.
+
+f32 and f16 are written directly; the other quantizations are made from the f32 file by llama.cpp's
+own ``llama_model_quantize`` (through llama-cpp-python). The tokenizer is stored as GPT-2 BPE with
+``tokenizer.ggml.pre`` set, and every special token typed CONTROL so that llama.cpp keeps each
+control token whole when it tokenizes with special tokens on. The manifest is the metadata string
+``udrl.manifest``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gguf
+import numpy as np
+
+from udrl.manifest import METADATA_KEY
+
+from .export import Exporter, ExportError, Source, register
+from .verify import compare_logits, greedy_agreement, prompt_set, reference_logits, tokenizer_corpus
+
+# Our tensor names -> llama.cpp's (gguf-py MODEL_TENSOR names for LLM_ARCH_GPT2).
+_LAYER_TENSORS = {
+    "ln_1.weight": "attn_norm.weight", "ln_1.bias": "attn_norm.bias",
+    "attn.c_attn.weight": "attn_qkv.weight", "attn.c_attn.bias": "attn_qkv.bias",
+    "attn.c_proj.weight": "attn_output.weight", "attn.c_proj.bias": "attn_output.bias",
+    "ln_2.weight": "ffn_norm.weight", "ln_2.bias": "ffn_norm.bias",
+    "mlp.c_fc.weight": "ffn_up.weight", "mlp.c_fc.bias": "ffn_up.bias",
+    "mlp.c_proj.weight": "ffn_down.weight", "mlp.c_proj.bias": "ffn_down.bias",
+}
+_GLOBAL_TENSORS = {
+    "transformer.wte.weight": "token_embd.weight",
+    "transformer.wpe.weight": "position_embd.weight",
+    "transformer.ln_f.weight": "output_norm.weight",
+    "transformer.ln_f.bias": "output_norm.bias",
+}
+
+# Acceptance per variant: logits within atol * max|logit| (exact formats), or top-1 agreement.
+_LOGIT_TOLERANCE = {"f32": 1e-3, "f16": 3e-2}
+_MIN_TOP1 = {"q8_0": 0.95, "q6_k": 0.9, "q5_k_m": 0.85, "q4_k_m": 0.8}
+
+
+def _llama_ftype(quant: str) -> int:
+    import llama_cpp
+
+    return {
+        "f32": llama_cpp.LLAMA_FTYPE_ALL_F32, "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+        "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+        "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    }[quant]
+
+
+def gguf_tensors(model: Any) -> dict[str, np.ndarray]:
+    """fp32 tensors under llama.cpp's names; HF Conv1D weights [in, out] become [out, in]."""
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    out = {ours: sd[theirs] for theirs, ours in _GLOBAL_TENSORS.items()}
+    for i in range(model.config.n_layer):
+        for theirs, ours in _LAYER_TENSORS.items():
+            w = sd[f"transformer.h.{i}.{theirs}"]
+            if theirs.endswith("weight") and w.ndim == 2:
+                w = w.T
+            out[f"blk.{i}.{ours}"] = np.ascontiguousarray(w)
+    return out
+
+
+def _merges(tokenizer: Any) -> list[str]:
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    return [m if isinstance(m, str) else " ".join(m) for m in merges]
+
+
+def write_gguf(source: Source, path: Path, dtype: str, quant: str) -> None:
+    """Write an f32 or f16 (``dtype``) GGUF of ``source`` whose manifest says ``quant``
+    (a quantized file is made from an f32 one, and llama.cpp copies its metadata)."""
+    model, tok = source.model, source.tokenizer
+    c = model.config
+    manifest = source.manifest_for(quant)
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_name(f"udrl {manifest.model.get('preset') or 'gpt2'}")
+    writer.add_context_length(c.n_positions)
+    writer.add_embedding_length(c.n_embd)
+    writer.add_feed_forward_length(c.n_inner or 4 * c.n_embd)
+    writer.add_block_count(c.n_layer)
+    writer.add_head_count(c.n_head)
+    writer.add_layer_norm_eps(c.layer_norm_epsilon)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+
+    special = set(tok.all_special_ids) | set(manifest.token_ids.values())
+    tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
+    types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tok))]
+    for i in range(len(tok), c.vocab_size):  # embedding rows beyond the tokenizer, if any
+        tokens.append(f"[PAD{i}]")
+        types.append(gguf.TokenType.UNUSED)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(_merges(tok))
+    writer.add_bos_token_id(manifest.eos_id)
+    writer.add_eos_token_id(manifest.eos_id)
+    writer.add_pad_token_id(manifest.eos_id)
+    writer.add_add_bos_token(False)
+    writer.add_add_eos_token(False)
+    writer.add_string(METADATA_KEY, manifest.to_json())
+
+    for name, data in gguf_tensors(model).items():
+        # llama.cpp wants norms and biases in f32; matrices follow the file type.
+        if dtype == "f16" and data.ndim == 2:
+            data = data.astype(np.float16)
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = _llama_ftype(quant)
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise ExportError(f"llama.cpp could not quantize {src.name} to {quant} (code {rc})")
+
+
+def read_manifest_json(path: str | Path) -> str:
+    """The manifest JSON stored in a GGUF file's metadata (without loading the model)."""
+    reader = gguf.GGUFReader(str(path))
+    field = reader.get_field(METADATA_KEY)
+    if field is None:
+        raise ExportError(f"{path} has no {METADATA_KEY} metadata")
+    return field.contents()
+
+
+@register
+class GGUFExporter(Exporter):
+    format = "gguf"
+    suffix = ".gguf"
+    quants: ClassVar[tuple[str, ...]] = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+    default_quant = "q8_0"
+
+    def write(self, source: Source, quant: str, path: Path) -> None:
+        if quant in ("f32", "f16"):
+            write_gguf(source, path, quant, quant)
+            return
+        f32 = path.with_name(path.name + ".f32")
+        try:
+            write_gguf(source, f32, "f32", quant)
+            quantize(f32, path, quant)
+        finally:
+            f32.unlink(missing_ok=True)
+
+    def verify(self, source: Source, quant: str, path: Path) -> dict[str, Any]:
+        from llama_cpp import Llama
+
+        failures: list[str] = []
+        tok, model, manifest = source.tokenizer, source.model, source.manifest
+        llm = Llama(model_path=str(path), n_ctx=model.config.n_positions, logits_all=True, n_threads=2,
+                    verbose=False)
+        try:
+            stored = json.loads(read_manifest_json(path))
+            if stored != source.manifest_for(quant).to_dict():
+                failures.append("manifest in the GGUF differs from the checkpoint's")
+            mismatched = [t for t in tokenizer_corpus(manifest)
+                          if llm.tokenize(t.encode(), add_bos=False, special=True)
+                          != tok.encode(t, add_special_tokens=False)]
+            if mismatched:
+                failures.append(f"llama.cpp tokenizes {len(mismatched)} text(s) differently, e.g. {mismatched[0]!r}")
+            prompts = [tok.encode(p, add_special_tokens=False) for p in prompt_set(manifest)]
+            pairs = []
+            for ids in prompts:
+                llm.reset()
+                llm.eval(ids)
+                pairs.append((reference_logits(model, ids), np.array(llm.scores[: len(ids)], dtype=np.float32)))
+            report = compare_logits(pairs)
+
+            def llama_greedy(ids: list[int], max_new: int) -> list[int]:
+                out = []
+                for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                    if t == manifest.eos_id or len(out) == max_new:
+                        break
+                    out.append(t)
+                return out
+
+            greedy = greedy_agreement(model, prompts, manifest.eos_id, llama_greedy)
+        finally:
+            llm.close()
+        checks: dict[str, Any] = {
+            "tokenizer": f"{len(tokenizer_corpus(manifest)) - len(mismatched)}/{len(tokenizer_corpus(manifest))} texts identical",
+            "logits max |diff|": f"{report.max_abs_diff:.2e} (max |logit| {report.scale:.1f})",
+            "top-1 agreement": f"{report.top1_agree:.1%} of {report.positions} positions",
+            "greedy agreement": f"{greedy:.0%} of {len(prompts)} prompts",
+        }
+        if quant in _LOGIT_TOLERANCE:
+            limit = _LOGIT_TOLERANCE[quant] * max(1.0, report.scale)
+            if report.max_abs_diff > limit:
+                failures.append(f"logits differ by {report.max_abs_diff:.2e} > {limit:.2e} from PyTorch")
+        elif report.top1_agree < _MIN_TOP1[quant]:
+            failures.append(f"top-1 agreement {report.top1_agree:.1%} < {_MIN_TOP1[quant]:.0%} required for {quant}")
+        if failures:
+            raise ExportError(f"GGUF {quant} failed verification: " + "; ".join(failures))
+        return checks
+
