@@ -1,12 +1,17 @@
 """udrl: small command-conditioned prompt-generation models, run locally.
 
-The SDK is the runtime half of udrl-edge: the command schema, the artifact manifest and (in later
-releases) the backends and generation API. It never imports the trainer or the converters, so an
-app that embeds it installs only what inference needs.
+    >>> import udrl
+    >>> model = udrl.load("model-q8_0.gguf")                              # doctest: +SKIP
+    >>> model.generate("poster for a jazz night", task="image", length=12).text
+
+The SDK is the runtime half of udrl-edge: the command schema, the artifact manifest, the backends
+(llama.cpp, ONNX Runtime, torch, Core ML) and the generation API. It never imports the trainer or
+the converters, so an app that embeds it installs only what inference needs.
 """
 
 from .commands import Command, count_words, make_command, render_prompt
 from .errors import (
+    BackendError,
     CheckpointError,
     CommandError,
     ConfigError,
@@ -14,20 +19,28 @@ from .errors import (
     ManifestError,
     UdrlError,
 )
+from .generate import GenerationResult
 from .manifest import Manifest, load_manifest, save_manifest
+from .model import CommandSpace, Model, Request, load
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendError",
     "CheckpointError",
     "Command",
     "CommandError",
+    "CommandSpace",
     "ConfigError",
     "DatasetError",
+    "GenerationResult",
     "Manifest",
     "ManifestError",
+    "Model",
+    "Request",
     "UdrlError",
     "count_words",
+    "load",
     "load_manifest",
     "make_command",
     "render_prompt",

@@ -8,6 +8,7 @@ a subcommand whose extra is not installed reports which one to install.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -56,7 +57,9 @@ def _print_info(report: dict) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    report = info(args.path)
+    from .model import default_model_path
+
+    report = info(args.path or str(default_model_path()))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -64,12 +67,69 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_queries(args: argparse.Namespace) -> list[str]:
+    if args.query and args.file:
+        raise UdrlError("give a query or --file, not both")
+    if args.query:
+        return [args.query]
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        queries = [line.strip() for line in text.splitlines() if line.strip()]
+        if not queries:
+            raise UdrlError(f"no queries in {'standard input' if args.file == '-' else args.file}")
+        return queries
+    raise UdrlError("give a query, or --file FILE (one query per line; '-' for standard input)")
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .model import Request, load
+
+    queries = _read_queries(args)
+    options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                   max_tokens=args.max_tokens, length_guard=not args.no_length_guard)
+    with load(args.model, backend=args.backend, threads=args.threads) as model:
+        if args.stream and len(queries) == 1 and not args.json:
+            for piece in model.stream(queries[0], task=args.task, length=args.length, reward=args.reward, **options):
+                print(piece, end="", flush=True)
+            print()
+            return 0
+        requests = [Request(q, args.task, args.length, args.reward) for q in queries]
+        for result in model.generate_batch(requests, **options):
+            if args.json:
+                d = result.to_dict()
+                d["command"] = dataclasses.asdict(result.command)
+                print(json.dumps(d, ensure_ascii=False))
+            else:
+                print(result.text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="udrl", description="Command-conditioned prompt models.")
     parser.add_argument("--version", action="version", version=f"udrl-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    g = sub.add_parser("generate", help="write a prompt for a design request")
+    g.add_argument("query", nargs="?", help="the design request (or use --file)")
+    g.add_argument("--file", metavar="FILE", help="queries, one per line ('-': standard input); batched")
+    g.add_argument("--task", default="image", help="image, search, headline, tags (see `udrl info`)")
+    g.add_argument("--length", type=int, help="target length in words (default: the task's usual)")
+    g.add_argument("--reward", type=int, help="relevance level, 0 lowest (default: the highest)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-tokens", type=int)
+    g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
+    g.add_argument("--model", help="artifact path (default: the bundled model)")
+    g.add_argument("--backend", default="auto", help="auto, llama, onnx, torch, coreml")
+    g.add_argument("--threads", type=int)
+    g.add_argument("--json", action="store_true", help="one JSON object per result, with timings")
+    g.add_argument("--stream", action="store_true", help="print text as it is generated")
+    g.set_defaults(func=_cmd_generate)
+
     p = sub.add_parser("info", help="print an artifact's manifest and size")
-    p.add_argument("path", help="checkpoint directory, .gguf, .onnx or .mlpackage")
+    p.add_argument("path", nargs="?", help="checkpoint directory, .gguf, .onnx or .mlpackage "
+                   "(default: the bundled model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_info)
     for ep in sorted(entry_points(group="udrl.cli"), key=lambda e: e.name):

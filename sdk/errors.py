@@ -25,3 +25,7 @@ class CheckpointError(UdrlError):
 
 class ConfigError(UdrlError, ValueError):
     """A configuration has unknown keys or values outside what is allowed."""
+
+
+class BackendError(UdrlError):
+    """A runtime is not installed, not available on this platform, or cannot open the artifact."""

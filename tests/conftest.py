@@ -30,3 +30,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> 
         threads=2,
     ))
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_run, tmp_path_factory) -> dict[str, Path]:
+    """The tiny run exported to f32 GGUF and fp32 ONNX, next to a copy of its checkpoint."""
+    import shutil
+
+    from udrl.converters import export
+
+    base = tmp_path_factory.mktemp("artifacts")
+    ckpt = base / "model"
+    shutil.copytree(tiny_run / "model", ckpt)
+    quiet = lambda _: None  # noqa: E731
+    return {
+        "torch": ckpt,
+        "llama": export(ckpt, "gguf", "f32", log=quiet).path,
+        "onnx": export(ckpt, "onnx", "fp32", log=quiet).path,
+    }

@@ -1,0 +1,120 @@
+"""Runtimes behind one protocol: llama.cpp (GGUF), ONNX Runtime (ONNX), torch (checkpoint
+directory) and Core ML (``.mlpackage``, macOS only).
+
+A backend owns a model and its tokenizer and exposes the few operations the generation loop in
+`generate.py` needs: encode, decode, prefill a prompt, step one token, each returning the logits
+of the last position. Backends that can batch also implement `prefill_batch` / `step_batch`.
+Backends register by name; `open_backend` picks one for an artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .artifacts import artifact_kind, read_manifest
+from .errors import BackendError
+from .manifest import Manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendOptions:
+    """How to run: CPU threads (None: the runtime's choice) and device (auto, cpu, cuda, metal)."""
+
+    threads: int | None = None
+    device: str = "auto"
+
+
+class Backend:
+    """The protocol every runtime implements (see the module docstring)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # the artifact kind it opens: gguf, onnx, checkpoint, coreml
+    extra: ClassVar[str]  # pip extra that installs the runtime
+    can_batch: ClassVar[bool] = False
+
+    manifest: Manifest
+    n_ctx: int
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this runtime cannot run here (None when it can): checked before anything loads."""
+        return None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, control tokens parsed as single tokens."""
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids (special tokens dropped)."""
+        raise NotImplementedError
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Forget any previous sequence, run the prompt, return the last position's logits."""
+        raise NotImplementedError
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token, return the logits for the next."""
+        raise NotImplementedError
+
+    def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
+        """Batched prefill: logits [batch, vocab]. Only where ``can_batch``."""
+        raise NotImplementedError
+
+    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
+        """One token per sequence of the batch: logits [batch, vocab]."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release native memory; the backend cannot be used afterwards."""
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+_MODULES = {"llama": ".backend_llama", "onnx": ".backend_onnx", "torch": ".backend_torch", "coreml": ".backend_coreml"}
+_DEFAULT_FOR_KIND = {"gguf": "llama", "onnx": "onnx", "checkpoint": "torch", "coreml": "coreml"}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def _backend_class(name: str) -> type[Backend]:
+    if name not in _MODULES:
+        raise BackendError(f"unknown backend {name!r}; choose one of: auto, {', '.join(_MODULES)}")
+    if name not in BACKENDS:
+        import importlib
+
+        importlib.import_module(_MODULES[name], __package__)
+    return BACKENDS[name]
+
+
+def open_backend(path: str | os.PathLike[str], backend: str = "auto",
+                 options: BackendOptions = BackendOptions()) -> Backend:
+    """Open an artifact with the named backend (``auto``: the one its format needs)."""
+    p = Path(path)
+    kind = artifact_kind(p)
+    name = _DEFAULT_FOR_KIND[kind] if backend == "auto" else backend
+    cls = _backend_class(name)
+    reason = cls.unavailable()
+    if reason:
+        raise BackendError(reason)
+    if cls.kind != kind:
+        raise BackendError(f"backend {name!r} runs {cls.kind} artifacts, but {p} is {kind}; "
+                           f"use backend='auto' (which picks {_DEFAULT_FOR_KIND[kind]!r})")
+    manifest = read_manifest(p)  # refuses artifacts without a valid manifest, before loading weights
+    opener: Callable[..., Backend] = cls  # each backend's __init__(path, manifest, options)
+    return opener(p, manifest, options)
+
+
+def require(module: str, extra: str) -> None:
+    """Raise `BackendError` naming the pip extra when a runtime package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BackendError(f"this backend needs {module}: pip install 'udrl-edge[{extra}]'")

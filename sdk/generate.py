@@ -1,0 +1,192 @@
+"""The generation loop: prompt -> tokens -> text, with the length guard. Read it top to bottom.
+
+One request: render the command and query into the prompt (`commands.render_prompt`), prefill,
+then repeatedly pick a token from the logits and step. The **length guard** enforces the length
+command at decode time: end-of-sequence is forbidden until the text has the requested number of
+words, and generation stops before a token that would start one word too many. Text is decoded
+from all generated ids each step, so multi-byte characters split across tokens stream whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .backends import Backend
+from .commands import Command, count_words, render_prompt
+from .errors import CommandError
+from .sampling import Sampler, make_sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationOptions:
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_tokens: int | None = None  # default: room for the longest command, within the context
+    length_guard: bool = True
+
+    def sampler(self, offset: int = 0) -> Sampler:
+        seed = None if self.seed is None else self.seed + offset
+        return make_sampler(self.temperature, self.top_k, self.top_p, seed)
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """What one request produced, with the figures the benchmarks read."""
+
+    text: str
+    query: str
+    command: Command
+    words: int
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of sequence), "length" (guard reached the word count), "max_tokens"
+    prompt_s: float  # prefill time
+    first_token_s: float  # from the start of the request to the first generated token
+    total_s: float
+    peak_rss_mb: float
+
+    @property
+    def prompt_tok_s(self) -> float:
+        return self.prompt_tokens / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        decode_s = self.total_s - self.first_token_s
+        return (self.completion_tokens - 1) / decode_s if self.completion_tokens > 1 and decode_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(prompt_tok_s=self.prompt_tok_s, decode_tok_s=self.decode_tok_s)
+        return d
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def prepare(backend: Backend, query: str, command: Command, max_tokens: int | None) -> tuple[list[int], int]:
+    """Prompt ids and the token budget; refuses a prompt that leaves no room in the context."""
+    prompt = backend.encode(render_prompt(backend.manifest, query, command))
+    room = backend.n_ctx - len(prompt)
+    if room < 2:
+        raise CommandError(
+            f"query too long: the prompt is {len(prompt)} tokens and this model's context holds "
+            f"{backend.n_ctx}; shorten the query (udrl does not cut it silently)"
+        )
+    budget = max_tokens if max_tokens is not None else 3 * backend.manifest.length_max + 8
+    if budget < 1:
+        raise CommandError(f"max_tokens must be at least 1, got {budget}")
+    return prompt, min(budget, room)
+
+
+class _Decoder:
+    """Per-sequence state: generated ids, text so far, and the length guard's decisions."""
+
+    def __init__(self, backend: Backend, command: Command, guard: bool):
+        self.backend, self.command, self.guard = backend, command, guard
+        self.eos = backend.manifest.eos_id
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = ""
+        self.finish: str | None = None
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        if self.guard and count_words(self.text) < self.command.length:
+            logits = logits.copy()
+            logits[self.eos] = -np.inf
+        return logits
+
+    def accept(self, token: int) -> bool:
+        """Take a sampled token; False (and a finish reason) when the sequence ends before it."""
+        if token == self.eos:
+            self.finish = "stop"
+            return False
+        text = self.backend.decode(self.ids + [token])
+        if self.guard and count_words(text) > self.command.length:
+            self.finish = "length"
+            return False
+        self.ids.append(token)
+        self.text = text
+        return True
+
+    def piece(self) -> str:
+        """New text since the last piece, holding back an incomplete multi-byte character."""
+        if self.text.endswith("\ufffd"):
+            return ""
+        new = self.text[len(self.emitted):]
+        self.emitted = self.text
+        return new
+
+
+def stream_tokens(backend: Backend, query: str, command: Command, options: GenerationOptions,
+                  stats: dict) -> Iterator[str]:
+    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) as it goes."""
+    start = time.perf_counter()
+    prompt, budget = prepare(backend, query, command, options.max_tokens)
+    sample = options.sampler()
+    decoder = _Decoder(backend, command, options.length_guard)
+    logits = backend.prefill(prompt)
+    stats.update(prompt_tokens=len(prompt), prompt_s=time.perf_counter() - start, first_token_s=0.0)
+    for _ in range(budget):
+        token = sample(decoder.mask(logits))
+        if not decoder.accept(token):
+            break
+        if len(decoder.ids) == 1:
+            stats["first_token_s"] = time.perf_counter() - start
+        piece = decoder.piece()
+        if piece:
+            yield piece
+        if len(decoder.ids) < budget:
+            logits = backend.step(token)
+    else:
+        decoder.finish = "max_tokens"
+    tail = decoder.text[len(decoder.emitted):]
+    if tail:
+        yield tail
+    stats.update(text=decoder.text.strip(), completion_tokens=len(decoder.ids),
+                 finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - start)
+
+
+def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
+                          options: GenerationOptions) -> list[dict]:
+    """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
+    start = time.perf_counter()
+    prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
+    decoders = [_Decoder(backend, c, options.length_guard) for _, c in requests]
+    samplers = [options.sampler(offset=i) for i in range(len(requests))]
+    logits = backend.prefill_batch([p for p, _ in prepared])
+    prompt_s = time.perf_counter() - start
+    first = [0.0] * len(requests)
+    active = [True] * len(requests)
+    last = [backend.manifest.eos_id] * len(requests)
+    # Left padding aligns every prompt's end, so the longest prompt bounds the steps for all.
+    steps = min(max(b for _, b in prepared), backend.n_ctx - max(len(p) for p, _ in prepared))
+    for _ in range(steps):
+        for i, d in enumerate(decoders):
+            if not active[i]:
+                continue
+            token = samplers[i](d.mask(logits[i]))
+            if not d.accept(token):
+                active[i] = False
+                continue
+            last[i] = token
+            first[i] = first[i] or time.perf_counter() - start
+            if len(d.ids) >= prepared[i][1]:
+                d.finish, active[i] = "max_tokens", False
+        if not any(active):
+            break
+        # Finished sequences keep stepping with a filler token; their logits are ignored.
+        logits = backend.step_batch(last)
+    total = time.perf_counter() - start
+    return [dict(text=d.text.strip(), completion_tokens=len(d.ids), finish_reason=d.finish or "max_tokens",
+                 prompt_tokens=len(p), prompt_s=prompt_s, first_token_s=f, total_s=total)
+            for d, (p, _), f in zip(decoders, prepared, first)]

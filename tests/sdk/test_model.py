@@ -1,0 +1,119 @@
+import threading
+
+import pytest
+
+import udrl
+from udrl import Request
+
+BACKENDS = ["torch", "llama", "onnx"]
+REQUESTS = [
+    ("poster for a summer festival", "image", 9),
+    ("Café logo — naïve & bold", "tags", 4),
+    ("東京 bakery flyer 🎉", "search", 3),
+    ("banner for a wedding", "headline", 6),
+    ("flyer for a hiking club", "image", 14),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_artifacts):
+    opened = {name: udrl.load(path, backend=name, threads=2) for name, path in tiny_artifacts.items()}
+    yield opened
+    for m in opened.values():
+        m.close()
+
+
+def test_load_picks_the_backend_from_the_artifact(tiny_artifacts):
+    for name, path in tiny_artifacts.items():
+        with udrl.load(path) as model:
+            assert model.backend == name
+            assert model.commands.tasks == ("image", "search", "headline", "tags")
+            assert model.commands.length_max == 16 and model.commands.reward_default == 2
+
+
+def test_same_greedy_text_through_torch_gguf_and_onnx(models):
+    for query, task, length in REQUESTS:
+        texts = {name: m.generate(query, task=task, length=length).text for name, m in models.items()}
+        assert len(set(texts.values())) == 1, (query, texts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stream_yields_exactly_what_generate_returns(models, backend):
+    model = models[backend]
+    for query, task, length in REQUESTS:
+        pieces = list(model.stream(query, task=task, length=length))
+        assert "".join(pieces).strip() == model.generate(query, task=task, length=length).text
+        assert len(pieces) >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_equals_one_by_one_greedy(models, backend):
+    model = models[backend]
+    batch = model.generate_batch([Request(q, t, n) for q, t, n in REQUESTS])
+    single = [model.generate(q, task=t, length=n) for q, t, n in REQUESTS]
+    assert [b.text for b in batch] == [s.text for s in single]
+    assert [b.finish_reason for b in batch] == [s.finish_reason for s in single]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_sampling_is_deterministic(models, backend):
+    model = models[backend]
+    kw = dict(task="image", length=10, temperature=1.0, top_p=0.95, top_k=50)
+    a = model.generate("poster for a bakery", seed=7, **kw).text
+    assert model.generate("poster for a bakery", seed=7, **kw).text == a
+    others = {model.generate("poster for a bakery", seed=s, **kw).text for s in range(8)}
+    assert len(others) > 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_length_guard_lands_on_the_requested_word_count(models, backend):
+    model = models[backend]
+    for query, task, length in REQUESTS:
+        result = model.generate(query, task=task, length=length)
+        assert result.words == length, (result.text, length)
+        assert result.finish_reason in ("stop", "length")
+
+
+def test_result_carries_commands_counts_and_timings(models):
+    r = models["llama"].generate("poster for a bakery", task="tags")
+    assert r.command == udrl.Command("tags", models["llama"].commands.default_length["tags"], 2)
+    assert r.prompt_tokens > 5 and r.completion_tokens >= r.words
+    assert 0 < r.prompt_s <= r.first_token_s <= r.total_s
+    assert r.decode_tok_s > 0 and r.peak_rss_mb > 10
+    assert set(r.to_dict()) >= {"text", "finish_reason", "decode_tok_s", "prompt_tok_s"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eight_threads_on_one_model_get_correct_results(models, backend):
+    model = models[backend]
+    expected = {q: model.generate(q, task=t, length=n).text for q, t, n in REQUESTS}
+    got: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for k in range(3):
+                q, t, n = REQUESTS[(i + k) % len(REQUESTS)]
+                got.append((q, model.generate(q, task=t, length=n).text))
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == 24 and all(text == expected[q] for q, text in got)
+
+
+def test_close_releases_and_further_use_is_an_error(tiny_artifacts):
+    model = udrl.load(tiny_artifacts["llama"])
+    model.close()
+    model.close()  # idempotent
+    with pytest.raises(udrl.UdrlError, match="closed"):
+        model.generate("poster")
+    with udrl.load(tiny_artifacts["onnx"]) as m:
+        assert m.generate("poster", task="search", length=2).words == 2
+    with pytest.raises(udrl.UdrlError, match="closed"):
+        m.generate("poster")
