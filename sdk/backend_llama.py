@@ -38,6 +38,8 @@ class LlamaCppBackend(Backend):
     name = "llama"
     kind = "gguf"
     extra = "llama-cpp-python"
+    can_batch = True
+    max_batch = 8  # sequences decoded together in one llama_decode call
 
     def __init__(self, path: Path, manifest: Manifest, options: BackendOptions):
         import llama_cpp
@@ -56,6 +58,9 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llama.cpp cannot load {path}: {exc}") from None
         self._n_vocab = self.llm.n_vocab()
         self._special = set(manifest.token_ids.values())
+        self._threads = threads
+        self._batch_ctx = None  # a second context with one KV-cache sequence per request, made on demand
+        self._batch_pos: list[int] = []
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -77,7 +82,66 @@ class LlamaCppBackend(Backend):
         self.llm.eval([token])
         return self._last_logits()
 
+    # -- batches: llama.cpp sequences, one per request, decoded together ---------------------------
+
+    def _context_for_batches(self):
+        if self._batch_ctx is None:
+            lc = self._llama_cpp
+            params = lc.llama_context_default_params()
+            params.n_seq_max = self.max_batch
+            params.n_ctx = self.n_ctx * self.max_batch
+            params.n_batch = params.n_ubatch = self.n_ctx * self.max_batch
+            params.n_threads = params.n_threads_batch = self._threads
+            params.kv_unified = False  # each sequence gets its own n_ctx slots
+            self._batch_ctx = lc.llama_init_from_model(self.llm.model, params)
+            if not self._batch_ctx:
+                raise BackendError("llama.cpp could not create a batch context (out of memory?)")
+        return self._batch_ctx
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[int]:
+        """Decode (token, position, sequence, wants_logits) entries; return the batch indices with logits."""
+        lc = self._llama_cpp
+        ctx = self._context_for_batches()
+        batch = lc.llama_batch_init(len(entries), 0, self.max_batch)
+        try:
+            rows = []
+            for j, (token, pos, seq, wants) in enumerate(entries):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, pos, 1
+                batch.seq_id[j][0] = seq
+                batch.logits[j] = wants
+                if wants:
+                    rows.append(j)
+            batch.n_tokens = len(entries)
+            rc = lc.llama_decode(ctx, batch)
+            if rc != 0:
+                raise BackendError(f"llama_decode failed on a batch of {len(entries)} tokens (code {rc})")
+            return rows
+        finally:
+            lc.llama_batch_free(batch)
+
+    def _rows(self, rows: list[int]) -> np.ndarray:
+        lc = self._llama_cpp
+        return np.stack([np.ctypeslib.as_array(lc.llama_get_logits_ith(self._batch_ctx, j), shape=(self._n_vocab,))
+                         for j in rows]).copy()
+
+    def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
+        if len(prompts) > self.max_batch:
+            raise BackendError(f"llama.cpp batches hold at most {self.max_batch} requests")
+        ctx = self._context_for_batches()
+        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(ctx), True)
+        entries = [(t, pos, seq, pos == len(p) - 1) for seq, p in enumerate(prompts) for pos, t in enumerate(p)]
+        self._batch_pos = [len(p) for p in prompts]
+        return self._rows(self._decode(entries))
+
+    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
+        entries = [(t, self._batch_pos[seq], seq, True) for seq, t in enumerate(tokens)]
+        self._batch_pos = [p + 1 for p in self._batch_pos]
+        return self._rows(self._decode(entries))
+
     def close(self) -> None:
+        if self._batch_ctx is not None:
+            self._llama_cpp.llama_free(self._batch_ctx)
+            self._batch_ctx = None
         if getattr(self, "llm", None) is not None:
             self.llm.close()
             self.llm = None

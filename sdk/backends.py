@@ -37,6 +37,7 @@ class Backend:
     kind: ClassVar[str]  # the artifact kind it opens: gguf, onnx, checkpoint, coreml
     extra: ClassVar[str]  # pip extra that installs the runtime
     can_batch: ClassVar[bool] = False
+    max_batch: ClassVar[int | None] = None  # most requests per batch (None: no limit)
 
     manifest: Manifest
     n_ctx: int

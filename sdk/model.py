@@ -129,7 +129,12 @@ class Model:
         backend = self._live()
         with self._lock:
             if backend.can_batch and len(items) > 1:
-                stats = generate_batch_tokens(backend, [(r.query, c) for r, c in zip(items, commands)], options)
+                pairs = [(r.query, c) for r, c in zip(items, commands)]
+                size = backend.max_batch or len(pairs)
+                stats = []
+                for start in range(0, len(pairs), size):
+                    chunk = dataclasses.replace(options, seed=None if seed is None else seed + start)
+                    stats += generate_batch_tokens(backend, pairs[start : start + size], chunk)
             else:
                 stats = []
                 for i, (r, c) in enumerate(zip(items, commands)):
