@@ -1,0 +1,804 @@
+/*
+ * udrl.c - see udrl.h. Layers, from the bottom: a small JSON reader (for the manifest), text
+ * helpers with Python's whitespace rules (so word counts and query cleaning match the SDK), the
+ * manifest, then prompt building and generation over llama.h.
+ */
+#include "udrl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llama.h"
+
+/* ---------------------------------------------------------------- JSON (just enough) -------- */
+
+typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
+
+typedef struct jval {
+    jtype type;
+    double num;
+    char *str;           /* J_STR */
+    struct jval *items;  /* J_ARR, J_OBJ values */
+    char **keys;         /* J_OBJ keys */
+    size_t n;
+} jval;
+
+typedef struct {
+    const char *p;
+    const char *end;
+    int depth;
+} jparser;
+
+static void j_free(jval *v) {
+    size_t i;
+    if (!v) return;
+    free(v->str);
+    for (i = 0; i < v->n; i++) {
+        j_free(&v->items[i]);
+        if (v->keys) free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    memset(v, 0, sizeof *v);
+}
+
+static void j_ws(jparser *ps) {
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')) ps->p++;
+}
+
+static int j_utf8(char *out, unsigned long cp) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F)); return 4;
+}
+
+static int j_hex4(jparser *ps, unsigned long *cp) {
+    int i;
+    *cp = 0;
+    if (ps->end - ps->p < 4) return 0;
+    for (i = 0; i < 4; i++) {
+        char c = *ps->p++;
+        *cp <<= 4;
+        if (c >= '0' && c <= '9') *cp |= (unsigned long)(c - '0');
+        else if (c >= 'a' && c <= 'f') *cp |= (unsigned long)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') *cp |= (unsigned long)(c - 'A' + 10);
+        else return 0;
+    }
+    return 1;
+}
+
+static char *j_string(jparser *ps) {
+    size_t cap = 16, len = 0;
+    char *s;
+    if (ps->p >= ps->end || *ps->p != '"') return NULL;
+    ps->p++;
+    s = malloc(cap);
+    if (!s) return NULL;
+    while (ps->p < ps->end && *ps->p != '"') {
+        char buf[4];
+        int k = 1;
+        if (*ps->p == '\\') {
+            unsigned long cp;
+            ps->p++;
+            if (ps->p >= ps->end) break;
+            switch (*ps->p++) {
+                case '"': buf[0] = '"'; break;
+                case '\\': buf[0] = '\\'; break;
+                case '/': buf[0] = '/'; break;
+                case 'b': buf[0] = '\b'; break;
+                case 'f': buf[0] = '\f'; break;
+                case 'n': buf[0] = '\n'; break;
+                case 'r': buf[0] = '\r'; break;
+                case 't': buf[0] = '\t'; break;
+                case 'u':
+                    if (!j_hex4(ps, &cp)) { free(s); return NULL; }
+                    if (cp >= 0xD800 && cp <= 0xDBFF && ps->end - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u') {
+                        unsigned long lo;
+                        ps->p += 2;
+                        if (!j_hex4(ps, &lo)) { free(s); return NULL; }
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    }
+                    k = j_utf8(buf, cp);
+                    break;
+                default: free(s); return NULL;
+            }
+        } else {
+            buf[0] = *ps->p++;
+        }
+        if (len + (size_t)k + 1 > cap) {
+            char *grown;
+            cap = 2 * cap + (size_t)k;
+            grown = realloc(s, cap);
+            if (!grown) { free(s); return NULL; }
+            s = grown;
+        }
+        memcpy(s + len, buf, (size_t)k);
+        len += (size_t)k;
+    }
+    if (ps->p >= ps->end) { free(s); return NULL; }
+    ps->p++; /* closing quote */
+    s[len] = '\0';
+    return s;
+}
+
+static int j_value(jparser *ps, jval *out);
+
+static int j_append(jval *v, jval *item, char *key) {
+    jval *items = realloc(v->items, (v->n + 1) * sizeof *items);
+    if (!items) return 0;
+    v->items = items;
+    if (v->type == J_OBJ) {
+        char **keys = realloc(v->keys, (v->n + 1) * sizeof *keys);
+        if (!keys) return 0;
+        v->keys = keys;
+        v->keys[v->n] = key;
+    }
+    v->items[v->n++] = *item;
+    return 1;
+}
+
+static int j_container(jparser *ps, jval *out, char open, char close) {
+    out->type = open == '{' ? J_OBJ : J_ARR;
+    if (++ps->depth > 64) return 0;
+    ps->p++;
+    j_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) { ps->p++; ps->depth--; return 1; }
+    for (;;) {
+        jval item;
+        char *key = NULL;
+        memset(&item, 0, sizeof item);
+        j_ws(ps);
+        if (open == '{') {
+            key = j_string(ps);
+            if (!key) return 0;
+            j_ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') { free(key); return 0; }
+            ps->p++;
+        }
+        if (!j_value(ps, &item) || !j_append(out, &item, key)) { free(key); j_free(&item); return 0; }
+        j_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
+        if (ps->p < ps->end && *ps->p == close) { ps->p++; ps->depth--; return 1; }
+        return 0;
+    }
+}
+
+static int j_value(jparser *ps, jval *out) {
+    j_ws(ps);
+    if (ps->p >= ps->end) return 0;
+    switch (*ps->p) {
+        case '{': return j_container(ps, out, '{', '}');
+        case '[': return j_container(ps, out, '[', ']');
+        case '"': out->type = J_STR; out->str = j_string(ps); return out->str != NULL;
+        case 't': if (ps->end - ps->p >= 4 && !strncmp(ps->p, "true", 4)) { out->type = J_BOOL; out->num = 1; ps->p += 4; return 1; } return 0;
+        case 'f': if (ps->end - ps->p >= 5 && !strncmp(ps->p, "false", 5)) { out->type = J_BOOL; ps->p += 5; return 1; } return 0;
+        case 'n': if (ps->end - ps->p >= 4 && !strncmp(ps->p, "null", 4)) { out->type = J_NULL; ps->p += 4; return 1; } return 0;
+        default: {
+            char *endp;
+            out->type = J_NUM;
+            out->num = strtod(ps->p, &endp);
+            if (endp == ps->p) return 0;
+            ps->p = endp;
+            return 1;
+        }
+    }
+}
+
+static const jval *j_get(const jval *obj, const char *key) {
+    size_t i;
+    if (!obj || obj->type != J_OBJ) return NULL;
+    for (i = 0; i < obj->n; i++)
+        if (!strcmp(obj->keys[i], key)) return &obj->items[i];
+    return NULL;
+}
+
+static const char *j_str(const jval *v) { return v && v->type == J_STR ? v->str : NULL; }
+
+static int j_int(const jval *v, int *out) {
+    if (!v || v->type != J_NUM || v->num != floor(v->num)) return 0;
+    *out = (int)v->num;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- text, as Python sees it ---- */
+
+/* Length in bytes of a whitespace character at s (Python's str.split() set), or 0. */
+static size_t space_at(const unsigned char *s, size_t avail) {
+    if (avail == 0) return 0;
+    if (s[0] == ' ' || (s[0] >= '\t' && s[0] <= '\r') || (s[0] >= 0x1C && s[0] <= 0x1F)) return 1;
+    if (avail >= 2 && s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
+    if (avail >= 3) {
+        if (s[0] == 0xE1 && s[1] == 0x9A && s[2] == 0x80) return 3;                 /* U+1680 */
+        if (s[0] == 0xE2 && s[1] == 0x80 && ((s[2] >= 0x80 && s[2] <= 0x8A) || s[2] == 0xA8 || s[2] == 0xA9 ||
+                                             s[2] == 0xAF)) return 3;              /* U+2000-200A, 2028, 2029, 202F */
+        if (s[0] == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) return 3;                 /* U+205F */
+        if (s[0] == 0xE3 && s[1] == 0x80 && s[2] == 0x80) return 3;                 /* U+3000 */
+    }
+    return 0;
+}
+
+static int count_words(const char *text, size_t len) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    int words = 0, in_word = 0;
+    while (i < len) {
+        size_t w = space_at(s + i, len - i);
+        if (w) { in_word = 0; i += w; }
+        else { if (!in_word) words++; in_word = 1; i++; }
+    }
+    return words;
+}
+
+/* Words joined by single spaces, like " ".join(text.split()). Caller frees. */
+static char *normalize_spaces(const char *text) {
+    size_t len = strlen(text), i = 0, o = 0;
+    const unsigned char *s = (const unsigned char *)text;
+    char *out = malloc(len + 1);
+    int pending_space = 0;
+    if (!out) return NULL;
+    while (i < len) {
+        size_t w = space_at(s + i, len - i);
+        if (w) { pending_space = o > 0; i += w; continue; }
+        if (pending_space) { out[o++] = ' '; pending_space = 0; }
+        out[o++] = text[i++];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Bytes at the end of text that start an unfinished UTF-8 character (0 if it ends cleanly). */
+static size_t incomplete_utf8_tail(const char *text, size_t len) {
+    size_t back;
+    for (back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)text[len - back];
+        if ((c & 0xC0) == 0x80) continue; /* continuation byte: keep looking for the lead */
+        {
+            size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+            return need > back ? back : 0;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the model --------------- */
+
+typedef struct {
+    char *name;
+    char *token;
+    int default_length; /* 0: none in the manifest */
+} udrl_task;
+
+struct udrl_model {
+    struct llama_model *lm;
+    struct llama_context *ctx;
+    const struct llama_vocab *vocab;
+    char *manifest_json;
+    jval manifest;
+    udrl_task *tasks;
+    int n_tasks;
+    int length_min, length_max, reward_levels;
+    const char **length_tokens; /* index: length - length_min */
+    const char **reward_tokens;
+    const char *sep_token, *eos_token, *template_str;
+    int cond_length, cond_reward;
+    llama_token *special_ids;
+    const char **special_tokens;
+    int n_special;
+    llama_token eos_id;
+    int n_ctx, n_vocab;
+    char error[512];
+};
+
+static udrl_status fail(udrl_model *m, udrl_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->error, sizeof m->error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *udrl_status_str(udrl_status status) {
+    switch (status) {
+        case UDRL_OK: return "ok";
+        case UDRL_E_ARGUMENT: return "invalid argument";
+        case UDRL_E_IO: return "cannot read the model file";
+        case UDRL_E_MANIFEST: return "missing or invalid udrl manifest";
+        case UDRL_E_TASK: return "unknown task";
+        case UDRL_E_LENGTH: return "length outside the trained range";
+        case UDRL_E_REWARD: return "reward level out of range";
+        case UDRL_E_QUERY: return "invalid query";
+        case UDRL_E_CONTEXT: return "prompt too long for the context";
+        case UDRL_E_BUFFER: return "output buffer too small";
+        case UDRL_E_RUNTIME: return "llama.cpp failed";
+        case UDRL_E_MEMORY: return "out of memory";
+    }
+    return "unknown status";
+}
+
+void udrl_backend_init(void) { llama_backend_init(); }
+void udrl_backend_free(void) { llama_backend_free(); }
+
+udrl_model_params udrl_model_default_params(void) {
+    udrl_model_params p;
+    p.n_threads = 0;
+    p.n_gpu_layers = 0;
+    return p;
+}
+
+udrl_sampling udrl_default_sampling(void) {
+    udrl_sampling s;
+    s.temperature = 0.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.seed = 0;
+    s.max_tokens = 0;
+    s.length_guard = 1;
+    return s;
+}
+
+static void quiet_log(enum ggml_log_level level, const char *text, void *user_data) {
+    (void)user_data;
+    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+/* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
+static udrl_status parse_manifest(udrl_model *m) {
+    jparser ps;
+    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model;
+    int i, version;
+    ps.p = m->manifest_json;
+    ps.end = m->manifest_json + strlen(m->manifest_json);
+    ps.depth = 0;
+    if (!j_value(&ps, &m->manifest) || m->manifest.type != J_OBJ)
+        return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
+    if (!j_str(j_get(&m->manifest, "format")) || strcmp(j_str(j_get(&m->manifest, "format")), UDRL_MANIFEST_FORMAT))
+        return fail(m, UDRL_E_MANIFEST, "metadata %s is not a udrl manifest", UDRL_METADATA_KEY);
+    if (!j_int(j_get(&m->manifest, "version"), &version) || version != UDRL_MANIFEST_VERSION)
+        return fail(m, UDRL_E_MANIFEST, "manifest version is not %d: this library is too old or too new", UDRL_MANIFEST_VERSION);
+    tasks = j_get(&m->manifest, "tasks");
+    length = j_get(&m->manifest, "length");
+    reward = j_get(&m->manifest, "reward");
+    edges = j_get(reward, "edges");
+    ct = j_get(&m->manifest, "control_tokens");
+    ct_task = j_get(ct, "task");
+    ct_len = j_get(ct, "length");
+    ct_rew = j_get(ct, "reward");
+    ids = j_get(&m->manifest, "token_ids");
+    defaults = j_get(&m->manifest, "default_length");
+    cond = j_get(&m->manifest, "conditioning");
+    model = j_get(&m->manifest, "model");
+    m->sep_token = j_str(j_get(&m->manifest, "sep_token"));
+    m->eos_token = j_str(j_get(&m->manifest, "eos_token"));
+    m->template_str = j_str(j_get(&m->manifest, "template"));
+    if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
+        !ct_rew || !ids || ids->type != J_OBJ || !cond || cond->type != J_ARR || !m->sep_token || !m->eos_token ||
+        !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
+        !j_int(j_get(model, "n_ctx"), &m->n_ctx))
+        return fail(m, UDRL_E_MANIFEST, "the udrl manifest lacks required fields");
+    m->reward_levels = (int)edges->n + 1;
+    m->n_tasks = (int)tasks->n;
+    m->tasks = calloc(tasks->n, sizeof *m->tasks);
+    m->length_tokens = calloc((size_t)(m->length_max - m->length_min + 1), sizeof *m->length_tokens);
+    m->reward_tokens = calloc((size_t)m->reward_levels, sizeof *m->reward_tokens);
+    m->special_ids = calloc(ids->n, sizeof *m->special_ids);
+    m->special_tokens = calloc(ids->n, sizeof *m->special_tokens);
+    if (!m->tasks || !m->length_tokens || !m->reward_tokens || !m->special_ids || !m->special_tokens)
+        return fail(m, UDRL_E_MEMORY, "out of memory reading the manifest");
+    for (i = 0; i < m->n_tasks; i++) {
+        const char *name = j_str(&tasks->items[i]);
+        if (!name || !j_str(j_get(ct_task, name)))
+            return fail(m, UDRL_E_MANIFEST, "the manifest has no control token for task %d", i);
+        m->tasks[i].name = (char *)name;
+        m->tasks[i].token = (char *)j_str(j_get(ct_task, name));
+        if (!j_int(j_get(defaults, name), &m->tasks[i].default_length)) m->tasks[i].default_length = 0;
+    }
+    for (i = m->length_min; i <= m->length_max; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", i);
+        if (!(m->length_tokens[i - m->length_min] = j_str(j_get(ct_len, key))))
+            return fail(m, UDRL_E_MANIFEST, "the manifest has no control token for length %d", i);
+    }
+    for (i = 0; i < m->reward_levels; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", i);
+        if (!(m->reward_tokens[i] = j_str(j_get(ct_rew, key))))
+            return fail(m, UDRL_E_MANIFEST, "the manifest has no control token for reward %d", i);
+    }
+    for (i = 0; i < (int)cond->n; i++) {
+        const char *c = j_str(&cond->items[i]);
+        if (c && !strcmp(c, "length")) m->cond_length = 1;
+        if (c && !strcmp(c, "reward")) m->cond_reward = 1;
+    }
+    m->n_special = (int)ids->n;
+    for (i = 0; i < m->n_special; i++) {
+        int id;
+        if (!j_int(&ids->items[i], &id)) return fail(m, UDRL_E_MANIFEST, "token_ids must be integers");
+        m->special_ids[i] = id;
+        m->special_tokens[i] = ids->keys[i];
+    }
+    {
+        const jval *eos = j_get(ids, m->eos_token);
+        int eos_id;
+        if (!j_int(eos, &eos_id)) return fail(m, UDRL_E_MANIFEST, "the manifest has no id for %s", m->eos_token);
+        m->eos_id = eos_id;
+    }
+    return UDRL_OK;
+}
+
+udrl_status udrl_model_open(const char *path, const udrl_model_params *params, udrl_model **out, char *err,
+                            size_t err_size) {
+    udrl_model *m;
+    udrl_model_params p = params ? *params : udrl_model_default_params();
+    struct llama_model_params mp;
+    struct llama_context_params cp;
+    udrl_status status;
+    int32_t n;
+    FILE *probe;
+    if (err && err_size) err[0] = '\0';
+    if (!path || !out) {
+        if (err) snprintf(err, err_size, "udrl_model_open needs a path and a place for the model");
+        return UDRL_E_ARGUMENT;
+    }
+    *out = NULL;
+    m = calloc(1, sizeof *m);
+    if (!m) return UDRL_E_MEMORY;
+    llama_log_set(quiet_log, NULL);
+    probe = fopen(path, "rb");
+    if (!probe) {
+        status = fail(m, UDRL_E_IO, "cannot open %s", path);
+        goto error;
+    }
+    fclose(probe);
+    mp = llama_model_default_params();
+    mp.n_gpu_layers = p.n_gpu_layers;
+    m->lm = llama_model_load_from_file(path, mp);
+    if (!m->lm) {
+        status = fail(m, UDRL_E_IO, "llama.cpp cannot load %s: not a valid GGUF model", path);
+        goto error;
+    }
+    n = llama_model_meta_val_str(m->lm, UDRL_METADATA_KEY, NULL, 0);
+    if (n < 0) {
+        status = fail(m, UDRL_E_MANIFEST, "%s carries no udrl manifest (no %s metadata): export it with `udrl export`",
+                      path, UDRL_METADATA_KEY);
+        goto error;
+    }
+    m->manifest_json = malloc((size_t)n + 1);
+    if (!m->manifest_json) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
+    llama_model_meta_val_str(m->lm, UDRL_METADATA_KEY, m->manifest_json, (size_t)n + 1);
+    if ((status = parse_manifest(m)) != UDRL_OK) goto error;
+    m->vocab = llama_model_get_vocab(m->lm);
+    m->n_vocab = llama_vocab_n_tokens(m->vocab);
+    cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)m->n_ctx;
+    cp.n_batch = (uint32_t)m->n_ctx;
+    cp.n_threads = cp.n_threads_batch = p.n_threads > 0 ? p.n_threads : 4;
+    m->ctx = llama_init_from_model(m->lm, cp);
+    if (!m->ctx) { status = fail(m, UDRL_E_RUNTIME, "llama.cpp could not create a context"); goto error; }
+    *out = m;
+    return UDRL_OK;
+error:
+    if (err) snprintf(err, err_size, "%s", m->error);
+    udrl_model_free(m);
+    return status;
+}
+
+void udrl_model_free(udrl_model *m) {
+    if (!m) return;
+    if (m->ctx) llama_free(m->ctx);
+    if (m->lm) llama_model_free(m->lm);
+    j_free(&m->manifest);
+    free(m->manifest_json);
+    free(m->tasks);
+    free((void *)m->length_tokens);
+    free((void *)m->reward_tokens);
+    free(m->special_ids);
+    free((void *)m->special_tokens);
+    free(m);
+}
+
+const char *udrl_model_error(const udrl_model *m) { return m ? m->error : ""; }
+const char *udrl_manifest_json(const udrl_model *m) { return m->manifest_json; }
+int udrl_task_count(const udrl_model *m) { return m->n_tasks; }
+const char *udrl_task_name(const udrl_model *m, int i) { return i >= 0 && i < m->n_tasks ? m->tasks[i].name : NULL; }
+int udrl_length_min(const udrl_model *m) { return m->length_min; }
+int udrl_length_max(const udrl_model *m) { return m->length_max; }
+int udrl_reward_levels(const udrl_model *m) { return m->reward_levels; }
+
+static const udrl_task *find_task(const udrl_model *m, const char *name) {
+    int i;
+    for (i = 0; name && i < m->n_tasks; i++)
+        if (!strcmp(m->tasks[i].name, name)) return &m->tasks[i];
+    return NULL;
+}
+
+int udrl_default_length(const udrl_model *m, const char *task) {
+    const udrl_task *t = find_task(m, task);
+    if (!t) return 0;
+    return t->default_length ? t->default_length : (m->length_min + m->length_max) / 2;
+}
+
+/* ---------------------------------------------------------------- commands and prompts ----- */
+
+udrl_status udrl_check_command(udrl_model *m, const udrl_command *cmd, udrl_command *resolved) {
+    udrl_command r;
+    if (!m || !cmd) return UDRL_E_ARGUMENT;
+    r = *cmd;
+    if (!find_task(m, r.task)) {
+        char list[256] = "";
+        int i;
+        for (i = 0; i < m->n_tasks; i++) {
+            strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+            strncat(list, m->tasks[i].name, sizeof list - strlen(list) - 1);
+        }
+        return fail(m, UDRL_E_TASK, "unknown task '%s'; this model knows: %s", r.task ? r.task : "(null)", list);
+    }
+    if (r.length == 0) r.length = udrl_default_length(m, r.task);
+    if (r.length < m->length_min || r.length > m->length_max)
+        return fail(m, UDRL_E_LENGTH, "length %d is outside the range this model was trained on: %d to %d words",
+                    r.length, m->length_min, m->length_max);
+    if (r.reward == -1) r.reward = m->reward_levels - 1;
+    if (r.reward < 0 || r.reward >= m->reward_levels)
+        return fail(m, UDRL_E_REWARD, "reward must be an integer level from 0 (lowest) to %d, got %d",
+                    m->reward_levels - 1, r.reward);
+    if (resolved) *resolved = r;
+    return UDRL_OK;
+}
+
+/* The prompt text (template filled in), or NULL with the model's error set. Caller frees. */
+static char *render_prompt(udrl_model *m, const char *query, const udrl_command *cmd, udrl_status *status) {
+    char *q, *out;
+    size_t cap, o = 0;
+    const char *t;
+    int i;
+    *status = UDRL_OK;
+    if (!query) { *status = fail(m, UDRL_E_ARGUMENT, "query is NULL"); return NULL; }
+    q = normalize_spaces(query);
+    if (!q) { *status = fail(m, UDRL_E_MEMORY, "out of memory"); return NULL; }
+    if (!*q) {
+        free(q);
+        *status = fail(m, UDRL_E_QUERY, "query is empty: give the design request the prompt is for");
+        return NULL;
+    }
+    for (i = 0; i < m->n_special; i++) {
+        if (strstr(q, m->special_tokens[i])) {
+            *status = fail(m, UDRL_E_QUERY, "query contains the reserved control token '%s'; remove it", m->special_tokens[i]);
+            free(q);
+            return NULL;
+        }
+    }
+    cap = strlen(m->template_str) + strlen(q) + 256;
+    out = malloc(cap);
+    if (!out) { free(q); *status = fail(m, UDRL_E_MEMORY, "out of memory"); return NULL; }
+    for (t = m->template_str; *t;) {
+        const char *piece = NULL;
+        size_t len;
+        if (t[0] == '{' && t[1] == '{') { piece = "{"; t += 2; }
+        else if (t[0] == '}' && t[1] == '}') { piece = "}"; t += 2; }
+        else if (!strncmp(t, "{task}", 6)) { piece = find_task(m, cmd->task)->token; t += 6; }
+        else if (!strncmp(t, "{length}", 8)) { piece = m->cond_length ? m->length_tokens[cmd->length - m->length_min] : ""; t += 8; }
+        else if (!strncmp(t, "{reward}", 8)) { piece = m->cond_reward ? m->reward_tokens[cmd->reward] : ""; t += 8; }
+        else if (!strncmp(t, "{query}", 7)) { piece = q; t += 7; }
+        else if (!strncmp(t, "{sep}", 5)) { piece = m->sep_token; t += 5; }
+        len = piece ? strlen(piece) : 1;
+        if (o + len + 1 > cap) {
+            char *grown = realloc(out, cap = 2 * cap + len);
+            if (!grown) { free(out); free(q); *status = fail(m, UDRL_E_MEMORY, "out of memory"); return NULL; }
+            out = grown;
+        }
+        if (piece) memcpy(out + o, piece, len);
+        else out[o] = *t++;
+        o += len;
+    }
+    out[o] = '\0';
+    free(q);
+    return out;
+}
+
+/* Tokenize a prompt into a fresh array (*n tokens). Caller frees. */
+static llama_token *tokenize(udrl_model *m, const char *text, int32_t *n, udrl_status *status) {
+    int32_t len = (int32_t)strlen(text), count;
+    llama_token *ids;
+    count = -llama_tokenize(m->vocab, text, len, NULL, 0, false, true);
+    ids = malloc(sizeof *ids * (size_t)(count > 0 ? count : 1));
+    if (!ids) { *status = fail(m, UDRL_E_MEMORY, "out of memory"); return NULL; }
+    *n = llama_tokenize(m->vocab, text, len, ids, count, false, true);
+    if (*n < 0) { free(ids); *status = fail(m, UDRL_E_RUNTIME, "llama.cpp could not tokenize the prompt"); return NULL; }
+    *status = UDRL_OK;
+    return ids;
+}
+
+static llama_token *prompt_ids(udrl_model *m, const char *query, const udrl_command *cmd, udrl_command *resolved,
+                               int32_t *n, udrl_status *status) {
+    char *text;
+    llama_token *ids;
+    if ((*status = udrl_check_command(m, cmd, resolved)) != UDRL_OK) return NULL;
+    if (!(text = render_prompt(m, query, resolved, status))) return NULL;
+    ids = tokenize(m, text, n, status);
+    free(text);
+    return ids;
+}
+
+udrl_status udrl_prompt_tokens(udrl_model *m, const char *query, const udrl_command *cmd, int32_t *tokens,
+                               int32_t capacity, int32_t *n_tokens) {
+    udrl_command r;
+    udrl_status status;
+    int32_t n = 0;
+    llama_token *ids;
+    if (!m || !cmd || !n_tokens) return UDRL_E_ARGUMENT;
+    if (!(ids = prompt_ids(m, query, cmd, &r, &n, &status))) return status;
+    *n_tokens = n;
+    if (n > capacity) { free(ids); return fail(m, UDRL_E_BUFFER, "prompt has %d tokens, buffer holds %d", n, capacity); }
+    memcpy(tokens, ids, sizeof *ids * (size_t)n);
+    free(ids);
+    return UDRL_OK;
+}
+
+/* ---------------------------------------------------------------- generation -------------- */
+
+static uint64_t next_random(uint64_t *state) { /* splitmix64 */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    float logit;
+    llama_token id;
+} candidate;
+
+static int by_logit_desc(const void *a, const void *b) {
+    float x = ((const candidate *)a)->logit, y = ((const candidate *)b)->logit;
+    return (x < y) - (x > y);
+}
+
+static llama_token sample(const float *logits, int n_vocab, const udrl_sampling *s, uint64_t *rng, candidate *work) {
+    int i, n = n_vocab;
+    double total = 0, r, acc = 0;
+    if (s->temperature <= 0) {
+        llama_token best = 0;
+        for (i = 1; i < n_vocab; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    for (i = 0; i < n_vocab; i++) { work[i].logit = logits[i] / s->temperature; work[i].id = i; }
+    qsort(work, (size_t)n_vocab, sizeof *work, by_logit_desc);
+    if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+    for (i = 0; i < n; i++) total += exp((double)(work[i].logit - work[0].logit));
+    if (s->top_p < 1.0f) {
+        double kept = 0;
+        int keep = n;
+        for (i = 0; i < n; i++) {
+            kept += exp((double)(work[i].logit - work[0].logit)) / total;
+            if (kept >= s->top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+        total = 0;
+        for (i = 0; i < n; i++) total += exp((double)(work[i].logit - work[0].logit));
+    }
+    r = (double)(next_random(rng) >> 11) / 9007199254740992.0 * total;
+    for (i = 0; i < n; i++) {
+        acc += exp((double)(work[i].logit - work[0].logit));
+        if (r < acc) return work[i].id;
+    }
+    return work[n - 1].id;
+}
+
+static int is_special(const udrl_model *m, llama_token id) {
+    int i;
+    for (i = 0; i < m->n_special; i++)
+        if (m->special_ids[i] == id) return 1;
+    return 0;
+}
+
+/* Append the text of one token (special tokens render as nothing). */
+static int append_piece(udrl_model *m, llama_token id, char **text, size_t *len, size_t *cap) {
+    char buf[256];
+    int32_t n;
+    if (is_special(m, id)) return 1;
+    n = llama_token_to_piece(m->vocab, id, buf, (int32_t)sizeof buf, 0, false);
+    if (n < 0) return 0;
+    if (*len + (size_t)n + 1 > *cap) {
+        char *grown = realloc(*text, *cap = 2 * *cap + (size_t)n + 1);
+        if (!grown) return 0;
+        *text = grown;
+    }
+    memcpy(*text + *len, buf, (size_t)n);
+    *len += (size_t)n;
+    (*text)[*len] = '\0';
+    return 1;
+}
+
+static udrl_status decode(udrl_model *m, llama_token *ids, int32_t n) {
+    struct llama_batch batch = llama_batch_get_one(ids, n);
+    if (llama_decode(m->ctx, batch) != 0) return fail(m, UDRL_E_RUNTIME, "llama_decode failed");
+    return UDRL_OK;
+}
+
+udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *cmd, const udrl_sampling *sampling,
+                          char *out, size_t out_size, udrl_piece_callback callback, void *user_data) {
+    udrl_sampling s = sampling ? *sampling : udrl_default_sampling();
+    udrl_command r;
+    udrl_status status;
+    llama_token *prompt = NULL, token;
+    candidate *work = NULL;
+    char *text = NULL;
+    size_t len = 0, cap = 256, emitted = 0, start, end;
+    int32_t n_prompt = 0, budget, generated = 0, room;
+    uint64_t rng;
+    if (!m || !cmd || !out || out_size == 0) return UDRL_E_ARGUMENT;
+    out[0] = '\0';
+    m->error[0] = '\0';
+    if (s.temperature < 0 || s.top_k < 0 || !(s.top_p > 0 && s.top_p <= 1) || s.max_tokens < 0)
+        return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, 0 < top_p <= 1)");
+    if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
+    room = m->n_ctx - n_prompt;
+    if (room < 2) {
+        free(prompt);
+        return fail(m, UDRL_E_CONTEXT, "query too long: the prompt is %d tokens and this model's context holds %d",
+                    n_prompt, m->n_ctx);
+    }
+    budget = s.max_tokens > 0 ? s.max_tokens : 3 * m->length_max + 8;
+    if (budget > room) budget = room;
+    text = malloc(cap);
+    work = s.temperature > 0 ? malloc(sizeof *work * (size_t)m->n_vocab) : NULL;
+    if (!text || (s.temperature > 0 && !work)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
+    text[0] = '\0';
+    rng = s.seed;
+    llama_memory_clear(llama_get_memory(m->ctx), true);
+    if ((status = decode(m, prompt, n_prompt)) != UDRL_OK) goto done;
+    while (generated < budget) {
+        float *logits = llama_get_logits_ith(m->ctx, -1);
+        size_t before = len;
+        if (s.length_guard && count_words(text, len) < r.length) logits[m->eos_id] = -INFINITY;
+        token = sample(logits, m->n_vocab, &s, &rng, work);
+        if (token == m->eos_id) break;
+        if (!append_piece(m, token, &text, &len, &cap)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
+        if (s.length_guard && count_words(text, len) > r.length) { /* this token starts one word too many */
+            len = before;
+            text[len] = '\0';
+            break;
+        }
+        generated++;
+        if (callback && !incomplete_utf8_tail(text, len) && len > emitted) {
+            int stop = callback(text + emitted, user_data);
+            emitted = len;
+            if (stop) break;
+        }
+        if (generated < budget && (status = decode(m, &token, 1)) != UDRL_OK) goto done;
+    }
+    if (callback && len > emitted) callback(text + emitted, user_data);
+    /* The result is the text stripped of surrounding whitespace, as the SDK's. */
+    start = 0;
+    end = len;
+    while (start < end && space_at((unsigned char *)text + start, end - start)) start += space_at((unsigned char *)text + start, end - start);
+    while (end > start) {
+        size_t k, w = 0;
+        for (k = 1; k <= 3 && k <= end - start; k++)
+            if (space_at((unsigned char *)text + end - k, k) == k) { w = k; break; }
+        if (!w) break;
+        end -= w;
+    }
+    if (end - start + 1 > out_size) {
+        memcpy(out, text + start, out_size - 1);
+        out[out_size - 1] = '\0';
+        status = fail(m, UDRL_E_BUFFER, "output needs %zu bytes, buffer holds %zu", end - start + 1, out_size);
+    } else {
+        memcpy(out, text + start, end - start);
+        out[end - start] = '\0';
+        status = UDRL_OK;
+    }
+done:
+    free(prompt);
+    free(text);
+    free(work);
+    return status;
+}

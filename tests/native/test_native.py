@@ -1,0 +1,135 @@
+"""native/: the C library and udrl-generate, built here and compared with the Python SDK."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import udrl
+from udrl.commands import make_command, render_prompt
+
+NATIVE = Path(__file__).resolve().parents[2] / "native"
+REQUESTS = [
+    ("poster for a summer festival", "image", 9, 2),
+    ("Café logo — naïve & bold", "tags", 4, 1),
+    ("東京 bakery flyer 🎉", "search", 3, 0),
+    ("  banner\tfor a   wedding ", "headline", 6, 2),
+    ("flyer for a hiking club", "image", 14, 2),
+]
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler on this machine")
+
+
+def build(target: Path, sanitize: str = "") -> Path:
+    cmd = ["make", "-C", str(NATIVE), f"BUILD={target}", f"PYTHON={sys.executable}"]
+    if sanitize:
+        cmd.append(f"SANITIZE={sanitize}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return target / "udrl-generate"
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("native") / "build")
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_artifacts) -> Path:
+    return tiny_artifacts["llama"]
+
+
+def run(exe: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_library_and_example_compile_with_warnings_as_errors(exe):
+    assert exe.exists() and (exe.parent / "libudrl.a").exists() and (exe.parent / "libudrl.so").exists()
+    makefile = (NATIVE / "Makefile").read_text()
+    assert "-Werror" in makefile and "-std=c99" in makefile
+
+
+def test_prompt_ids_and_greedy_outputs_equal_the_python_sdk(exe, gguf):
+    with udrl.load(gguf) as model:
+        backend = model._live()
+        for query, task, length, reward in REQUESTS:
+            cmd = make_command(model.manifest, task, length, reward)
+            ids = backend.encode(render_prompt(model.manifest, query, cmd))
+            args = ["--model", str(gguf), query, "--task", task, "--length", str(length), "--reward", str(reward)]
+            got_ids = run(exe, *args, "--prompt-tokens")
+            assert got_ids.returncode == 0, got_ids.stderr
+            assert [int(x) for x in got_ids.stdout.split()] == ids
+            text = run(exe, *args)
+            assert text.returncode == 0, text.stderr
+            assert text.stdout.rstrip("\n") == model.generate(query, task=task, length=length, reward=reward).text
+            streamed = run(exe, *args, "--stream")
+            assert streamed.stdout.strip() == text.stdout.strip()
+
+
+def test_defaults_match_the_sdk(exe, gguf):
+    with udrl.load(gguf) as model:
+        want = model.generate("logo for a bakery", task="tags").text
+    assert run(exe, "--model", str(gguf), "logo for a bakery", "--task", "tags").stdout.strip() == want
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["x", "--task", "video"], 4, "unknown task 'video'; this model knows: image, search, headline, tags"),
+    (["x", "--length", "99"], 5, "length 99 is outside the range this model was trained on: 1 to 16 words"),
+    (["x", "--length", "0"], 5, "length 0 is outside the range"),
+    (["x", "--reward", "7"], 6, "reward must be an integer level from 0 (lowest) to 2, got 7"),
+    (["   "], 7, "query is empty"),
+    (["a <|sep|> b"], 7, "reserved control token"),
+    (["festival " * 200], 8, "query too long"),
+])
+def test_invalid_commands_return_the_documented_codes(exe, gguf, args, code, message):
+    out = run(exe, "--model", str(gguf), *args)
+    assert out.returncode == code and message in out.stderr
+
+
+def test_corrupted_missing_and_manifestless_models(exe, tmp_path, gguf):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"definitely not a model")
+    out = run(exe, "--model", str(bad), "x")
+    assert out.returncode == 2 and "not a valid GGUF model" in out.stderr
+    out = run(exe, "--model", str(tmp_path / "missing.gguf"), "x")
+    assert out.returncode == 2 and "cannot open" in out.stderr
+    import gguf as gguf_py
+
+    plain = tmp_path / "plain.gguf"
+    reader = gguf_py.GGUFReader(str(gguf))
+    writer = gguf_py.GGUFWriter(str(plain), "gpt2")
+    for field in reader.fields.values():  # every key but the manifest
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "udrl.manifest"):
+            continue
+        sub = field.types[-1] if field.types[0] == gguf_py.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    out = run(exe, "--model", str(plain), "x")
+    assert out.returncode == 3 and "carries no udrl manifest" in out.stderr
+
+
+def test_seeded_sampling_repeats(exe, gguf):
+    args = ["--model", str(gguf), "jazz night", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.9"]
+    a = run(exe, *args, "--seed", "11").stdout
+    assert a == run(exe, *args, "--seed", "11").stdout
+    assert len({run(exe, *args, "--seed", str(s)).stdout for s in range(6)}) > 1
+
+
+def test_sanitized_build_generates_without_reports(tmp_path, gguf):
+    exe = build(tmp_path / "asan", "-fsanitize=address,undefined -fno-omit-frame-pointer")
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    for args in (["Café logo — naïve & bold 🎉", "--task", "tags", "--length", "6", "--stream"],
+                 ["jazz", "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "5"],
+                 ["x", "--task", "video"]):
+        out = run(exe, "--model", str(gguf), *args, env=env)
+        assert "AddressSanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr
+        assert "LeakSanitizer" not in out.stderr, out.stderr
