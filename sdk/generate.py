@@ -69,6 +69,15 @@ class GenerationResult:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux from /proc (VmHWM), because getrusage's maxrss
+    carries over a parent's peak into a child process started from it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 

@@ -1,0 +1,32 @@
+"""``udrl bench``: registered into the ``udrl`` command through an entry point."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .harness import BenchConfig, run
+    from .report import markdown
+
+    config = BenchConfig(artifacts=args.artifacts, checkpoint=args.checkpoint, teacher=not args.no_teacher,
+                         raw_llama=not args.no_raw, hf_eager=not args.no_hf, threads=args.threads, reps=args.reps,
+                         quick=args.quick, out=args.out)
+    result = run(config)
+    print(markdown(result))
+    print(f"written: {args.out}.json, .md, .decode.png, .latency.png, .prefill.png")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark artifacts against raw llama.cpp, HF eager and the teacher")
+    p.add_argument("artifacts", nargs="+", help=".gguf / .onnx / .mlpackage / checkpoint directories")
+    p.add_argument("--checkpoint", help="checkpoint for the HF eager baseline (default: the artifacts' parent)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="one repetition, one query per task (under 2 minutes)")
+    p.add_argument("--no-teacher", action="store_true", help="skip the Gemma teacher baseline")
+    p.add_argument("--no-raw", action="store_true", help="skip raw llama-cpp-python")
+    p.add_argument("--no-hf", action="store_true", help="skip HF transformers eager")
+    p.add_argument("--out", default="benchmarks/results/latest", help="output path without extension")
+    p.set_defaults(func=_cmd_bench)
