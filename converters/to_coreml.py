@@ -30,7 +30,7 @@ from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
 from .gpt2 import GPT2Forward
-from .verify import compare_logits, prompt_set, reference_logits
+from .verify import compare_logits, logit_checks, prompt_set, reference_logits
 
 import coremltools as ct  # noqa: E402  (after torch, as coremltools expects)
 
@@ -255,9 +255,6 @@ def _predict_parity(source: Source, quant: str, path: Path, failures: list[str])
         else:
             got = mlmodel.predict(feed)["logits"][0]
         pairs.append((reference_logits(source.model, ids), got.astype(np.float32)))
-    report = compare_logits(pairs)
-    if quant in _LOGIT_TOLERANCE and report.max_abs_diff > _LOGIT_TOLERANCE[quant] * max(1.0, report.scale):
-        failures.append(f"Core ML logits differ by {report.max_abs_diff:.2e} from PyTorch")
-    if quant in _MIN_TOP1 and report.top1_agree < _MIN_TOP1[quant]:
-        failures.append(f"top-1 agreement {report.top1_agree:.1%} below {_MIN_TOP1[quant]:.0%}")
-    return {"logits max |diff|": f"{report.max_abs_diff:.2e}", "top-1 agreement": f"{report.top1_agree:.1%}"}
+    checks, logit_failures = logit_checks(compare_logits(pairs), quant, _LOGIT_TOLERANCE, _MIN_TOP1)
+    failures += logit_failures
+    return {f"Core ML {k}": v for k, v in checks.items()}

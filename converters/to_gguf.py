@@ -19,7 +19,14 @@ import numpy as np
 from udrl.manifest import METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
-from .verify import compare_logits, greedy_agreement, prompt_set, reference_logits, tokenizer_corpus
+from .verify import (
+    compare_logits,
+    greedy_agreement,
+    logit_checks,
+    prompt_set,
+    reference_logits,
+    tokenizer_corpus,
+)
 
 # Our tensor names -> llama.cpp's (gguf-py MODEL_TENSOR names for LLM_ARCH_GPT2).
 _LAYER_TENSORS = {
@@ -188,18 +195,11 @@ class GGUFExporter(Exporter):
             greedy = greedy_agreement(model, prompts, manifest.eos_id, llama_greedy)
         finally:
             llm.close()
-        checks: dict[str, Any] = {
-            "tokenizer": f"{len(tokenizer_corpus(manifest)) - len(mismatched)}/{len(tokenizer_corpus(manifest))} texts identical",
-            "logits max |diff|": f"{report.max_abs_diff:.2e} (max |logit| {report.scale:.1f})",
-            "top-1 agreement": f"{report.top1_agree:.1%} of {report.positions} positions",
-            "greedy agreement": f"{greedy:.0%} of {len(prompts)} prompts",
-        }
-        if quant in _LOGIT_TOLERANCE:
-            limit = _LOGIT_TOLERANCE[quant] * max(1.0, report.scale)
-            if report.max_abs_diff > limit:
-                failures.append(f"logits differ by {report.max_abs_diff:.2e} > {limit:.2e} from PyTorch")
-        elif report.top1_agree < _MIN_TOP1[quant]:
-            failures.append(f"top-1 agreement {report.top1_agree:.1%} < {_MIN_TOP1[quant]:.0%} required for {quant}")
+        checks, logit_failures = logit_checks(report, quant, _LOGIT_TOLERANCE, _MIN_TOP1)
+        failures += logit_failures
+        n_texts = len(tokenizer_corpus(manifest))
+        checks = {"tokenizer": f"{n_texts - len(mismatched)}/{n_texts} texts identical", **checks,
+                  "greedy agreement": f"{greedy:.0%} of {len(prompts)} prompts"}
         if failures:
             raise ExportError(f"GGUF {quant} failed verification: " + "; ".join(failures))
         return checks

@@ -18,11 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from udrl.backends import left_pad
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
 from .gpt2 import GPT2Forward
-from .verify import compare_logits, greedy_agreement, prompt_set, reference_logits
+from .verify import compare_logits, greedy_agreement, logit_checks, prompt_set, reference_logits
 
 OPSET = 17
 _LOGIT_TOLERANCE = {"fp32": 1e-4, "fp16": 3e-2}
@@ -167,20 +168,12 @@ class ONNXExporter(Exporter):
         greedy = greedy_agreement(model, prompts, manifest.eos_id,
                                   lambda ids, n: runner.greedy(ids, manifest.eos_id, n))
         batch_diff = _batch_consistency(runner, prompts[:2])
-        checks = {
-            "logits max |diff|": f"{report.max_abs_diff:.2e} (max |logit| {report.scale:.1f})",
-            "top-1 agreement": f"{report.top1_agree:.1%} of {report.positions} positions",
-            "greedy agreement (KV cache)": f"{greedy:.0%} of {len(prompts)} prompts",
-            "batch-2 vs batch-1 max |diff|": f"{batch_diff:.2e}",
-        }
-        if quant in _LOGIT_TOLERANCE:
-            limit = _LOGIT_TOLERANCE[quant] * max(1.0, report.scale)
-            if report.max_abs_diff > limit:
-                failures.append(f"logits differ by {report.max_abs_diff:.2e} > {limit:.2e} from PyTorch")
-            if quant == "fp32" and greedy < 1.0:
-                failures.append(f"greedy decoding with the KV cache matches PyTorch on only {greedy:.0%} of prompts")
-        elif report.top1_agree < _MIN_TOP1[quant]:
-            failures.append(f"top-1 agreement {report.top1_agree:.1%} < {_MIN_TOP1[quant]:.0%} required for {quant}")
+        checks, logit_failures = logit_checks(report, quant, _LOGIT_TOLERANCE, _MIN_TOP1)
+        failures += logit_failures
+        checks["greedy agreement (KV cache)"] = f"{greedy:.0%} of {len(prompts)} prompts"
+        checks["batch-2 vs batch-1 max |diff|"] = f"{batch_diff:.2e}"
+        if quant == "fp32" and greedy < 1.0:
+            failures.append(f"greedy decoding with the KV cache matches PyTorch on only {greedy:.0%} of prompts")
         if batch_diff > _BATCH_TOLERANCE[quant] * max(1.0, report.scale):
             failures.append(f"a left-padded batch of 2 differs from single runs by {batch_diff:.2e}")
         if failures:
@@ -190,12 +183,7 @@ class ONNXExporter(Exporter):
 
 def _batch_consistency(runner: OrtRunner, prompts: Sequence[Sequence[int]]) -> float:
     """Max logit difference between a left-padded batch and the same prompts run one by one."""
-    width = max(map(len, prompts))
-    ids = np.zeros((len(prompts), width), np.int64)
-    mask = np.zeros((len(prompts), width), np.int64)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
-    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+    ids, mask, positions = left_pad(prompts, 0)
+    width = ids.shape[1]
     logits, _ = runner.run(ids, mask, positions, runner.empty(len(prompts)))
     return max(float(np.max(np.abs(logits[i, width - len(p):] - runner.logits(p)))) for i, p in enumerate(prompts))

@@ -85,6 +85,24 @@ def compare_logits(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> LogitRepor
     return LogitReport(max(diffs), scale, agree / max(n, 1), n)
 
 
+def logit_checks(report: LogitReport, quant: str, tolerance: dict[str, float],
+                 min_top1: dict[str, float]) -> tuple[dict[str, str], list[str]]:
+    """The figures to print, and the failures: exact variants must keep logits within
+    ``tolerance[quant]`` of the logit scale, quantized ones a top-1 agreement of ``min_top1[quant]``."""
+    checks = {
+        "logits max |diff|": f"{report.max_abs_diff:.2e} (max |logit| {report.scale:.1f})",
+        "top-1 agreement": f"{report.top1_agree:.1%} of {report.positions} positions",
+    }
+    failures = []
+    if quant in tolerance:
+        limit = tolerance[quant] * max(1.0, report.scale)
+        if report.max_abs_diff > limit:
+            failures.append(f"logits differ by {report.max_abs_diff:.2e} > {limit:.2e} from PyTorch")
+    elif quant in min_top1 and report.top1_agree < min_top1[quant]:
+        failures.append(f"top-1 agreement {report.top1_agree:.1%} < {min_top1[quant]:.0%} required for {quant}")
+    return checks, failures
+
+
 def greedy_agreement(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], eos: int,
                      generate: Callable[[Sequence[int], int], list[int]], max_new: int = 24) -> float:
     """Share of prompts whose greedy continuation is token-for-token the PyTorch model's."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, register, require
+from .backends import Backend, BackendOptions, left_pad, register, require
 from .errors import BackendError
 from .manifest import TOKENIZER_METADATA_KEY, Manifest
 
@@ -66,15 +66,10 @@ class OnnxBackend(Backend):
         return self.step_batch([token])[0]
 
     def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
-        width = max(map(len, prompts))
-        ids = np.zeros((len(prompts), width), np.int64)
-        mask = np.zeros((len(prompts), width), np.int64)
-        for i, p in enumerate(prompts):  # left padding: every sequence ends at the same column
-            ids[i, width - len(p):] = p
-            mask[i, width - len(p):] = 1
+        ids, mask, positions = left_pad(prompts, self.manifest.eos_id)
         shape = (len(prompts), self.n_head, 0, self.head_dim)
         self._past = [np.zeros(shape, self.dtype) for _ in range(2 * self.n_layer)]
-        return self._run(ids, mask, np.clip(mask.cumsum(-1) - 1, 0, None))
+        return self._run(ids, mask, positions)
 
     def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
         ids = np.array(tokens, np.int64)[:, None]

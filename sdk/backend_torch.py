@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, register, require
+from .backends import Backend, BackendOptions, left_pad, register, require
 from .manifest import Manifest
 
 
@@ -32,8 +32,22 @@ class TorchBackend(Backend):
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(want)
-        model, self.tokenizer, self.manifest = load_checkpoint(path)
-        self.model = model.to(self.device)
+        model, tokenizer, manifest = load_checkpoint(path)
+        self._attach(model.to(self.device), tokenizer, manifest)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, manifest: Manifest) -> TorchBackend:
+        """Wrap a model already in memory (the trainer evaluates through this during training)."""
+        import torch
+
+        backend = cls.__new__(cls)
+        backend.torch = torch
+        backend.device = next(model.parameters()).device
+        backend._attach(model, tokenizer, manifest)
+        return backend
+
+    def _attach(self, model, tokenizer, manifest: Manifest) -> None:
+        self.model, self.tokenizer, self.manifest = model, tokenizer, manifest
         self.n_ctx = model.config.n_positions
         self._cache = None
         self._mask = None
@@ -59,16 +73,9 @@ class TorchBackend(Backend):
         return self.step_batch([token])[0]
 
     def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
-        t = self.torch
-        width = max(map(len, prompts))
-        ids = t.full((len(prompts), width), self.manifest.eos_id, dtype=t.long)
-        mask = t.zeros((len(prompts), width), dtype=t.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = t.tensor(list(p))
-            mask[i, width - len(p):] = 1
+        ids, mask, positions = (self.torch.from_numpy(a).to(self.device) for a in left_pad(prompts, self.manifest.eos_id))
         self._cache = None
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self._run(ids.to(self.device), mask.to(self.device), positions.to(self.device))
+        return self._run(ids, mask, positions)
 
     def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
         t = self.torch

@@ -75,6 +75,18 @@ class Backend:
         """Release native memory; the backend cannot be used afterwards."""
 
 
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, attention mask, position ids) [batch, width] with every prompt ending in the last column,
+    so that a batch decodes one new column per step."""
+    width = max(map(len, prompts))
+    ids = np.full((len(prompts), width), pad_id, np.int64)
+    mask = np.zeros((len(prompts), width), np.int64)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = p
+        mask[i, width - len(p):] = 1
+    return ids, mask, np.clip(mask.cumsum(-1) - 1, 0, None)
+
+
 BACKENDS: dict[str, type[Backend]] = {}
 _MODULES = {"llama": ".backend_llama", "onnx": ".backend_onnx", "torch": ".backend_torch", "coreml": ".backend_coreml"}
 _DEFAULT_FOR_KIND = {"gguf": "llama", "onnx": "onnx", "checkpoint": "torch", "coreml": "coreml"}
