@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN    ?= runs/demo
 
-.PHONY: setup run test test-slow clean
+.PHONY: setup run test test-slow data bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# The committed dataset, from scratch: about 40 minutes of Gemma 3 270M on two cores (resumable).
+data: setup
+	$(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 2600 --out data/distill --threads 1
+	$(BIN)/udrl judge data/distill/raw.jsonl --out data/udrl-gemma.jsonl.gz
+
+# The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
+bench: setup
+	$(BIN)/python -m udrl.benchmarks.speed_models --data data/udrl-gemma.jsonl.gz --out runs/speed
+	$(BIN)/udrl bench runs/speed/mini-*.gguf runs/speed/mini-*.onnx runs/speed/gpt2-124m-*.gguf \
+	    runs/speed/gpt2-124m-*.onnx --out benchmarks/results/cpu-2core
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

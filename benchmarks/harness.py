@@ -349,14 +349,15 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             "batch_size": config.batch_size, "decode_tokens": config.decode_tokens}
     rows: list[dict[str, Any]] = []
     bandwidth = memory_bandwidth_gbs()
-    checkpoint = config.checkpoint
+    parents: dict[str, str] = {}  # artifact -> the checkpoint it was exported from (hf-eager baseline)
     tasks: list[str] = []
     for path in config.artifacts:
         kind = artifact_kind(path)
         manifest = read_manifest(path)
         tasks = tasks or list(manifest.tasks)
-        if checkpoint is None and manifest.parent and Path(manifest.parent).is_dir():
-            checkpoint = manifest.parent
+        parent = config.checkpoint or manifest.parent
+        if parent and Path(parent).is_dir():
+            parents[path] = parent
         backend = config.backends.get(path, "auto")
         device_list = ["cpu"] + (["cuda"] if devices["gpu"] and "cuda" not in devices["skipped"] else [])
         for device in device_list:
@@ -368,8 +369,8 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             result = run_worker(spec)
             size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() \
                 else Path(path).stat().st_size
-            row = {"name": Path(path).name, "kind": "udrl", "format": kind, "device": device, "size_bytes": size,
-                   **result}
+            row = {"name": Path(path).name, "path": str(path), "kind": "udrl", "format": kind, "device": device,
+                   "size_bytes": size, **result}
             if kind == "gguf" and "decode_tok_s" in result:
                 # Each decoded token reads every weight once: bytes/token x tok/s against the measured ceiling.
                 achieved = size * result["decode_tok_s"]["median"] / 1e9
@@ -382,11 +383,14 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
                                   "tokens_per_request": result["tokens_per_request"]})
                 rows.append({"name": Path(path).name, "kind": "raw-llama", "format": "gguf", "device": "cpu",
                              "size_bytes": size, **raw})
-    sdk_rows = [r for r in rows if r["kind"] == "udrl" and "tokens_per_request" in r]
-    if config.hf_eager and checkpoint and sdk_rows:
+    for checkpoint in dict.fromkeys(parents.values()) if config.hf_eager else []:
+        sdk_row = next((r for r in rows if r["kind"] == "udrl" and "tokens_per_request" in r
+                        and parents.get(r["path"]) == checkpoint), None)
+        if sdk_row is None:
+            continue
         log(f"measuring HF transformers eager on {checkpoint} ...")
         hf = run_worker({**base, "kind": "hf-eager", "path": str(checkpoint),
-                         "tokens_per_request": sdk_rows[0]["tokens_per_request"]})
+                         "tokens_per_request": sdk_row["tokens_per_request"]})
         size = (Path(checkpoint) / "model.safetensors").stat().st_size
         rows.append({"name": Path(checkpoint).name, "kind": "hf-eager", "format": "checkpoint", "device": "cpu",
                      "size_bytes": size, **hf})

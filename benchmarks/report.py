@@ -81,15 +81,21 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     sized = [r for r in result["rows"] if r.get("n_params") and (r.get("latency_all_s") or {}).get("median")]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for r in sized:
-        ax.scatter(r["n_params"] / 1e6, r["latency_all_s"]["median"] * 1e3, color=colors.get(r["kind"], "k"))
-        ax.annotate(r["name"], (r["n_params"] / 1e6, r["latency_all_s"]["median"] * 1e3), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("latency per request, p50 (ms)")
+        x = r["n_params"] / 1e6
+        ax.scatter(x, r["latency_all_s"]["median"] * 1e3, color=colors.get(r["kind"], "k"))
+        ax.annotate(r["name"], (x, r["latency_all_s"]["median"] * 1e3), fontsize=6)
+        if _med(r, "decode_tok_s"):
+            ax2.scatter(x, _med(r, "decode_tok_s"), color=colors.get(r["kind"], "k"))
+            ax2.annotate(r["name"], (x, _med(r, "decode_tok_s")), fontsize=6)
+    for a, label in ((ax, "latency per request, p50 (ms)"), (ax2, "decode tok/s (median)")):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("parameters (M)")
+        a.set_ylabel(label)
     ax.set_title("latency against model size")
+    ax2.set_title("decode speed against model size")
     fig.tight_layout()
     paths.append(out.with_suffix(".latency.png"))
     fig.savefig(paths[-1], dpi=110)

@@ -54,6 +54,7 @@ class GPT2Forward(nn.Module):
         self.wpe = nn.Embedding(n_positions, n_embd)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, eps) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, eps=eps)
+        self.register_buffer("zero_bias", torch.zeros(vocab_size), persistent=False)
 
     @classmethod
     def from_hf(cls, model: nn.Module) -> GPT2Forward:
@@ -103,8 +104,8 @@ class GPT2Forward(nn.Module):
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, bias, past[2 * i], past[2 * i + 1])
             present += [k, v]
-        # linear on 2-D input exports as Gemm(transB=1), which reads the tied embedding in place;
-        # `x @ wte.t()` would make exporters store a transposed copy of the largest matrix.
+        # linear with a bias on 2-D input exports as Gemm(transB=1), which reads the tied embedding in
+        # place; `x @ wte.t()` would make exporters store a transposed copy of the largest matrix.
         h = self.ln_f(x)
-        logits = nn.functional.linear(h.reshape(-1, self.n_embd), self.wte.weight)
+        logits = nn.functional.linear(h.reshape(-1, self.n_embd), self.wte.weight, self.zero_bias)
         return (logits.reshape(h.shape[0], h.shape[1], -1), *present)

@@ -58,12 +58,11 @@ def export_fp32(model: Any, path: Path) -> None:
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, but it is the one that turns this
         # graph's dynamic axes into a single prefill+decode model without extra dependencies.
-        # No constant folding: it would store a transposed copy of the tied embedding for the
-        # output projection; ONNX Runtime folds that transpose in memory when it loads the model.
+        # Constant folding stores each linear layer's weight as a MatMul initializer, which is what
+        # int8 dynamic quantization recognises.
         warnings.simplefilter("ignore")
         torch.onnx.export(forward, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                          do_constant_folding=False)
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
 def set_metadata(path: Path, entries: dict[str, str]) -> None:
