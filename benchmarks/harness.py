@@ -230,7 +230,7 @@ def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
     latency: dict[str, list[float]] = {}
     ttft = []
     for _ in range(spec["reps"]):
-        for (q, task, _), prompt, n in zip(requests, prompts, counts):
+        for (_, task, _), prompt, n in zip(requests, prompts, counts):
             total, first, _, _ = run(prompt, max(n, 1))
             latency.setdefault(task, []).append(total)
             ttft.append(first)
@@ -275,7 +275,7 @@ def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
     run(prompts[0], 4)
     latency: dict[str, list[float]] = {}
     for _ in range(spec["reps"]):
-        for (q, task, _), prompt, n in zip(requests, prompts, counts):
+        for (_, task, _), prompt, n in zip(requests, prompts, counts):
             latency.setdefault(task, []).append(run(prompt, max(n, 1))[0])
     long_prompt = render_prompt(m, QUERIES[0], make_command(m, m.tasks[0], m.length_max))
     decode = [run(long_prompt, spec["decode_tokens"])[1] for _ in range(spec["reps"])]

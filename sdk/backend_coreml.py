@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, register, require
+from .backends import Backend, BackendOptions, TokenPieces, register, require
 from .manifest import TOKENIZER_METADATA_KEY, Manifest
 
 
@@ -40,6 +40,7 @@ class CoreMLBackend(Backend):
         self.tokenizer = Tokenizer.from_str(dict(spec.description.metadata.userDefined)[TOKENIZER_METADATA_KEY])
         self.stateful = len(spec.description.state) > 0
         self.manifest = manifest
+        self._pieces = TokenPieces(self.tokenizer, list(manifest.token_ids.values()))
         self.n_ctx = int(manifest.model["n_ctx"])
         self._ids: list[int] = []
         self._state = None
@@ -47,8 +48,8 @@ class CoreMLBackend(Backend):
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    def token_bytes(self, token: int) -> bytes:
+        return self._pieces(token)
 
     def _predict(self, new: list[int]) -> np.ndarray:
         if self.stateful:

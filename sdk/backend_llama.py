@@ -58,6 +58,9 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llama.cpp cannot load {path}: {exc}") from None
         self._n_vocab = self.llm.n_vocab()
         self._special = set(manifest.token_ids.values())
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._buffer = ctypes.create_string_buffer(64)
+        self._pieces: dict[int, bytes] = {i: b"" for i in self._special}
         self._threads = threads
         self._batch_ctx = None  # a second context with one KV-cache sequence per request, made on demand
         self._batch_pos: list[int] = []
@@ -65,9 +68,16 @@ class LlamaCppBackend(Backend):
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def decode(self, ids: Sequence[int]) -> str:
-        ids = [i for i in ids if i not in self._special]
-        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            lc = self._llama_cpp
+            n = lc.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            if n < 0:  # longer than the buffer: llama.cpp says how long
+                self._buffer = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            piece = self._pieces[token] = self._buffer.raw[:n]
+        return piece
 
     def _last_logits(self) -> np.ndarray:
         ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)

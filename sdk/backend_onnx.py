@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, left_pad, register, require
+from .backends import Backend, BackendOptions, TokenPieces, left_pad, register, require
 from .errors import BackendError
 from .manifest import TOKENIZER_METADATA_KEY, Manifest
 
@@ -37,6 +37,7 @@ class OnnxBackend(Backend):
             raise BackendError(f"{path} has no embedded tokenizer ({TOKENIZER_METADATA_KEY}); re-export it")
         self.tokenizer = Tokenizer.from_str(meta[TOKENIZER_METADATA_KEY])
         self.manifest = manifest
+        self._pieces = TokenPieces(self.tokenizer, list(manifest.token_ids.values()))
         m = manifest.model
         self.n_ctx = int(m["n_ctx"])
         self.n_layer, self.n_head = int(m["n_layer"]), int(m["n_head"])
@@ -50,8 +51,8 @@ class OnnxBackend(Backend):
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    def token_bytes(self, token: int) -> bytes:
+        return self._pieces(token)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
         out = self.session.run(None, dict(zip(self.inputs, [ids, mask, positions, *self._past])))

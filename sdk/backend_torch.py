@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, left_pad, register, require
+from .backends import Backend, BackendOptions, TokenPieces, left_pad, register, require
 from .manifest import Manifest
 
 
@@ -48,6 +48,7 @@ class TorchBackend(Backend):
 
     def _attach(self, model, tokenizer, manifest: Manifest) -> None:
         self.model, self.tokenizer, self.manifest = model, tokenizer, manifest
+        self._pieces = TokenPieces(tokenizer.backend_tokenizer, list(manifest.token_ids.values()))
         self.n_ctx = model.config.n_positions
         self._cache = None
         self._mask = None
@@ -56,8 +57,8 @@ class TorchBackend(Backend):
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    def token_bytes(self, token: int) -> bytes:
+        return self._pieces(token)
 
     def _run(self, ids, mask, positions) -> np.ndarray:
         with self.torch.no_grad():

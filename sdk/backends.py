@@ -13,7 +13,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,8 +51,9 @@ class Backend:
         """Token ids of ``text``, control tokens parsed as single tokens."""
         raise NotImplementedError
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of generated ids (special tokens dropped)."""
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a generated token adds to the text (b"" for special tokens). Generation joins
+        them and decodes UTF-8 once per step, so a character split over tokens comes out whole."""
         raise NotImplementedError
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
@@ -85,6 +86,39 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray,
         ids[i, width - len(p):] = p
         mask[i, width - len(p):] = 1
     return ids, mask, np.clip(mask.cumsum(-1) - 1, 0, None)
+
+
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in kept}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return {c: b for b, c in chars.items()}
+
+
+class TokenPieces:
+    """Bytes of single tokens of a byte-level BPE ``tokenizers.Tokenizer``, cached."""
+
+    _decoder = _gpt2_byte_decoder()
+
+    def __init__(self, tokenizer: Any, special_ids: Sequence[int]):
+        self.tokenizer = tokenizer
+        self.cache: dict[int, bytes] = {i: b"" for i in special_ids}
+
+    def __call__(self, token: int) -> bytes:
+        piece = self.cache.get(token)
+        if piece is None:
+            text = self.tokenizer.id_to_token(token) or ""
+            if all(c in self._decoder for c in text):
+                piece = bytes(self._decoder[c] for c in text)
+            else:  # not a byte-level vocabulary: let the tokenizer's decoder say
+                piece = self.tokenizer.decode([token], skip_special_tokens=True).encode("utf-8")
+            self.cache[token] = piece
+        return piece
 
 
 BACKENDS: dict[str, type[Backend]] = {}

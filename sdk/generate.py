@@ -3,8 +3,8 @@
 One request: render the command and query into the prompt (`commands.render_prompt`), prefill,
 then repeatedly pick a token from the logits and step. The **length guard** enforces the length
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
-words, and generation stops before a token that would start one word too many. Text is decoded
-from all generated ids each step, so multi-byte characters split across tokens stream whole.
+words, and generation stops before a token that would start one word too many. The text is the
+generated tokens' bytes decoded as UTF-8, so characters split across tokens stream whole.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class _Decoder:
         self.backend, self.command, self.guard = backend, command, guard
         self.eos = backend.manifest.eos_id
         self.ids: list[int] = []
+        self.data = b""
         self.text = ""
         self.emitted = ""
         self.finish: str | None = None
@@ -119,12 +120,13 @@ class _Decoder:
         if token == self.eos:
             self.finish = "stop"
             return False
-        text = self.backend.decode(self.ids + [token])
+        data = self.data + self.backend.token_bytes(token)
+        text = data.decode("utf-8", errors="replace")
         if self.guard and count_words(text) > self.command.length:
             self.finish = "length"
             return False
         self.ids.append(token)
-        self.text = text
+        self.data, self.text = data, text
         return True
 
     def piece(self) -> str:

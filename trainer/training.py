@@ -37,7 +37,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .dataset import Record, iter_texts, median_lengths, quantile_edges, read_records, split_by_query
 from .evaluate import Request, adherence, greedy_generate
-from .model import PRESETS, build_model, count_parameters, init_from_pretrained
+from .model import build_model, count_parameters, init_from_pretrained
 from .tokenizer import attach_token_ids, load_gpt2_tokenizer, train_bpe
 
 IGNORE = -100
