@@ -44,7 +44,7 @@ data: setup
 bench: setup
 	$(BIN)/python -m udrl.benchmarks.speed_models --data data/udrl-gemma.jsonl.gz --out runs/speed
 	$(BIN)/udrl bench runs/speed/mini-*.gguf runs/speed/mini-*.onnx runs/speed/gpt2-124m-*.gguf \
-	    runs/speed/gpt2-124m-*.onnx --out benchmarks/results/cpu-2core
+	    runs/speed/gpt2-124m-*.onnx --reps 7 --decode-tokens 128 --out benchmarks/results/cpu-2core
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,7 +11,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(artifacts=args.artifacts, checkpoint=args.checkpoint, teacher=not args.no_teacher,
                          raw_llama=not args.no_raw, hf_eager=not args.no_hf, threads=args.threads, reps=args.reps,
-                         quick=args.quick, out=args.out)
+                         decode_tokens=args.decode_tokens, quick=args.quick, out=args.out)
     result = run(config)
     print(markdown(result))
     print(f"written: {args.out}.json, .md, .decode.png, .latency.png, .prefill.png")
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint for the HF eager baseline (default: the artifacts' parent)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--decode-tokens", type=int, default=64, help="tokens per decode-speed measurement")
     p.add_argument("--quick", action="store_true", help="one repetition, one query per task (under 2 minutes)")
     p.add_argument("--no-teacher", action="store_true", help="skip the Gemma teacher baseline")
     p.add_argument("--no-raw", action="store_true", help="skip raw llama-cpp-python")
