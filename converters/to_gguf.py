@@ -125,6 +125,9 @@ def write_gguf(source: Source, path: Path, dtype: str, quant: str) -> None:
 def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
     import llama_cpp
 
+    from udrl.backend_llama import quiet_llama_logs
+
+    quiet_llama_logs(llama_cpp)  # the quantizer reports every tensor otherwise
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = _llama_ftype(quant)
     params.nthread = threads

@@ -746,7 +746,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         return fail(m, UDRL_E_CONTEXT, "query too long: the prompt is %d tokens and this model's context holds %d",
                     n_prompt, m->n_ctx);
     }
-    budget = s.max_tokens > 0 ? s.max_tokens : 3 * m->length_max + 8;
+    budget = s.max_tokens > 0 ? s.max_tokens : 3 * r.length + 8;
     if (budget > room) budget = room;
     text = malloc(cap);
     work = s.temperature > 0 ? malloc(sizeof *work * (size_t)m->n_vocab) : NULL;

@@ -75,7 +75,7 @@ typedef struct {
     int top_k;           /* 0: off */
     float top_p;         /* 1: off */
     uint64_t seed;       /* for temperature > 0 */
-    int max_tokens;      /* 0: 3 * length_max + 8, within the context */
+    int max_tokens;      /* 0: 3 * requested length + 8, within the context */
     int length_guard;    /* 1: no end before the requested word count, stop at it (the default) */
 } udrl_sampling;
 

@@ -19,7 +19,7 @@ _GGML_LOG_LEVEL_ERROR = 4  # ggml.h, enum ggml_log_level
 _LOG_CALLBACK = None
 
 
-def _quiet_llama_logs(llama_cpp) -> None:
+def quiet_llama_logs(llama_cpp) -> None:
     """Route llama.cpp's own log lines (context sizes, loader notes) away; keep its errors."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
@@ -45,7 +45,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
-        _quiet_llama_logs(llama_cpp)
+        quiet_llama_logs(llama_cpp)
         self.manifest = manifest
         self.n_ctx = int(manifest.model.get("n_ctx") or 512)
         threads = options.threads or min(4, os.cpu_count() or 1)

@@ -29,7 +29,7 @@ class GenerationOptions:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
-    max_tokens: int | None = None  # default: room for the longest command, within the context
+    max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
 
     def sampler(self, offset: int = 0) -> Sampler:
@@ -91,7 +91,9 @@ def prepare(backend: Backend, query: str, command: Command, max_tokens: int | No
             f"query too long: the prompt is {len(prompt)} tokens and this model's context holds "
             f"{backend.n_ctx}; shorten the query (udrl does not cut it silently)"
         )
-    budget = max_tokens if max_tokens is not None else 3 * backend.manifest.length_max + 8
+    # Default budget from the requested length: room for long words, and a bound on a model that,
+    # with end-of-sequence forbidden by the guard, runs on without adding words.
+    budget = max_tokens if max_tokens is not None else 3 * command.length + 8
     if budget < 1:
         raise CommandError(f"max_tokens must be at least 1, got {budget}")
     return prompt, min(budget, room)
