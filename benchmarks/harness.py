@@ -150,10 +150,8 @@ def _summary(xs: Sequence[float]) -> dict[str, float]:
 
 
 def worker_udrl(spec: dict[str, Any]) -> dict[str, Any]:
-    t = time.perf_counter()
     import udrl
 
-    import_s = time.perf_counter() - t
     t = time.perf_counter()
     model = udrl.load(spec["path"], backend=spec.get("backend", "auto"), threads=spec["threads"],
                       device=spec.get("device", "auto"))
@@ -186,7 +184,7 @@ def worker_udrl(spec: dict[str, Any]) -> dict[str, Any]:
         model.generate_batch(batch)
         throughput.append(len(batch) / (time.perf_counter() - t))
     out = {
-        "import_s": import_s, "load_s": load_s, "backend": model.backend,
+        "load_s": load_s, "backend": model.backend,
         "latency_s": {task: _summary(v) for task, v in latency.items()},
         "latency_all_s": _summary([x for v in latency.values() for x in v]),
         "prefill_s": _summary(prefill), "ttft_s": _summary(ttft), "decode_tok_s": _summary(decode),
@@ -200,13 +198,11 @@ def worker_udrl(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
     """Plain llama-cpp-python: no udrl code in the generation loop (udrl only renders the prompt text)."""
-    t = time.perf_counter()
     from llama_cpp import Llama
 
     from udrl.artifacts import read_manifest
     from udrl.commands import make_command, render_prompt
 
-    import_s = time.perf_counter() - t
     m = read_manifest(spec["path"])
     t = time.perf_counter()
     llm = Llama(model_path=spec["path"], n_ctx=int(m.model["n_ctx"]), n_threads=spec["threads"],
@@ -237,21 +233,19 @@ def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
     long_prompt = render_prompt(m, QUERIES[0], make_command(m, m.tasks[0], m.length_max))
     decode = [run(long_prompt, spec["decode_tokens"])[2] for _ in range(spec["reps"])]
     llm.close()
-    return {"import_s": import_s, "load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
+    return {"load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
             "latency_all_s": _summary([x for v in latency.values() for x in v]), "ttft_s": _summary(ttft),
             "decode_tok_s": _summary(decode), "n_params": m.model.get("n_params"), "quantization": m.quantization,
             "peak_rss_mb": _peak_rss_mb()}
 
 
 def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
-    t = time.perf_counter()
     import torch
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from udrl.commands import make_command, render_prompt
     from udrl.manifest import load_manifest
 
-    import_s = time.perf_counter() - t
     torch.set_num_threads(spec["threads"])
     t = time.perf_counter()
     model = GPT2LMHeadModel.from_pretrained(spec["path"], attn_implementation="eager").eval()
@@ -279,20 +273,18 @@ def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
             latency.setdefault(task, []).append(run(prompt, max(n, 1))[0])
     long_prompt = render_prompt(m, QUERIES[0], make_command(m, m.tasks[0], m.length_max))
     decode = [run(long_prompt, spec["decode_tokens"])[1] for _ in range(spec["reps"])]
-    return {"import_s": import_s, "load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
+    return {"load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
             "latency_all_s": _summary([x for v in latency.values() for x in v]), "decode_tok_s": _summary(decode),
             "n_params": m.model.get("n_params"), "peak_rss_mb": _peak_rss_mb()}
 
 
 def worker_teacher(spec: dict[str, Any]) -> dict[str, Any]:
-    t = time.perf_counter()
     import llama_cpp
     from llama_cpp import Llama
 
     from udrl.trainer.prompts import STOP, build_prompt
     from udrl.trainer.teachers import gemma_path
 
-    import_s = time.perf_counter() - t
     path = gemma_path()
     t = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=1024, n_threads=spec["threads"], n_threads_batch=spec["threads"],
@@ -317,9 +309,21 @@ def worker_teacher(spec: dict[str, Any]) -> dict[str, Any]:
                 decode.append((count - 1) / (end - first))
     n_params = int(llama_cpp.llama_model_n_params(llm.model))
     llm.close()
-    return {"import_s": import_s, "load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
+    return {"load_s": load_s, "latency_s": {k: _summary(v) for k, v in latency.items()},
             "latency_all_s": _summary([x for v in latency.values() for x in v]), "decode_tok_s": _summary(decode),
             "n_params": n_params, "size_bytes": path.stat().st_size, "peak_rss_mb": _peak_rss_mb()}
+
+
+# What each kind of row has to import before it can load anything (timed in a fresh interpreter,
+# since a worker runs inside the udrl package and has imported it already).
+IMPORTS = {"udrl": "udrl", "raw-llama": "llama_cpp", "hf-eager": "torch, transformers", "teacher": "llama_cpp"}
+
+
+def import_seconds(modules: str, reps: int = 3) -> float:
+    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+             for _ in range(reps)]
+    return statistics.median(times)
 
 
 WORKERS = {"udrl": worker_udrl, "raw-llama": worker_raw_llama, "hf-eager": worker_hf_eager, "teacher": worker_teacher}
@@ -333,7 +337,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else
                 f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["import_s"] = import_seconds(IMPORTS[spec["kind"]])
+    return result
 
 
 # -- the run ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['config']['threads']} threads; memory bandwidth {result['memory_bandwidth_gb_s']:.1f} GB/s "
         f"(copy); {result['config']['reps']} repetitions, medians.",
         "",
-        "| row | kind | device | size MB | params M | load s | prefill ms | TTFT ms | decode tok/s | "
+        "| row | kind | device | size MB | params M | import + load s | prefill ms | TTFT ms | decode tok/s | "
         "latency p50 ms | p95 ms | batch req/s | peak RSS MB | roofline |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -37,7 +37,7 @@ def markdown(result: dict[str, Any]) -> str:
         roof = r.get("roofline", {}).get("fraction")
         lines.append(
             f"| {r['name']} | {r['kind']} | {r.get('device', 'cpu')} | {_fmt((r.get('size_bytes') or 0) / 1e6)} | "
-            f"{_fmt((r.get('n_params') or 0) / 1e6)} | {_fmt(r.get('load_s'), '.2f')} | "
+            f"{_fmt((r.get('n_params') or 0) / 1e6)} | {_fmt((r.get('import_s') or 0) + (r.get('load_s') or 0), '.2f')} | "
             f"{_fmt(_med(r, 'prefill_s') and _med(r, 'prefill_s') * 1e3)} | {_fmt(_med(r, 'ttft_s') and _med(r, 'ttft_s') * 1e3)} | "
             f"{_fmt(_med(r, 'decode_tok_s'))} | {_fmt(lat.get('median') and lat['median'] * 1e3)} | "
             f"{_fmt(lat.get('p95') and lat['p95'] * 1e3)} | {_fmt(_med(r, 'batch_requests_s'))} | "

@@ -7,7 +7,7 @@ import pytest
 
 from udrl.benchmarks.harness import BenchConfig, memory_bandwidth_gbs, ratios, run
 
-ROW_KEYS = {"name", "kind", "device", "load_s", "decode_tok_s", "latency_all_s", "latency_s", "peak_rss_mb"}
+ROW_KEYS = {"name", "kind", "device", "import_s", "load_s", "decode_tok_s", "latency_all_s", "latency_s", "peak_rss_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_result_schema(quick_result):
     for row in result["rows"]:
         assert ROW_KEYS <= set(row), row.keys()
         assert row["decode_tok_s"]["median"] > 0 and row["latency_all_s"]["p95"] >= row["latency_all_s"]["median"] > 0
-        assert row["peak_rss_mb"] > 5
+        assert row["peak_rss_mb"] > 5 and row["import_s"] > 0.001
     udrl_gguf = result["rows"][0]
     assert set(udrl_gguf["latency_s"]) == {"image", "search", "headline", "tags"}
     assert udrl_gguf["roofline"]["fraction"] > 0 and udrl_gguf["batch_requests_s"]["median"] > 0
