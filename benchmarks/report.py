@@ -61,6 +61,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, path: Path, paths: list[Path]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+
 def plots(result: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -75,10 +84,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xticks(range(len(rows)), [f"{r['name']}\n({r['kind']})" for r in rows], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("decode tok/s (median)")
     ax.set_title("decode speed by backend x quantization")
-    fig.tight_layout()
-    paths.append(out.with_suffix(".decode.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _save(fig, out.with_suffix(".decode.png"), paths)
 
     sized = [r for r in result["rows"] if r.get("n_params") and (r.get("latency_all_s") or {}).get("median")]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -96,10 +102,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         a.set_ylabel(label)
     ax.set_title("latency against model size")
     ax2.set_title("decode speed against model size")
-    fig.tight_layout()
-    paths.append(out.with_suffix(".latency.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _save(fig, out.with_suffix(".latency.png"), paths)
 
     curves = [r for r in result["rows"] if r.get("prefill_curve")]
     if curves:
@@ -111,10 +114,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("prefill (ms)")
         ax.legend(fontsize=7)
         ax.set_title("prefill time against prompt length")
-        fig.tight_layout()
-        paths.append(out.with_suffix(".prefill.png"))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        _save(fig, out.with_suffix(".prefill.png"), paths)
     return paths
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, TokenPieces, register, require
+from .backends import Backend, BackendOptions, TokenPieces, register
 from .manifest import TOKENIZER_METADATA_KEY, Manifest
 
 
@@ -20,6 +20,7 @@ class CoreMLBackend(Backend):
     name = "coreml"
     kind = "coreml"
     extra = "coreml"
+    requires = ("coremltools", "tokenizers")
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -29,8 +30,6 @@ class CoreMLBackend(Backend):
         return None
 
     def __init__(self, path: Path, manifest: Manifest, options: BackendOptions):
-        require("coremltools", "coreml")
-        require("tokenizers", "convert")
         import coremltools as ct
         from tokenizers import Tokenizer
 

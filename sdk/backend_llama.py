@@ -37,7 +37,8 @@ def quiet_llama_logs(llama_cpp) -> None:
 class LlamaCppBackend(Backend):
     name = "llama"
     kind = "gguf"
-    extra = "llama-cpp-python"
+    extra = ""  # llama-cpp-python is a core dependency
+    requires = ("llama_cpp",)
     can_batch = True
     max_batch = 8  # sequences decoded together in one llama_decode call
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, TokenPieces, left_pad, register, require
+from .backends import Backend, BackendOptions, TokenPieces, left_pad, register
 from .errors import BackendError
 from .manifest import TOKENIZER_METADATA_KEY, Manifest
 
@@ -16,12 +16,11 @@ from .manifest import TOKENIZER_METADATA_KEY, Manifest
 class OnnxBackend(Backend):
     name = "onnx"
     kind = "onnx"
-    extra = "convert"
+    extra = "onnx"
+    requires = ("onnxruntime", "tokenizers")
     can_batch = True
 
     def __init__(self, path: Path, manifest: Manifest, options: BackendOptions):
-        require("onnxruntime", "convert")
-        require("tokenizers", "convert")
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

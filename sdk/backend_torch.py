@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendOptions, TokenPieces, left_pad, register, require
+from .backends import Backend, BackendOptions, TokenPieces, left_pad, register
 from .manifest import Manifest
 
 
@@ -16,11 +16,10 @@ class TorchBackend(Backend):
     name = "torch"
     kind = "checkpoint"
     extra = "train"
+    requires = ("torch", "transformers")
     can_batch = True
 
     def __init__(self, path: Path, manifest: Manifest, options: BackendOptions):
-        require("torch", "train")
-        require("transformers", "train")
         import torch
 
         from .checkpoint import load_checkpoint

@@ -35,7 +35,8 @@ class Backend:
 
     name: ClassVar[str]
     kind: ClassVar[str]  # the artifact kind it opens: gguf, onnx, checkpoint, coreml
-    extra: ClassVar[str]  # pip extra that installs the runtime
+    extra: ClassVar[str]  # pip extra that installs the runtime ("" for a core dependency)
+    requires: ClassVar[tuple[str, ...]] = ()  # modules the runtime needs, checked before it loads
     can_batch: ClassVar[bool] = False
     max_batch: ClassVar[int | None] = None  # most requests per batch (None: no limit)
 
@@ -151,6 +152,8 @@ def open_backend(path: str | os.PathLike[str], backend: str = "auto",
     reason = cls.unavailable()
     if reason:
         raise BackendError(reason)
+    for module in cls.requires:
+        require(module, cls.extra)
     if cls.kind != kind:
         raise BackendError(f"backend {name!r} runs {cls.kind} artifacts, but {p} is {kind}; "
                            f"use backend='auto' (which picks {_DEFAULT_FOR_KIND[kind]!r})")
@@ -164,4 +167,5 @@ def require(module: str, extra: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise BackendError(f"this backend needs {module}: pip install 'udrl-edge[{extra}]'")
+        how = f"pip install 'udrl-edge[{extra}]'" if extra else "pip install udrl-edge (a core dependency is missing)"
+        raise BackendError(f"this backend needs {module}: {how}")

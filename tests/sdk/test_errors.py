@@ -72,7 +72,7 @@ def test_artifact_without_manifest_is_refused(tmp_path):
 def test_backend_not_installed_names_the_extra(tiny_artifacts, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    with pytest.raises(BackendError, match=r"pip install 'udrl-edge\[convert\]'"):
+    with pytest.raises(BackendError, match=r"pip install 'udrl-edge\[onnx\]'"):
         udrl.load(tiny_artifacts["onnx"])
 
 
