@@ -79,6 +79,15 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .quality import EvalConfig, evaluate_quality, markdown
+
+    config = EvalConfig(model=args.model, data=args.data, queries=args.queries, teacher=not args.no_teacher,
+                        length_guard=not args.no_length_guard, threads=args.threads, out=args.out)
+    print(markdown(evaluate_quality(config)))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the trainer's subcommands to the ``udrl`` parser."""
     p = sub.add_parser("train", help="train a command-conditioned GPT-2 policy (UDRL)")
@@ -135,6 +144,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--reward-levels", type=int, default=3)
     j.add_argument("--length-max", type=int, default=48)
     j.set_defaults(func=_cmd_judge)
+
+    e = sub.add_parser("eval", help="relevance, length adherence, format, diversity and latency vs the teacher")
+    e.add_argument("model", help="artifact to evaluate (.gguf, .onnx, checkpoint directory)")
+    e.add_argument("--data", action="append", default=None, required=True, help="the training data (held-out split)")
+    e.add_argument("--queries", type=int, default=100, help="held-out queries to use")
+    e.add_argument("--no-teacher", action="store_true", help="skip running the teacher on the same requests")
+    e.add_argument("--no-length-guard", action="store_true")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--out", help="JSON report path")
+    e.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")
     s.add_argument("out", help="JSONL file to write")

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from udrl.trainer.dataset import read_records, split_by_query
+from udrl.trainer.judge import Judge
+from udrl.trainer.quality import EvalConfig, distinct_2, evaluate_quality, markdown, plan_requests
+
+TASKS = ["image", "search", "headline", "tags"]
+
+
+def test_distinct_2_counts_repeated_bigrams():
+    assert distinct_2(["a b c", "d e"]) == 1.0
+    assert distinct_2(["party party party party"]) == pytest.approx(1 / 3)
+    assert distinct_2(["one"]) == 0.0
+
+
+def test_requests_use_only_held_out_queries(synthetic_data):
+    config = EvalConfig(model="unused", data=[str(synthetic_data)], queries=5)
+    requests = plan_requests(config, TASKS, (1, 16))
+    train, _ = split_by_query(read_records([synthetic_data], TASKS, (1, 16)).records, 0.05)
+    assert not {r.query for r in requests} & {r.query for r in train}
+    assert len({r.query for r in requests}) == 5 and {r.task for r in requests} == set(TASKS)
+    assert all(1 <= r.length <= 16 for r in requests)
+
+
+def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, synthetic_data, tmp_path):
+    out = tmp_path / "eval.json"
+    report = evaluate_quality(EvalConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2,
+                                         lengths_per_task=2, out=str(out)), judge=Judge(threads=2))
+    assert json.loads(out.read_text())["requests"] == report["requests"] == 2 * 4 * 2
+    for system in ("udrl", "teacher"):
+        overall = report[system]["overall"]
+        assert -1 <= overall["relevance_mean"] <= 1 and 0 <= overall["format_valid"] <= 1
+        assert set(report[system]["per_task"]) == set(TASKS) and overall["latency_p50_s"] > 0
+    assert report["udrl"]["overall"]["length_within1"] >= 0.9  # the length guard is on
+    assert report["ratios"]["teacher_latency_over_udrl"] > 1
+    assert "| udrl | all |" in markdown(report) and "| teacher | all |" in markdown(report)

@@ -1,0 +1,172 @@
+"""`udrl eval`: how well a shipped artifact writes prompts on command, beside the teacher.
+
+On held-out queries (the same split the trainer holds out, so the model never saw them), every
+task is requested at lengths spread over what the data covers. Both the artifact (through the SDK)
+and the teacher (few-shot, as in distillation, greedy) answer the same requests, and both are
+scored the same way: relevance (the MiniLM judge), length adherence (share within ±1 word, mean
+absolute error), format validity, diversity (distinct-2) and latency per request.
+
+    udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --queries 100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from udrl.commands import count_words
+
+from .dataset import read_records, split_by_query
+from .formats import is_valid_format
+from .judge import Judge
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    model: str
+    data: list[str]
+    queries: int = 100  # held-out queries to use (each asked for every task at several lengths)
+    lengths_per_task: int = 3
+    val_fraction: float = 0.05  # must match the training run's, so the queries are truly held out
+    teacher: bool = True
+    length_guard: bool = True
+    threads: int = 2
+    out: str | None = None  # JSON report path
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRequest:
+    query: str
+    task: str
+    length: int
+
+
+def plan_requests(config: EvalConfig, tasks: Sequence[str], length_range: tuple[int, int]) -> list[EvalRequest]:
+    """Held-out queries x tasks x lengths at even quantiles of each task's achieved lengths."""
+    records = read_records(config.data, tasks, length_range, skip_invalid=True).records
+    _, held_out = split_by_query(records, config.val_fraction)
+    queries = sorted({r.query for r in held_out})[: config.queries]
+    requests = []
+    for task in tasks:
+        lengths = sorted(r.words for r in records if r.task == task)
+        if not lengths:
+            continue
+        k = config.lengths_per_task
+        picks = sorted({lengths[min(len(lengths) - 1, int(len(lengths) * (i + 0.5) / k))] for i in range(k)})
+        requests += [EvalRequest(q, task, n) for q in queries for n in picks]
+    return requests
+
+
+def distinct_2(texts: Sequence[str]) -> float:
+    """Unique word bigrams over all bigrams: 1.0 means no phrase is ever repeated."""
+    bigrams = [tuple(t.lower().split()[i : i + 2]) for t in texts for i in range(len(t.split()) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Sequence[float],
+          judge: Judge) -> dict[str, Any]:
+    """Per-task and overall figures for one system's outputs."""
+    relevance = judge.relevance([r.query for r in requests], [o or " " for o in outputs])
+    rows = []
+    for r, o, rel, lat in zip(requests, outputs, relevance, latencies):
+        error = abs(count_words(o) - r.length)
+        rows.append({"task": r.task, "relevance": float(rel), "error": error,
+                     "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o})
+
+    def summary(part: list[dict]) -> dict[str, Any]:
+        rel = [x["relevance"] for x in part]
+        return {
+            "n": len(part),
+            "relevance_mean": statistics.mean(rel),
+            "relevance_quartiles": statistics.quantiles(rel, n=4) if len(rel) > 1 else rel * 3,
+            "length_within1": sum(x["error"] <= 1 for x in part) / len(part),
+            "length_mae": statistics.mean(x["error"] for x in part),
+            "format_valid": sum(x["valid"] for x in part) / len(part),
+            "distinct_2": distinct_2([x["text"] for x in part]),
+            "latency_p50_s": statistics.median(x["latency"] for x in part),
+        }
+
+    tasks = sorted({x["task"] for x in rows})
+    return {"overall": summary(rows), "per_task": {t: summary([x for x in rows if x["task"] == t]) for t in tasks}}
+
+
+def run_model(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float]]:
+    import udrl
+
+    with udrl.load(config.model, threads=config.threads) as model:
+        results = [model.generate(r.query, task=r.task, length=r.length, length_guard=config.length_guard)
+                   for r in requests]
+    return [r.text for r in results], [r.total_s for r in results]
+
+
+def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float]]:
+    from .prompts import STOP, build_prompt, clean_output
+    from .teachers import Sampling, make_teacher
+
+    teacher = make_teacher("gemma", threads=config.threads)
+    sampling = Sampling(max_tokens=80, temperature=0.0, stop=tuple(STOP))
+    outputs, latencies = [], []
+    try:
+        for r in requests:
+            start = time.perf_counter()
+            text = teacher.complete(build_prompt(r.task, r.query, r.length), sampling)
+            latencies.append(time.perf_counter() - start)
+            outputs.append(clean_output(r.task, text, r.query)[0] or "")
+    finally:
+        teacher.close()
+    return outputs, latencies
+
+
+def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str, Any]:
+    """Run the evaluation; returns (and writes, with ``out``) the report."""
+    from udrl.artifacts import read_manifest
+
+    manifest = read_manifest(config.model)
+    requests = plan_requests(config, manifest.tasks, (manifest.length_min, manifest.length_max))
+    judge = judge or Judge(threads=config.threads)
+    outputs, latencies = run_model(config, requests)
+    report: dict[str, Any] = {"model": config.model, "requests": len(requests),
+                              "queries": len({r.query for r in requests}), "length_guard": config.length_guard,
+                              "n_params": manifest.model.get("n_params"),
+                              "udrl": score(requests, outputs, latencies, judge)}
+    if config.teacher:
+        t_out, t_lat = run_teacher(config, requests)
+        report["teacher"] = score(requests, t_out, t_lat, judge)
+        u, t = report["udrl"], report["teacher"]
+        report["ratios"] = {
+            "relevance_overall": u["overall"]["relevance_mean"] / t["overall"]["relevance_mean"],
+            "relevance_per_task": {k: u["per_task"][k]["relevance_mean"] / t["per_task"][k]["relevance_mean"]
+                                   for k in u["per_task"]},
+            "teacher_latency_over_udrl": t["overall"]["latency_p50_s"] / u["overall"]["latency_p50_s"],
+        }
+    report["examples"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o}
+                          for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["| system | task | relevance | within ±1 word | length MAE | format valid | distinct-2 | latency p50 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for system in ("udrl", "teacher"):
+        if system not in report:
+            continue
+        parts = {**report[system]["per_task"], "all": report[system]["overall"]}
+        for task, s in parts.items():
+            lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | {s['length_within1']:.1%} | "
+                         f"{s['length_mae']:.2f} | {s['format_valid']:.1%} | {s['distinct_2']:.2f} | "
+                         f"{s['latency_p50_s'] * 1e3:.1f} |")
+    if "ratios" in report:
+        r = report["ratios"]
+        lines.append("")
+        lines.append(f"udrl / teacher relevance: {r['relevance_overall']:.3f} overall; "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in r["relevance_per_task"].items())
+                     + f". Teacher latency / udrl: {r['teacher_latency_over_udrl']:.1f}x.")
+    return "\n".join(lines) + "\n"
