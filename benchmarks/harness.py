@@ -347,7 +347,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Measure every artifact and baseline; write JSON, a markdown table and plots; return the result."""
-    from udrl.artifacts import artifact_kind, read_manifest
+    from udrl.artifacts import artifact_kind, artifact_size, read_manifest
 
     started = time.time()
     devices = detect_devices()
@@ -373,8 +373,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             log(f"measuring {Path(path).name} ({backend}, {device}) ...")
             spec = {**base, "kind": "udrl", "path": str(path), "backend": backend, "device": device}
             result = run_worker(spec)
-            size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() \
-                else Path(path).stat().st_size
+            size = artifact_size(path)
             row = {"name": Path(path).name, "path": str(path), "kind": "udrl", "format": kind, "device": device,
                    "size_bytes": size, **result}
             if kind == "gguf" and "decode_tok_s" in result:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from udrl.artifacts import artifact_size
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 from udrl.errors import UdrlError
 from udrl.manifest import Manifest
@@ -114,10 +115,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def export(checkpoint: str | Path, fmt: str, quant: str | None = None, out: str | Path | None = None,
            force: bool = False, verify: bool = True, log: Callable[[str], None] = print) -> ExportResult:
     """Export a checkpoint directory to one artifact; see the module docstring."""
@@ -152,6 +149,6 @@ def export(checkpoint: str | Path, fmt: str, quant: str | None = None, out: str 
     finally:
         _remove(tmp)
     checkpoint_bytes = (checkpoint / "model.safetensors").stat().st_size
-    result = ExportResult(target, fmt, quant, _size(target), checkpoint_bytes, checks)
+    result = ExportResult(target, fmt, quant, artifact_size(target), checkpoint_bytes, checks)
     log(result.summary())
     return result

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from udrl.artifacts import artifact_size
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
@@ -188,7 +189,7 @@ class CoreMLExporter(Exporter):
         wanted = _COMPRESSION_OPS.get(quant)
         if wanted and not ops & set(wanted):
             failures.append(f"no {' or '.join(wanted)} op: weights were not compressed to {quant}")
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        size = artifact_size(path)
         params = sum(p.numel() for p in {id(p): p for p in source.model.parameters()}.values())
         bits = {"fp16": 16, "stateful": 16, "int8": 8, "palette4": 4}[quant]
         if size > params * bits / 8 * 1.25 + 200_000:

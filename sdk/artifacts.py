@@ -87,6 +87,14 @@ def gguf_metadata_string(path: str | os.PathLike[str], key: str) -> str | None:
     return None
 
 
+def artifact_size(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk of an artifact: a file, or every file under a directory (checkpoint, .mlpackage)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
 def _gguf_manifest(path: Path) -> str | None:
     return gguf_metadata_string(path, METADATA_KEY)
 

@@ -17,14 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UdrlError
-from .artifacts import read_manifest
-
-
-def artifact_size(path: Path) -> int:
-    """Bytes on disk of an artifact file or directory."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+from .artifacts import artifact_size, read_manifest
 
 
 def info(path: str) -> dict:
