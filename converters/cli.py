@@ -15,8 +15,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     quants = args.quant or [None]
     if args.out and len(quants) > 1:
         raise UdrlError("--out names one file: give a single --quant with it")
-    for quant in quants:
-        export(args.checkpoint, args.format, quant, out=args.out, force=args.force, verify=not args.no_verify)
+    results = [export(args.checkpoint, args.format, quant, out=args.out, force=args.force, verify=not args.no_verify)
+               for quant in quants]
+    if args.report:
+        import json
+
+        from udrl.manifest import write_atomic
+
+        rows = [{"path": str(r.path), "format": r.format, "quant": r.quant, "size_bytes": r.size_bytes,
+                 "checkpoint_bytes": r.checkpoint_bytes, "checks": r.checks} for r in results]
+        write_atomic(args.report, json.dumps(rows, indent=2, default=str) + "\n")
     return 0
 
 
@@ -28,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "onnx fp32 int8 fp16; coreml fp16 int8 palette4 stateful (default: the format's first)")
     p.add_argument("--out", help="output path (default: next to the checkpoint, named by variant)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--report", metavar="JSON", help="also write each artifact's size and verification figures")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the checks against PyTorch (tokenizer, logits, greedy decoding); "
                         "the artifact is then written unverified")

@@ -88,6 +88,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UdrlError(f"{flag} takes NAME=PATH, got {value!r}")
+        pairs[name] = path
+    return pairs
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .card import CardConfig, build_card
+
+    config = CardConfig(eval=args.eval, out=args.out, ablation=_pairs(args.ablation, "--ablation"),
+                        runs=_pairs(args.run, "--run"), exports=args.export or [], data_card=args.data_card,
+                        notes=args.notes)
+    print(build_card(config))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the trainer's subcommands to the ``udrl`` parser."""
     p = sub.add_parser("train", help="train a command-conditioned GPT-2 policy (UDRL)")
@@ -115,6 +135,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-invalid", action="store_true", help="skip and count malformed lines")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("card", help="write the model card (markdown + plots) from eval, ablation and run files")
+    c.add_argument("--eval", required=True, metavar="JSON", help="udrl eval report of the shipped artifact (with teacher)")
+    c.add_argument("--ablation", action="append", metavar="NAME=JSON", help="eval report of a variant (guard off)")
+    c.add_argument("--run", action="append", metavar="NAME=DIR", help="training run directory of a variant")
+    c.add_argument("--export", action="append", metavar="JSON", help="udrl export --report file")
+    c.add_argument("--data-card", metavar="JSON", help="the dataset card JSON")
+    c.add_argument("--notes", metavar="MD", help="markdown for the 'Gaps and next steps' section")
+    c.add_argument("--out", required=True, metavar="DIR", help="where README.md and the plots go")
+    c.set_defaults(func=_cmd_card)
 
     d = sub.add_parser("distill", help="have a teacher LLM write outputs for design requests (resumable)")
     source = d.add_mutually_exclusive_group(required=True)

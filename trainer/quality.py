@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import count_words
+from udrl.manifest import write_atomic
 
 from .dataset import read_records, split_by_query
 from .formats import is_valid_format
@@ -104,7 +105,7 @@ def run_model(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list
     return [r.text for r in results], [r.total_s for r in results]
 
 
-def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float]]:
+def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float], dict[str, Any]]:
     from .prompts import STOP, build_prompt, clean_output
     from .teachers import Sampling, make_teacher
 
@@ -117,9 +118,10 @@ def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[li
             text = teacher.complete(build_prompt(r.task, r.query, r.length), sampling)
             latencies.append(time.perf_counter() - start)
             outputs.append(clean_output(r.task, text, r.query)[0] or "")
+        about = teacher.describe()
     finally:
         teacher.close()
-    return outputs, latencies
+    return outputs, latencies, about
 
 
 def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str, Any]:
@@ -135,8 +137,9 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                               "n_params": manifest.model.get("n_params"),
                               "udrl": score(requests, outputs, latencies, judge)}
     if config.teacher:
-        t_out, t_lat = run_teacher(config, requests)
+        t_out, t_lat, about = run_teacher(config, requests)
         report["teacher"] = score(requests, t_out, t_lat, judge)
+        report["teacher_model"] = about
         u, t = report["udrl"], report["teacher"]
         report["ratios"] = {
             "relevance_overall": u["overall"]["relevance_mean"] / t["overall"]["relevance_mean"],
@@ -144,11 +147,13 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                                    for k in u["per_task"]},
             "teacher_latency_over_udrl": t["overall"]["latency_p50_s"] / u["overall"]["latency_p50_s"],
         }
+        if about.get("n_params") and report["n_params"]:
+            report["ratios"]["teacher_over_udrl_parameters"] = about["n_params"] / report["n_params"]
     report["examples"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o}
                           for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -168,5 +173,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"udrl / teacher relevance: {r['relevance_overall']:.3f} overall; "
                      + ", ".join(f"{k} {v:.3f}" for k, v in r["relevance_per_task"].items())
-                     + f". Teacher latency / udrl: {r['teacher_latency_over_udrl']:.1f}x.")
+                     + f". Teacher latency / udrl: {r['teacher_latency_over_udrl']:.1f}x"
+                     + (f"; teacher / udrl parameters: {r['teacher_over_udrl_parameters']:.1f}x."
+                        if "teacher_over_udrl_parameters" in r else "."))
     return "\n".join(lines) + "\n"

@@ -154,7 +154,10 @@ class LlamaCppTeacher(Teacher):
         return out["choices"][0]["text"]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "gguf", "model": self.path.name, "size_bytes": self.path.stat().st_size}
+        import llama_cpp
+
+        return {"kind": "gguf", "model": self.path.name, "size_bytes": self.path.stat().st_size,
+                "n_params": int(llama_cpp.llama_model_n_params(self.llm.model))}
 
     def close(self) -> None:
         self.llm.close()
