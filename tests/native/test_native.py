@@ -54,6 +54,16 @@ def test_library_and_example_compile_with_warnings_as_errors(exe):
 
 
 def test_prompt_ids_and_greedy_outputs_equal_the_python_sdk(exe, gguf):
+    assert_same_as_sdk(exe, gguf)
+
+
+def test_the_bundled_default_model_runs_the_same_in_c(exe):
+    from udrl.model import default_model_path
+
+    assert_same_as_sdk(exe, default_model_path())
+
+
+def assert_same_as_sdk(exe: Path, gguf: Path) -> None:
     with udrl.load(gguf) as model:
         backend = model._live()
         for query, task, length, reward in REQUESTS:

@@ -94,7 +94,7 @@ def test_core_ml_off_macos_names_the_alternatives(tmp_path):
         udrl.load(pkg)
 
 
-def test_no_bundled_model_yet_is_a_clear_error(monkeypatch, tmp_path):
+def test_an_installation_without_a_bundled_model_gets_a_clear_error(monkeypatch, tmp_path):
     import udrl.model
 
     monkeypatch.setattr(udrl.model, "DEFAULT_MODEL_DIR", tmp_path)

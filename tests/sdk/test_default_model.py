@@ -1,0 +1,72 @@
+"""The default model shipped inside the package (issue 8): present, small, and obeying commands."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import udrl
+from udrl.model import default_model_path
+
+
+def test_the_package_ships_a_small_mini_model():
+    path = default_model_path()
+    assert path.suffix == ".gguf" and path.stat().st_size <= 40e6
+    manifest = udrl.artifacts.read_manifest(path)
+    assert manifest.model["preset"] == "mini" and manifest.model["n_params"] <= 30e6
+    assert manifest.quantization == "q8_0"
+    assert set(manifest.conditioning) == {"length", "reward"}
+    assert set(manifest.tasks) == {"image", "search", "headline", "tags"}
+
+
+@pytest.mark.parametrize("task", ["image", "search", "headline", "tags"])
+def test_load_without_a_path_writes_on_command(task):
+    with udrl.load(threads=2) as model:
+        for length in (3, 8):
+            r = model.generate("poster for a summer jazz festival by the sea", task=task, length=length)
+            assert abs(r.words - length) <= 1 and r.text.strip()
+
+
+def udrl_cli(*args):
+    return subprocess.run([sys.executable, "-m", "udrl", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_uses_the_bundled_model():
+    info = udrl_cli("info", "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["path"] == str(default_model_path())
+    out = udrl_cli("generate", "logo for a vegan bakery", "--task", "tags", "--length", "4", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["command"] == {"task": "tags", "length": 4, "reward": 2} and abs(result["words"] - 4) <= 1
+
+
+def test_the_wheel_carries_the_default_model(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("udrl_edge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert f"udrl/models/{default_model_path().name}" in names and "udrl/models/README.md" in names
+
+
+def test_no_repeat_ngram_stops_repetition_loops():
+    from udrl.errors import CommandError
+
+    with udrl.load(threads=2) as model:
+        backend = model._live()
+        for query in ("logo for a vegan bakery in Berlin", "poster for a jazz night"):
+            r = model.generate(query, task="tags", length=8, no_repeat_ngram=2)
+            ids = backend.encode(r.text)
+            bigrams = list(zip(ids, ids[1:]))
+            assert len(bigrams) == len(set(bigrams)), r.text
+            assert abs(r.words - 8) <= 1
+        batch = model.generate_batch([udrl.Request("poster for a jazz night", "tags", 8)], no_repeat_ngram=2)
+        assert batch[0].text == model.generate("poster for a jazz night", task="tags", length=8, no_repeat_ngram=2).text
+        with pytest.raises(CommandError, match="no_repeat_ngram must be >= 0"):
+            model.generate("x", task="tags", no_repeat_ngram=-1)
