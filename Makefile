@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-RUN    ?= runs/demo
+MODEL  ?= runs/model
+SHIPPED := sdk/models/udrl-mini-q8_0.gguf
+TRAIN  := OMP_NUM_THREADS=1 $(BIN)/udrl train --config trainer/recipes/mini.json
 
-.PHONY: setup run test test-slow data bench clean
+.PHONY: setup run demo test test-slow model model-artifacts data bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +18,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Main job. Until the trained default model ships inside the package, this runs the whole pipeline at
-# tiny scale on the committed distilled dataset: train a `tiny` UDRL policy (about a minute on two
-# cores), export it to a verified q8_0 GGUF, and generate one prompt per task through the SDK.
+# Main job: the default model bundled in the package writes a prompt for every task through the SDK.
 run: setup
+	$(BIN)/udrl info
+	for task in image search headline tags; do \
+	    $(BIN)/udrl generate "poster for a summer jazz festival by the sea" --task $$task --json; done
+
+# The whole pipeline at tiny scale on the committed distilled dataset: train a `tiny` UDRL policy
+# (about a minute on two cores), export it to a verified q8_0 GGUF, generate one prompt per task.
+demo: setup
 	rm -rf $(RUN)
 	$(BIN)/udrl train --data data/udrl-gemma.jsonl.gz --out $(RUN) --preset tiny --vocab-size 4096 \
 	    --steps 1500 --lr 2e-3 --eval-interval 500 --checkpoint-interval 500
@@ -34,6 +41,33 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# The shipped default model and its card, from the committed data (about 2 hours on two cores): the
+# three ablation variants of one recipe trained side by side (one thread each), the UDRL one exported
+# to GGUF q8_0 (shipped), ONNX int8 and Core ML int8 (verified), everything evaluated on held-out
+# queries (the shipped model beside the teacher), then the card in sdk/models/README.md.
+model: setup
+	rm -rf $(MODEL) && mkdir -p $(MODEL)
+	$(TRAIN) --out $(MODEL)/udrl --conditioning length reward > $(MODEL)/udrl.log 2>&1 & a=$$!; \
+	$(TRAIN) --out $(MODEL)/noreward --conditioning length > $(MODEL)/noreward.log 2>&1 & b=$$!; \
+	$(TRAIN) --out $(MODEL)/nocmd --conditioning > $(MODEL)/nocmd.log 2>&1 & c=$$!; \
+	wait $$a && wait $$b && wait $$c
+	$(MAKE) model-artifacts
+
+# Everything after training (also useful alone when the runs exist).
+model-artifacts: setup
+	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force --report $(MODEL)/export-gguf.json
+	$(BIN)/udrl export $(MODEL)/udrl/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
+	$(BIN)/udrl export $(MODEL)/udrl/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
+	for v in noreward nocmd; do $(BIN)/udrl export $(MODEL)/$$v/model --format gguf --quant q8_0 --force; done
+	mkdir -p sdk/models && cp $(MODEL)/udrl/model-q8_0.gguf $(SHIPPED).tmp && mv $(SHIPPED).tmp $(SHIPPED)
+	$(BIN)/udrl eval $(SHIPPED) --data data/udrl-gemma.jsonl.gz --out $(MODEL)/eval.json
+	for v in udrl noreward nocmd; do \
+	    $(BIN)/udrl eval $(MODEL)/$$v/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
+	        --no-length-guard --out $(MODEL)/ablation-$$v.json || exit 1; done
+	$(BIN)/udrl card --eval $(MODEL)/eval.json --data-card data/udrl-gemma.card.json --notes trainer/recipes/mini-notes.md \
+	    $(foreach v,udrl noreward nocmd,--ablation $(v)=$(MODEL)/ablation-$(v).json --run $(v)=$(MODEL)/$(v)) \
+	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
 # The committed dataset, from scratch: about 40 minutes of Gemma 3 270M on two cores (resumable).
 data: setup

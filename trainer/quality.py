@@ -158,14 +158,16 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| system | task | relevance | within ±1 word | length MAE | format valid | distinct-2 | latency p50 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| system | task | relevance mean | relevance quartiles | within ±1 word | length MAE | format valid "
+             "| distinct-2 | latency p50 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for system in ("udrl", "teacher"):
         if system not in report:
             continue
         parts = {**report[system]["per_task"], "all": report[system]["overall"]}
         for task, s in parts.items():
-            lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | {s['length_within1']:.1%} | "
+            quartiles = " / ".join(f"{q:.2f}" for q in s["relevance_quartiles"])
+            lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | {quartiles} | {s['length_within1']:.1%} | "
                          f"{s['length_mae']:.2f} | {s['format_valid']:.1%} | {s['distinct_2']:.2f} | "
                          f"{s['latency_p50_s'] * 1e3:.1f} |")
     if "ratios" in report:
