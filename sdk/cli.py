@@ -79,7 +79,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     queries = _read_queries(args)
     options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                   max_tokens=args.max_tokens, length_guard=not args.no_length_guard)
+                   max_tokens=args.max_tokens, length_guard=not args.no_length_guard,
+                   no_repeat_ngram=args.no_repeat_ngram)
     with load(args.model, backend=args.backend, threads=args.threads) as model:
         if args.stream and len(queries) == 1 and not args.json:
             for piece in model.stream(queries[0], task=args.task, length=args.length, reward=args.reward, **options):
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g.add_argument("--max-tokens", type=int)
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
+    g.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                   help="forbid repeating any N generated tokens (2 stops repetition loops; 0: off)")
     g.add_argument("--model", help="artifact path (default: the bundled model)")
     g.add_argument("--backend", default="auto", help="auto, llama, onnx, torch, coreml")
     g.add_argument("--threads", type=int)

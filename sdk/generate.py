@@ -31,6 +31,11 @@ class GenerationOptions:
     seed: int | None = None
     max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
+    no_repeat_ngram: int = 0  # forbid repeating any n-gram of generated tokens (0: off, as in native/)
+
+    def __post_init__(self) -> None:
+        if self.no_repeat_ngram < 0:
+            raise CommandError(f"no_repeat_ngram must be >= 0 (0 disables it), got {self.no_repeat_ngram}")
 
     def sampler(self, offset: int = 0) -> Sampler:
         seed = None if self.seed is None else self.seed + offset
@@ -102,8 +107,9 @@ def prepare(backend: Backend, query: str, command: Command, max_tokens: int | No
 class _Decoder:
     """Per-sequence state: generated ids, text so far, and the length guard's decisions."""
 
-    def __init__(self, backend: Backend, command: Command, guard: bool):
+    def __init__(self, backend: Backend, command: Command, guard: bool, no_repeat_ngram: int = 0):
         self.backend, self.command, self.guard = backend, command, guard
+        self.no_repeat_ngram = no_repeat_ngram
         self.eos = backend.manifest.eos_id
         self.ids: list[int] = []
         self.data = b""
@@ -115,7 +121,19 @@ class _Decoder:
         if self.guard and count_words(self.text) < self.command.length:
             logits = logits.copy()
             logits[self.eos] = -np.inf
+        banned = self.repeats()
+        if banned:
+            logits = logits.copy()
+            logits[banned] = -np.inf
         return logits
+
+    def repeats(self) -> list[int]:
+        """Tokens that would complete an n-gram already generated (small models loop without this)."""
+        n, ids = self.no_repeat_ngram, self.ids
+        if n < 1 or len(ids) < n - 1:
+            return []
+        tail = ids[len(ids) - n + 1 :] if n > 1 else []
+        return [ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == tail]
 
     def accept(self, token: int) -> bool:
         """Take a sampled token; False (and a finish reason) when the sequence ends before it."""
@@ -146,7 +164,7 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
     start = time.perf_counter()
     prompt, budget = prepare(backend, query, command, options.max_tokens)
     sample = options.sampler()
-    decoder = _Decoder(backend, command, options.length_guard)
+    decoder = _Decoder(backend, command, options.length_guard, options.no_repeat_ngram)
     logits = backend.prefill(prompt)
     stats.update(prompt_tokens=len(prompt), prompt_s=time.perf_counter() - start, first_token_s=0.0)
     for _ in range(budget):
@@ -174,7 +192,7 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
     """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
     start = time.perf_counter()
     prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
-    decoders = [_Decoder(backend, c, options.length_guard) for _, c in requests]
+    decoders = [_Decoder(backend, c, options.length_guard, options.no_repeat_ngram) for _, c in requests]
     samplers = [options.sampler(offset=i) for i in range(len(requests))]
     logits = backend.prefill_batch([p for p, _ in prepared])
     prompt_s = time.perf_counter() - start
