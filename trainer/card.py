@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
 from udrl.manifest import write_atomic
+
+from .training import save_figure
 
 # The targets (shipped model against the teacher, one evaluation run).
 TARGET_RELEVANCE_RATIO = 0.95
@@ -126,7 +127,7 @@ def plot_relevance(report: Mapping[str, Any], ablation: Mapping[str, Any], path:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(systems), fontsize=8)
     fig.suptitle("held-out queries: shipped model, teacher and ablation")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_losses(runs: Mapping[str, dict[str, Any]], path: Path) -> Path:
@@ -148,17 +149,7 @@ def plot_losses(runs: Mapping[str, dict[str, Any]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

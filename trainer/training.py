@@ -210,8 +210,14 @@ def plot_losses(run_dir: Path) -> Path:
     ax.legend(loc="upper right")
     ax.set_title(run_dir.name)
     fig.tight_layout()
-    path = run_dir / "loss.png"
-    tmp = run_dir / ".loss.png.tmp.png"
+    return save_figure(fig, run_dir / "loss.png")
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure through a temporary file, so a reader never sees half a PNG."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
