@@ -341,6 +341,7 @@ udrl_sampling udrl_default_sampling(void) {
     s.seed = 0;
     s.max_tokens = 0;
     s.length_guard = 1;
+    s.no_repeat_ngram = 2;
     return s;
 }
 
@@ -660,6 +661,16 @@ static int by_logit_desc(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
+/* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
+static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
+    int32_t i, k;
+    if (n < 1 || n_ids < n - 1) return;
+    for (i = 0; i + n <= n_ids; i++) {
+        for (k = 0; k < n - 1 && ids[i + k] == ids[n_ids - n + 1 + k]; k++) {}
+        if (k == n - 1) logits[ids[i + n - 1]] = -INFINITY;
+    }
+}
+
 static llama_token sample(const float *logits, int n_vocab, const udrl_sampling *s, uint64_t *rng, candidate *work) {
     int i, n = n_vocab;
     double total = 0, r, acc = 0;
@@ -728,7 +739,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     udrl_sampling s = sampling ? *sampling : udrl_default_sampling();
     udrl_command r;
     udrl_status status;
-    llama_token *prompt = NULL, token;
+    llama_token *prompt = NULL, *ids = NULL, token;
     candidate *work = NULL;
     char *text = NULL;
     size_t len = 0, cap = 256, emitted = 0, start, end;
@@ -737,8 +748,10 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     if (!m || !cmd || !out || out_size == 0) return UDRL_E_ARGUMENT;
     out[0] = '\0';
     m->error[0] = '\0';
-    if (s.temperature < 0 || s.top_k < 0 || !(s.top_p > 0 && s.top_p <= 1) || s.max_tokens < 0)
-        return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, 0 < top_p <= 1)");
+    if (s.temperature < 0 || s.top_k < 0 || !(s.top_p > 0 && s.top_p <= 1) || s.max_tokens < 0 ||
+        s.no_repeat_ngram < 0)
+        return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, "
+                                        "0 < top_p <= 1, no_repeat_ngram >= 0)");
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
     room = m->n_ctx - n_prompt;
     if (room < 2) {
@@ -749,8 +762,9 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     budget = s.max_tokens > 0 ? s.max_tokens : 3 * r.length + 8;
     if (budget > room) budget = room;
     text = malloc(cap);
+    ids = malloc(sizeof *ids * (size_t)budget);
     work = s.temperature > 0 ? malloc(sizeof *work * (size_t)m->n_vocab) : NULL;
-    if (!text || (s.temperature > 0 && !work)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
+    if (!text || !ids || (s.temperature > 0 && !work)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
     text[0] = '\0';
     rng = s.seed;
     llama_memory_clear(llama_get_memory(m->ctx), true);
@@ -759,6 +773,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         float *logits = llama_get_logits_ith(m->ctx, -1);
         size_t before = len;
         if (s.length_guard && count_words(text, len) < r.length) logits[m->eos_id] = -INFINITY;
+        ban_repeats(logits, ids, generated, s.no_repeat_ngram);
         token = sample(logits, m->n_vocab, &s, &rng, work);
         if (token == m->eos_id) break;
         if (!append_piece(m, token, &text, &len, &cap)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
@@ -767,7 +782,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
             text[len] = '\0';
             break;
         }
-        generated++;
+        ids[generated++] = token;
         if (callback && !incomplete_utf8_tail(text, len) && len > emitted) {
             int stop = callback(text + emitted, user_data);
             emitted = len;
@@ -798,6 +813,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     }
 done:
     free(prompt);
+    free(ids);
     free(text);
     free(work);
     return status;

@@ -77,6 +77,8 @@ typedef struct {
     uint64_t seed;       /* for temperature > 0 */
     int max_tokens;      /* 0: 3 * requested length + 8, within the context */
     int length_guard;    /* 1: no end before the requested word count, stop at it (the default) */
+    int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
+                            model's loops such as a tag list repeating one tag); 0: off */
 } udrl_sampling;
 
 /* Called with each new piece of text (UTF-8, never a split character). Return non-zero to stop. */

@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g.add_argument("--max-tokens", type=int)
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
-    g.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
-                   help="forbid repeating any N generated tokens (2 stops repetition loops; 0: off)")
+    g.add_argument("--no-repeat-ngram", type=int, default=2, metavar="N",
+                   help="forbid repeating any N generated tokens in a row (default 2; 0: off)")
     g.add_argument("--model", help="artifact path (default: the bundled model)")
     g.add_argument("--backend", default="auto", help="auto, llama, onnx, torch, coreml")
     g.add_argument("--threads", type=int)

@@ -31,7 +31,7 @@ class GenerationOptions:
     seed: int | None = None
     max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
-    no_repeat_ngram: int = 0  # forbid repeating any n-gram of generated tokens (0: off, as in native/)
+    no_repeat_ngram: int = 2  # forbid repeating any n generated tokens in a row (0: off); as native/
 
     def __post_init__(self) -> None:
         if self.no_repeat_ngram < 0:
