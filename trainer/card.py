@@ -193,8 +193,8 @@ def build_card(config: CardConfig) -> Path:
                     [(name, value, detail, _met(ok)) for name, value, detail, ok in targets(report)])
     lines += ["", "## Evaluation against the teacher", "",
               "Relevance is the MiniLM (all-MiniLM-L6-v2) cosine between request and output, the judge that labelled "
-              "the training data. The model is asked for the highest reward level and the length guard is on (the "
-              "SDK's defaults); the teacher is the Gemma 3 270M few-shot prompt of the distillation, asked for the "
+              "the training data. The model runs with the SDK's defaults: the highest reward level, the length guard on, "
+              "no repeated pair of generated tokens; the teacher is the Gemma 3 270M few-shot prompt of the distillation, asked for the "
               "same length.", "", markdown(report).rstrip(), "", "![evaluation](card-eval.png)", ""]
 
     if ablation:
