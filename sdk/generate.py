@@ -107,7 +107,7 @@ def prepare(backend: Backend, query: str, command: Command, max_tokens: int | No
 class _Decoder:
     """Per-sequence state: generated ids, text so far, and the length guard's decisions."""
 
-    def __init__(self, backend: Backend, command: Command, guard: bool, no_repeat_ngram: int = 0):
+    def __init__(self, backend: Backend, command: Command, guard: bool, no_repeat_ngram: int):
         self.backend, self.command, self.guard = backend, command, guard
         self.no_repeat_ngram = no_repeat_ngram
         self.eos = backend.manifest.eos_id
@@ -118,10 +118,9 @@ class _Decoder:
         self.finish: str | None = None
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
-        if self.guard and count_words(self.text) < self.command.length:
-            logits = logits.copy()
-            logits[self.eos] = -np.inf
         banned = self.repeats()
+        if self.guard and count_words(self.text) < self.command.length:
+            banned.append(self.eos)
         if banned:
             logits = logits.copy()
             logits[banned] = -np.inf
