@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,20 @@ def tiny_artifacts(tiny_run, tmp_path_factory) -> dict[str, Path]:
         "llama": export(ckpt, "gguf", "f32", log=quiet).path,
         "onnx": export(ckpt, "onnx", "fp32", log=quiet).path,
     }
+
+
+@pytest.fixture
+def kill9_when() -> Callable[[subprocess.Popen, Callable[[], bool], float, str], None]:
+    """Kill a process with SIGKILL as soon as ``ready()`` holds; fail the test (``what``) after ``timeout`` s."""
+
+    def kill(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.time() + timeout
+        while not ready():
+            if time.time() > deadline:
+                proc.kill()
+                pytest.fail(what)
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    return kill

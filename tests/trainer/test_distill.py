@@ -1,9 +1,6 @@
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -49,7 +46,7 @@ def test_config_errors_are_clear(tmp_path):
         distill(DistillConfig(out_dir=str(tmp_path), queries="q", tasks=["video"]), teacher=object())
 
 
-def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path):
+def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path, kill9_when):
     queries = tmp_path / "queries.txt"
     queries.write_text("\n".join(QUERIES) + "\n")
     out = tmp_path / "distill"
@@ -57,16 +54,8 @@ def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path):
            "--batch-size", "4", "--threads", "2"]
     raw = out / "raw.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if raw.exists() and raw.read_text().count("\n") >= 12:
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("distillation made no progress")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill9_when(proc, lambda: raw.exists() and raw.read_text().count("\n") >= 12, 180,
+               "distillation made no progress")
     done_before = raw.read_text().count("\n")
     assert done_before < 4 * len(QUERIES)
 

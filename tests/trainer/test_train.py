@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -71,23 +70,16 @@ def _udrl(*args: str) -> list[str]:
     return [sys.executable, "-m", "udrl", *args]
 
 
-def test_killed_run_resumes_to_the_same_final_step_and_weights(synthetic_data, tmp_path):
+def test_killed_run_resumes_to_the_same_final_step_and_weights(synthetic_data, tmp_path, kill9_when):
     common = ["--data", str(synthetic_data), "--preset", "tiny", "--length-max", "16", "--steps", "300",
               "--eval-interval", "100", "--checkpoint-interval", "40", "--threads", "1"]
     run = tmp_path / "killed"
     proc = subprocess.Popen(_udrl("train", "--out", str(run), *common),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until a checkpoint exists and training has moved past it
-        latest = run / "latest"
-        if latest.exists() and latest.read_text().strip() >= "step-0000080":
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("training never reached step 80")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    latest = run / "latest"
+    # wait until a checkpoint exists and training has moved past it
+    kill9_when(proc, lambda: latest.exists() and latest.read_text().strip() >= "step-0000080", 120,
+               "training never reached step 80")
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "model").exists()
 
