@@ -288,6 +288,8 @@ struct udrl_model {
     const char **length_tokens; /* index: length - length_min */
     const char **reward_tokens;
     const char *sep_token, *eos_token, *template_str;
+    const char *output_prefix; /* written before the output by the model; never handed to callers */
+    size_t output_prefix_len;
     int cond_length, cond_reward;
     llama_token *special_ids;
     const char **special_tokens;
@@ -379,6 +381,9 @@ static udrl_status parse_manifest(udrl_model *m) {
     m->sep_token = j_str(j_get(&m->manifest, "sep_token"));
     m->eos_token = j_str(j_get(&m->manifest, "eos_token"));
     m->template_str = j_str(j_get(&m->manifest, "template"));
+    m->output_prefix = j_str(j_get(&m->manifest, "output_prefix")); /* absent in older manifests */
+    if (!m->output_prefix) m->output_prefix = "";
+    m->output_prefix_len = strlen(m->output_prefix);
     if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
         !ct_rew || !ids || ids->type != J_OBJ || !cond || cond->type != J_ARR || !m->sep_token || !m->eos_token ||
         !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
@@ -734,6 +739,13 @@ static udrl_status decode(udrl_model *m, llama_token *ids, int32_t n) {
     return UDRL_OK;
 }
 
+/* Where the pieces handed to the callback start: after the manifest's output prefix, as in the SDK. */
+static size_t past_prefix(const udrl_model *m, const char *text, size_t len, size_t emitted) {
+    size_t n = m->output_prefix_len;
+    if (emitted == 0 && n && len >= n && !memcmp(text, m->output_prefix, n)) return n;
+    return emitted;
+}
+
 udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *cmd, const udrl_sampling *sampling,
                           char *out, size_t out_size, udrl_piece_callback callback, void *user_data) {
     udrl_sampling s = sampling ? *sampling : udrl_default_sampling();
@@ -783,6 +795,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
             break;
         }
         ids[generated++] = token;
+        emitted = past_prefix(m, text, len, emitted);
         if (callback && !incomplete_utf8_tail(text, len) && len > emitted) {
             int stop = callback(text + emitted, user_data);
             emitted = len;
@@ -790,6 +803,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         }
         if (generated < budget && (status = decode(m, &token, 1)) != UDRL_OK) goto done;
     }
+    emitted = past_prefix(m, text, len, emitted);
     if (callback && len > emitted) callback(text + emitted, user_data);
     /* The result is the text stripped of surrounding whitespace, as the SDK's. */
     start = 0;

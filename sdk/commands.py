@@ -10,7 +10,7 @@ Example:
     >>> cmd
     Command(task='image', length=12, reward=2)
     >>> render_prompt(m, "poster for a jazz night", cmd)
-    '<|task:image|><|len:12|><|rew:2|>poster for a jazz night<|sep|>'
+    '<|task:image|><|len:12|><|rew:2|> poster for a jazz night<|sep|>'
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ class _Decoder:
         self.backend, self.command, self.guard = backend, command, guard
         self.no_repeat_ngram = no_repeat_ngram
         self.eos = backend.manifest.eos_id
+        self.prefix = backend.manifest.output_prefix
         self.ids: list[int] = []
         self.data = b""
         self.text = ""
@@ -141,6 +142,7 @@ class _Decoder:
             return False
         data = self.data + self.backend.token_bytes(token)
         text = data.decode("utf-8", errors="replace")
+        text = text[len(self.prefix):] if text.startswith(self.prefix) else text
         if self.guard and count_words(text) > self.command.length:
             self.finish = "length"
             return False

@@ -40,7 +40,11 @@ TOKENIZER_METADATA_KEY = "udrl.tokenizer"
 # Commands the policy can be conditioned on besides the task (which is always part of the prompt).
 CONDITIONS = ("length", "reward")
 DEFAULT_TASKS = ("image", "search", "headline", "tags")
-DEFAULT_TEMPLATE = "{task}{length}{reward}{query}{sep}"
+# The space before the query and before the output makes a word the same BPE token ("Ġsummer")
+# wherever it appears, so copying a request's words into the output is one token-identity step
+# for the model instead of a mapping it must learn between two spellings of each word.
+DEFAULT_TEMPLATE = "{task}{length}{reward} {query}{sep}"
+OUTPUT_PREFIX = " "
 SEP_TOKEN = "<|sep|>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -75,6 +79,9 @@ class Manifest:
         control_tokens: ``{"task": {name: token}, "length": {"n": token}, "reward": {"i": token}}``.
         sep_token, eos_token: the separator between request and output, and end of sequence.
         template: how a prompt is assembled from ``{task}{length}{reward}{query}{sep}``.
+        output_prefix: text the model was trained to write before the output itself (after the
+            separator); the SDK and the native layer drop it from what they return. Empty in
+            manifests written before it existed.
         token_ids: id of every special token in the artifact's tokenizer (empty until one exists).
         default_length: per task, the length used when a caller gives none (median of the data).
         data_hash, parent, quantization, model: provenance of the artifact.
@@ -90,6 +97,7 @@ class Manifest:
     sep_token: str = SEP_TOKEN
     eos_token: str = EOS_TOKEN
     template: str = DEFAULT_TEMPLATE
+    output_prefix: str = ""
     token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     default_length: Mapping[str, int] = dataclasses.field(default_factory=dict)
     data_hash: str | None = None
@@ -111,6 +119,7 @@ class Manifest:
     ) -> Manifest:
         """A manifest for a new model, with control tokens named by the standard rule."""
         lo, hi = length_range
+        provenance.setdefault("output_prefix", OUTPUT_PREFIX)
         control = {
             "task": {t: task_token(t) for t in tasks},
             "length": {str(n): length_token(n) for n in range(lo, hi + 1)} if lo <= hi else {},
@@ -184,6 +193,7 @@ class Manifest:
             "sep_token": self.sep_token,
             "eos_token": self.eos_token,
             "template": self.template,
+            "output_prefix": self.output_prefix,
             "token_ids": dict(self.token_ids),
             "default_length": dict(self.default_length),
             "data_hash": self.data_hash,
@@ -223,6 +233,7 @@ class Manifest:
                 sep_token=data.get("sep_token", SEP_TOKEN),
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
+                output_prefix=data.get("output_prefix", ""),
                 token_ids=dict(data.get("token_ids", {})),
                 default_length=dict(data.get("default_length", {})),
                 data_hash=data.get("data_hash"),
@@ -279,6 +290,8 @@ def _problems(m: Manifest) -> list[str]:
         bad = [f for f in fields if f not in _TEMPLATE_FIELDS]
         if bad:
             problems.append(f"template has unknown fields {bad}; allowed: {list(_TEMPLATE_FIELDS)}")
+    if not isinstance(m.output_prefix, str) or len(m.output_prefix) > 8 or m.output_prefix.strip():
+        problems.append(f"output_prefix must be at most 8 whitespace characters, got {m.output_prefix!r}")
     problems.extend(_control_token_problems(m))
     for task, n in m.default_length.items():
         if task not in m.tasks:

@@ -160,7 +160,8 @@ def median_lengths(records: Sequence[Record]) -> dict[str, int]:
 
 
 def iter_texts(records: Sequence[Record]) -> Iterator[str]:
-    """The text a tokenizer is trained on."""
+    """The text a tokenizer is trained on: queries and outputs as they sit in a sequence, after a
+    space (the manifest's template and output prefix), so every word is learnt in that one form."""
     for r in records:
-        yield r.query
-        yield r.output
+        yield " " + r.query
+        yield " " + r.output

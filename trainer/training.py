@@ -94,7 +94,7 @@ def _encode(
     for r in records:
         command = make_command(manifest, r.task, r.words, reward_level(manifest, r.score))
         prompt = tokenizer.encode(render_prompt(manifest, r.query, command), add_special_tokens=False)
-        output = tokenizer.encode(r.output, add_special_tokens=False) + [manifest.eos_id]
+        output = tokenizer.encode(manifest.output_prefix + r.output, add_special_tokens=False) + [manifest.eos_id]
         if len(prompt) + len(output) > n_ctx:
             too_long += 1
             continue

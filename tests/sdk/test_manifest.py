@@ -19,6 +19,21 @@ def test_new_manifest_names_one_control_token_per_command_value():
     assert len(m.special_tokens) == len(set(m.special_tokens)) == 2 + 4 + 12 + 3
 
 
+def test_new_models_see_every_word_after_a_space_and_older_manifests_keep_their_format():
+    from udrl.commands import make_command, render_prompt
+
+    m = make()
+    cmd = make_command(m, "tags", 3)
+    assert m.output_prefix == " "
+    assert render_prompt(m, "jazz night", cmd) == "<|task:tags|><|len:3|><|rew:2|> jazz night<|sep|>"
+    older = m.to_dict()
+    del older["output_prefix"]
+    older["template"] = "{task}{length}{reward}{query}{sep}"
+    legacy = Manifest.from_dict(older)
+    assert legacy.output_prefix == ""
+    assert render_prompt(legacy, "jazz night", cmd) == "<|task:tags|><|len:3|><|rew:2|>jazz night<|sep|>"
+
+
 def test_round_trip_through_a_checkpoint_directory(tmp_path):
     m = make(data_hash="sha256:abc").replace(default_length={"image": 7})
     path = save_manifest(m, tmp_path)
@@ -45,6 +60,7 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d.update(template="{task}{query}"), "must contain {query} and {sep}"),
         (lambda d: d.update(conditioning=["length", "mood"]), "unknown conditioning"),
         (lambda d: d.pop("control_tokens"), "missing or mistypes field"),
+        (lambda d: d.update(output_prefix="Output:"), "output_prefix must be at most 8 whitespace"),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):

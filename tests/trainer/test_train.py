@@ -164,6 +164,26 @@ def test_corrupted_and_incomplete_checkpoints_are_refused(tiny_run, tmp_path):
         load_checkpoint(broken)
 
 
+def test_a_word_copied_from_the_query_is_the_same_token_in_the_output(tiny_run):
+    """Copying a request's words (most of a search query or a tag list) is token identity for the
+    model: the first output word and the first query word are spelt the same as later ones."""
+    from transformers import PreTrainedTokenizerFast
+
+    from udrl.trainer.dataset import Record
+    from udrl.trainer.training import _encode
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tiny_run / "model"), local_files_only=True)
+    manifest = load_manifest(tiny_run / "model")
+    record = Record("summer camp flyer", "tags", "summer, flyer, camp", 3, 0.9)
+    (example,), too_long = _encode([record], manifest, tokenizer, 256)
+    query_ids = example.prompt[len(example.prompt) - 1 - len(tokenizer.encode(" summer camp flyer")) : -1]
+    assert too_long == 0
+    assert query_ids == tokenizer.encode(" summer camp flyer")
+    summer = tokenizer.encode(" summer")
+    assert example.output[: len(summer)] == query_ids[: len(summer)] == summer
+    assert tokenizer.decode(example.output[:-1]) == " summer, flyer, camp"
+
+
 def test_manifest_reads_back_from_the_checkpoint(tiny_run):
     assert load_manifest(tiny_run / "model") == verify_checkpoint(tiny_run / "model")
 
