@@ -40,6 +40,8 @@ class CardConfig:
     out: str  # directory for README.md and the plots
     ablation: dict[str, str] = dataclasses.field(default_factory=dict)  # variant -> eval report, guard off
     runs: dict[str, str] = dataclasses.field(default_factory=dict)  # variant -> training run directory
+    # The run the shipped model came from, when it is not the ablation's "udrl" run (a longer recipe).
+    shipped_run: str | None = None
     exports: list[str] = dataclasses.field(default_factory=list)  # `udrl export --report` files
     data_card: str | None = None  # the dataset's card JSON
     notes: str | None = None  # markdown read into a "Gaps and next steps" section
@@ -63,6 +65,21 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     seconds = (run_dir / "model" / "udrl.json").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
     return {"config": config, "final": evals[-1] if evals else {}, "evals": evals,
             "train": [r for r in rows if "train_loss" in r], "manifest": manifest, "seconds": seconds}
+
+
+RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
+               "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
+# What a run's prompts looked like: recipes that differ here are not the same model family.
+FORMAT_KEYS = ("template", "output_prefix")
+
+
+def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> list[str]:
+    """How an ablation run's recipe and prompt format differ from the shipped run's ("" if the same)."""
+    diffs = [f"{k} {run['config'].get(k)!r} (shipped {shipped['config'].get(k)!r})"
+             for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
+    diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
+              for k in FORMAT_KEYS if run["manifest"].get(k, "") != shipped["manifest"].get(k, "")]
+    return diffs
 
 
 def _variant(conditioning: Sequence[str]) -> str:
@@ -167,13 +184,15 @@ def build_card(config: CardConfig) -> Path:
         raise UdrlError(f"{config.eval} has no teacher figures; run `udrl eval` without --no-teacher")
     ablation = {name: _load_json(path) for name, path in config.ablation.items()}
     runs = {name: _run_info(Path(path)) for name, path in config.runs.items()}
+    shipped_run = _run_info(Path(config.shipped_run)) if config.shipped_run else runs.get("udrl")
     exports = [row for path in config.exports for row in _load_json(path)]
     data = _load_json(config.data_card) if config.data_card else None
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_relevance(report, ablation, out / "card-eval.png")
-    if runs:
-        plot_losses(runs, out / "card-loss.png")
+    plotted = {**({"shipped": shipped_run} if config.shipped_run and shipped_run else {}), **runs}
+    if plotted:
+        plot_losses(plotted, out / "card-loss.png")
 
     shipped = Path(report["model"]).name
     lines = [f"# {config.title}: the default udrl-edge model", ""]
@@ -216,6 +235,10 @@ def build_card(config: CardConfig) -> Path:
                          "within ±1 word", "length MAE"], rows)
         lines += ["", "Validation loss is not comparable across variants (fewer commands leave more to predict); "
                   "relevance and adherence are.", ""]
+        diffs = sorted({d for run in runs.values() if shipped_run for d in recipe_differences(run, shipped_run)})
+        if diffs:
+            lines += ["The ablation runs are an earlier recipe than the shipped model's (below), so their rows compare "
+                      "with each other, not with the shipped model: " + "; ".join(diffs) + ".", ""]
 
     if data:
         lines += ["## Data", "",
@@ -228,20 +251,21 @@ def build_card(config: CardConfig) -> Path:
         lines += ["", "The dataset card (`data/udrl-gemma.card.md`) has the distributions and what was dropped. "
                   "The outputs derive from Gemma 3 and are subject to the Gemma terms of use.", ""]
 
-    main = runs.get("udrl") or next(iter(runs.values()), None)
+    main = shipped_run or next(iter(runs.values()), None)
     if main:
         c, m = main["config"], main["manifest"]
-        keys = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
-                "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
+        timing = (f"the shipped run took {main['seconds'] / 60:.0f} min on {c.get('threads') or 'default'} thread(s)"
+                  if config.shipped_run else
+                  f"`make model` trains the variants side by side, {c.get('threads') or 'default'} thread(s) each: "
+                  + ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in runs.items()))
         lines += ["## Training recipe", "",
                   f"`trainer/recipes/mini.json`, trained from scratch on CPU: {m['model'].get('n_params', 0) / 1e6:.2f}M "
                   f"parameters ({m['model'].get('n_layer')} layers, {m['model'].get('n_embd')} wide, context "
                   f"{m['model'].get('n_ctx')}), byte-level BPE of {m['model'].get('vocab_size', 0):,} tokens trained on the data; "
-                  "loss on output tokens only; AdamW, warm-up then cosine decay. Wall clock per run "
-                  f"(`make model` trains the variants side by side, {c.get('threads') or 'default'} thread(s) each): "
-                  + ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in runs.items()) + ".", ""]
-        lines += _table(["option", "value"], [(k, c[k]) for k in keys if k in c])
-        if runs:
+                  "loss on output tokens only; AdamW, warm-up then cosine decay; prompt "
+                  f"`{m.get('template')}`, output prefix {m.get('output_prefix', '')!r}. Wall clock: {timing}.", ""]
+        lines += _table(["option", "value"], [(k, c[k]) for k in RECIPE_KEYS if k in c])
+        if plotted:
             lines += ["", "![training](card-loss.png)", ""]
 
     if exports:

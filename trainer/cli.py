@@ -103,7 +103,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
     config = CardConfig(eval=args.eval, out=args.out, ablation=_pairs(args.ablation, "--ablation"),
                         runs=_pairs(args.run, "--run"), exports=args.export or [], data_card=args.data_card,
-                        notes=args.notes)
+                        notes=args.notes, shipped_run=args.shipped_run)
     print(build_card(config))
     return 0
 
@@ -140,6 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--eval", required=True, metavar="JSON", help="udrl eval report of the shipped artifact (with teacher)")
     c.add_argument("--ablation", action="append", metavar="NAME=JSON", help="eval report of a variant (guard off)")
     c.add_argument("--run", action="append", metavar="NAME=DIR", help="training run directory of a variant")
+    c.add_argument("--shipped-run", metavar="DIR",
+                   help="run directory of the shipped model when it is not the ablation's udrl run")
     c.add_argument("--export", action="append", metavar="JSON", help="udrl export --report file")
     c.add_argument("--data-card", metavar="JSON", help="the dataset card JSON")
     c.add_argument("--notes", metavar="MD", help="markdown for the 'Gaps and next steps' section")

@@ -52,3 +52,27 @@ def test_card_cli_checks_name_path_pairs(reports, tmp_path):
     out = subprocess.run([sys.executable, "-m", "udrl", "card", "--eval", str(reports / "eval.json"),
                           "--ablation", "no-equals-sign", "--out", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 1 and "--ablation takes NAME=PATH" in out.stderr
+
+
+def test_card_says_when_the_ablation_ran_an_earlier_recipe_than_the_shipped_model(reports, tiny_run, tmp_path):
+    older = tmp_path / "older-run"
+    (older / "model").mkdir(parents=True)
+    config = json.loads((tiny_run / "train_config.json").read_text())
+    (older / "train_config.json").write_text(json.dumps({**config, "max_steps": config["max_steps"] // 2}))
+    (older / "metrics.jsonl").write_text((tiny_run / "metrics.jsonl").read_text())
+    manifest = json.loads((tiny_run / "model" / "udrl.json").read_text())
+    manifest.pop("output_prefix")
+    (older / "model" / "udrl.json").write_text(json.dumps(manifest))
+
+    card = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
+                                 ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(older)},
+                                 shipped_run=str(tiny_run))).read_text()
+    assert "earlier recipe than the shipped model" in card
+    assert f"max_steps {config['max_steps'] // 2} (shipped {config['max_steps']})" in card
+    assert "prompt output_prefix '' (shipped ' ')" in card
+    assert f"| max_steps | {config['max_steps']} |" in card  # the recipe shown is the shipped run's
+
+    same = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card2"),
+                                 ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(tiny_run)},
+                                 shipped_run=str(tiny_run))).read_text()
+    assert "earlier recipe" not in same
