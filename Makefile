@@ -42,7 +42,7 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-# The shipped default model and its card, from the committed data (about 2 hours on two cores): the
+# The shipped default model and its card, from the committed data (about 4 hours on two cores): the
 # three ablation variants of one recipe trained side by side (one thread each), the UDRL one exported
 # to GGUF q8_0 (shipped), ONNX int8 and Core ML int8 (verified), everything evaluated on held-out
 # queries (the shipped model beside the teacher), then the card in sdk/models/README.md.
