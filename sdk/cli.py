@@ -39,7 +39,7 @@ def _print_info(report: dict) -> None:
     levels = len(m["reward"]["edges"]) + 1
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")
-    print(f"template      {m['template']}")
+    print(f"template      {m['template']!r}, output prefix {m.get('output_prefix', '')!r}")
     if m["default_length"]:
         print("default len   " + ", ".join(f"{k}={v}" for k, v in m["default_length"].items()))
     for key in ("data_hash", "parent", "quantization"):
