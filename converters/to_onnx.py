@@ -138,7 +138,11 @@ class ONNXExporter(Exporter):
             if quant == "int8":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+                # The block MatMuls only, one scale per output channel. The token embedding (a Gather,
+                # tied to the output head) stays fp32: quantized per tensor it held the shipped model's
+                # top-1 agreement with torch at 89-90%; left in fp32 (10 MB more), 94%.
+                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
             elif quant == "fp16":
                 import onnx
                 from onnxruntime.transformers.float16 import convert_float_to_float16
