@@ -40,15 +40,15 @@ def test_reward_outside_the_levels_is_refused(manifest, reward):
 
 def test_prompt_is_control_tokens_query_and_separator(manifest):
     cmd = make_command(manifest, "tags", 5, 1)
-    assert render_prompt(manifest, "  cafe \n logo ", cmd) == "<|task:tags|><|len:5|><|rew:1|>cafe logo<|sep|>"
+    assert render_prompt(manifest, "  cafe \n logo ", cmd) == "<|task:tags|><|len:5|><|rew:1|> cafe logo<|sep|>"
 
 
 def test_ablated_commands_do_not_reach_the_prompt(manifest):
     no_reward = manifest.replace(conditioning=("length",))
     cmd = make_command(no_reward, "image", 9, 2)
-    assert render_prompt(no_reward, "q", cmd) == "<|task:image|><|len:9|>q<|sep|>"
+    assert render_prompt(no_reward, "q", cmd) == "<|task:image|><|len:9|> q<|sep|>"
     plain = manifest.replace(conditioning=())
-    assert render_prompt(plain, "q", cmd) == "<|task:image|>q<|sep|>"
+    assert render_prompt(plain, "q", cmd) == "<|task:image|> q<|sep|>"
 
 
 @pytest.mark.parametrize("query, message", [("", "empty"), ("   ", "empty"), ("a <|sep|> b", "reserved")])
