@@ -25,7 +25,7 @@ def make(data: str, out: Path, presets: list[str], vocab_size: int = 8192) -> li
     records = read_records([data], ["image", "search", "headline", "tags"], (1, 48), skip_invalid=True).records
     manifest = Manifest.new(reward_edges=quantile_edges([r.score for r in records], 3),
                             data_hash=file_digest([data])).replace(default_length=median_lengths(records))
-    tokenizer = train_bpe(iter_texts(records), manifest, vocab_size)
+    tokenizer = train_bpe(iter_texts(records, manifest), manifest, vocab_size)
     manifest = attach_token_ids(manifest, tokenizer)
     artifacts = []
     for preset in presets:

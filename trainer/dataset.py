@@ -25,6 +25,7 @@ from pathlib import Path
 
 from udrl.commands import count_words
 from udrl.errors import DatasetError
+from udrl.manifest import Manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +160,9 @@ def median_lengths(records: Sequence[Record]) -> dict[str, int]:
     return {t: int(statistics.median_low(v)) for t, v in sorted(by_task.items())}
 
 
-def iter_texts(records: Sequence[Record]) -> Iterator[str]:
-    """The text a tokenizer is trained on: queries and outputs as they sit in a sequence, after a
-    space (the manifest's template and output prefix), so every word is learnt in that one form."""
+def iter_texts(records: Sequence[Record], manifest: Manifest) -> Iterator[str]:
+    """The text a tokenizer is trained on: queries and outputs as the manifest's template and output
+    prefix place them in a sequence (control tokens aside), so every word is learnt in that form."""
     for r in records:
-        yield " " + r.query
-        yield " " + r.output
+        yield manifest.template.format(task="", length="", reward="", query=r.query, sep="")
+        yield manifest.output_prefix + r.output

@@ -251,7 +251,7 @@ def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: S
     if d.main and not (tok_dir / "tokenizer.json").exists():
         source = config.tokenizer or config.init
         tok = load_gpt2_tokenizer(source, manifest) if source else train_bpe(
-            iter_texts(train_records), manifest, config.vocab_size
+            iter_texts(train_records, manifest), manifest, config.vocab_size
         )
         tmp = run_dir / f".tokenizer.tmp-{os.getpid()}"
         tok.save_pretrained(tmp)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from udrl import CheckpointError, ConfigError, DatasetError, ManifestError, load_manifest
+from udrl import CheckpointError, ConfigError, DatasetError, Manifest, ManifestError, load_manifest
 from udrl.trainer import TrainConfig, train
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 
@@ -197,7 +197,8 @@ def test_training_from_a_local_pretrained_gpt2(tmp_path, synthetic_data):
     from udrl.trainer.model import build_model
 
     base_dir = tmp_path / "gpt2"
-    texts = list(iter_texts(read_records([synthetic_data], ["image", "search", "headline", "tags"], (1, 48)).records))
+    records = read_records([synthetic_data], ["image", "search", "headline", "tags"], (1, 48)).records
+    texts = list(iter_texts(records, Manifest.new(length_range=(1, 48))))
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
