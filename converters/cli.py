@@ -18,12 +18,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     results = [export(args.checkpoint, args.format, quant, out=args.out, force=args.force, verify=not args.no_verify)
                for quant in quants]
     if args.report:
+        import dataclasses
         import json
 
         from udrl.manifest import write_atomic
 
-        rows = [{"path": str(r.path), "format": r.format, "quant": r.quant, "size_bytes": r.size_bytes,
-                 "checkpoint_bytes": r.checkpoint_bytes, "checks": r.checks} for r in results]
+        rows = [dataclasses.asdict(r) for r in results]
         write_atomic(args.report, json.dumps(rows, indent=2, default=str) + "\n")
     return 0
 

@@ -142,7 +142,7 @@ class _Decoder:
             return False
         data = self.data + self.backend.token_bytes(token)
         text = data.decode("utf-8", errors="replace")
-        text = text[len(self.prefix):] if text.startswith(self.prefix) else text
+        text = text.removeprefix(self.prefix)
         if self.guard and count_words(text) > self.command.length:
             self.finish = "length"
             return False

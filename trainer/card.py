@@ -69,12 +69,12 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 
 RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
                "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
-# What a run's prompts looked like: recipes that differ here are not the same model family.
+# Manifest fields that fix how a run's prompts were written.
 FORMAT_KEYS = ("template", "output_prefix")
 
 
 def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> list[str]:
-    """How an ablation run's recipe and prompt format differ from the shipped run's ("" if the same)."""
+    """How an ablation run's recipe and prompt format differ from the shipped run's (empty if they do not)."""
     diffs = [f"{k} {run['config'].get(k)!r} (shipped {shipped['config'].get(k)!r})"
              for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
     diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
@@ -190,7 +190,7 @@ def build_card(config: CardConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_relevance(report, ablation, out / "card-eval.png")
-    plotted = {**({"shipped": shipped_run} if config.shipped_run and shipped_run else {}), **runs}
+    plotted = {"shipped": shipped_run, **runs} if config.shipped_run else runs
     if plotted:
         plot_losses(plotted, out / "card-loss.png")
 
