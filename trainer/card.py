@@ -79,6 +79,10 @@ def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> li
              for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
     diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
               for k in FORMAT_KEYS if run["manifest"].get(k, "") != shipped["manifest"].get(k, "")]
+    # The data path stays the same when the committed dataset grows; its digest does not.
+    ran_on, shipped_on = run["manifest"].get("data_hash"), shipped["manifest"].get("data_hash")
+    if ran_on != shipped_on:
+        diffs.append(f"training data {str(ran_on)[:19]} (shipped {str(shipped_on)[:19]})")
     return diffs
 
 
@@ -237,7 +241,7 @@ def build_card(config: CardConfig) -> Path:
                   "relevance and adherence are.", ""]
         diffs = sorted({d for run in runs.values() if shipped_run for d in recipe_differences(run, shipped_run)})
         if diffs:
-            lines += ["The ablation runs are an earlier recipe than the shipped model's (below), so their rows compare "
+            lines += ["The ablation runs are an earlier recipe or dataset than the shipped model's (below), so their rows compare "
                       "with each other, not with the shipped model: " + "; ".join(diffs) + ".", ""]
 
     if data:

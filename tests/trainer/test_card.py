@@ -54,7 +54,7 @@ def test_card_cli_checks_name_path_pairs(reports, tmp_path):
     assert out.returncode == 1 and "--ablation takes NAME=PATH" in out.stderr
 
 
-def test_card_says_when_the_ablation_ran_an_earlier_recipe_than_the_shipped_model(reports, tiny_run, tmp_path):
+def test_card_says_when_the_ablation_ran_an_earlier_recipe_or_dataset_than_the_shipped_model(reports, tiny_run, tmp_path):
     older = tmp_path / "older-run"
     (older / "model").mkdir(parents=True)
     config = json.loads((tiny_run / "train_config.json").read_text())
@@ -62,12 +62,15 @@ def test_card_says_when_the_ablation_ran_an_earlier_recipe_than_the_shipped_mode
     (older / "metrics.jsonl").write_text((tiny_run / "metrics.jsonl").read_text())
     manifest = json.loads((tiny_run / "model" / "udrl.json").read_text())
     manifest.pop("output_prefix")
+    shipped_data = manifest["data_hash"]
+    manifest["data_hash"] = "sha256:" + "0" * 64  # the committed dataset has grown since
     (older / "model" / "udrl.json").write_text(json.dumps(manifest))
 
     card = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
                                  ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(older)},
                                  shipped_run=str(tiny_run))).read_text()
-    assert "earlier recipe than the shipped model" in card
+    assert "earlier recipe or dataset than the shipped model" in card
+    assert f"training data sha256:000000000000 (shipped {shipped_data[:19]})" in card
     assert f"max_steps {config['max_steps'] // 2} (shipped {config['max_steps']})" in card
     assert "prompt output_prefix '' (shipped ' ')" in card
     assert f"| max_steps | {config['max_steps']} |" in card  # the recipe shown is the shipped run's
