@@ -69,7 +69,7 @@ model-artifacts: setup
 	    $(foreach v,udrl noreward nocmd,--ablation $(v)=$(MODEL)/ablation-$(v).json --run $(v)=$(MODEL)/$(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
-# The committed dataset, from scratch: about 45 minutes of Gemma 3 270M on two cores (resumable).
+# The committed dataset, from scratch: about 75 minutes of Gemma 3 270M on two cores (resumable).
 data: setup
 	$(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --out data/distill --threads 2
 	$(BIN)/udrl judge data/distill/raw.jsonl --out data/udrl-gemma.jsonl.gz
