@@ -74,7 +74,7 @@ FORMAT_KEYS = ("template", "output_prefix")
 
 
 def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> list[str]:
-    """How an ablation run's recipe and prompt format differ from the shipped run's (empty if they do not)."""
+    """How an ablation run's recipe, prompt format and training data differ from the shipped run's (empty if none)."""
     diffs = [f"{k} {run['config'].get(k)!r} (shipped {shipped['config'].get(k)!r})"
              for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
     diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
