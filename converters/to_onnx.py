@@ -139,7 +139,7 @@ class ONNXExporter(Exporter):
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 # The block MatMuls only, one scale per output channel. The token embedding (a Gather,
-                # tied to the output head) stays fp32: quantized per tensor it held the shipped model's
+                # tied to the output head) stays fp32: quantized per tensor it held a trained mini model's
                 # top-1 agreement with torch at 89-90%; left in fp32 (10 MB more), 94%.
                 quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True,
                                  op_types_to_quantize=["MatMul"])
