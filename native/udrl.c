@@ -254,6 +254,46 @@ static char *normalize_spaces(const char *text) {
     return out;
 }
 
+/* The next word of text[0..len) from *pos, as Python's str.split() finds them: its start and
+   length; 0 when there is none left. */
+static int next_word(const char *text, size_t len, size_t *pos, size_t *start, size_t *wlen) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = *pos, w;
+    while (i < len && (w = space_at(s + i, len - i)) > 0) i += w;
+    *pos = i;
+    if (i >= len) return 0;
+    *start = i;
+    while (i < len && !space_at(s + i, len - i)) i++;
+    *wlen = i - *start;
+    *pos = i;
+    return 1;
+}
+
+/* Python's string.punctuation: the ASCII punctuation query focus strips from words. */
+static int ascii_punct(unsigned char c) {
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
+}
+
+static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+/* The word's focus key range (manifest.focus_key): punctuation stripped from both ends. */
+static void focus_trim(const char *w, size_t len, size_t *a, size_t *b) {
+    *a = 0;
+    *b = len;
+    while (*a < *b && ascii_punct((unsigned char)w[*a])) (*a)++;
+    while (*b > *a && ascii_punct((unsigned char)w[*b - 1])) (*b)--;
+}
+
+/* Whether the word w[0..len) has the focus key `key` (ASCII letters compared lowered). */
+static int focus_key_is(const char *w, size_t len, const char *key) {
+    size_t a, b, i, n = strlen(key);
+    focus_trim(w, len, &a, &b);
+    if (b - a != n) return 0;
+    for (i = 0; i < n; i++)
+        if (ascii_lower(w[a + i]) != key[i]) return 0;
+    return 1;
+}
+
 /* Bytes at the end of text that start an unfinished UTF-8 character (0 if it ends cleanly). */
 static size_t incomplete_utf8_tail(const char *text, size_t len) {
     size_t back;
@@ -290,6 +330,9 @@ struct udrl_model {
     const char *sep_token, *eos_token, *template_str;
     const char *output_prefix; /* written before the output by the model; never handed to callers */
     size_t output_prefix_len;
+    float focus_bias;            /* query focus default; 0 (or no "focus" in the manifest): off */
+    int focus_min_bytes;
+    const jval *focus_stopwords; /* array of strings, or NULL */
     int cond_length, cond_reward;
     llama_token *special_ids;
     const char **special_tokens;
@@ -344,6 +387,7 @@ udrl_sampling udrl_default_sampling(void) {
     s.max_tokens = 0;
     s.length_guard = 1;
     s.no_repeat_ngram = 2;
+    s.focus = -1.0f;
     return s;
 }
 
@@ -355,7 +399,7 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user_da
 /* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
 static udrl_status parse_manifest(udrl_model *m) {
     jparser ps;
-    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model;
+    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model, *focus;
     int i, version;
     ps.p = m->manifest_json;
     ps.end = m->manifest_json + strlen(m->manifest_json);
@@ -384,6 +428,21 @@ static udrl_status parse_manifest(udrl_model *m) {
     m->output_prefix = j_str(j_get(&m->manifest, "output_prefix")); /* absent in older manifests */
     if (!m->output_prefix) m->output_prefix = "";
     m->output_prefix_len = strlen(m->output_prefix);
+    focus = j_get(&m->manifest, "focus"); /* absent in older manifests: query focus off */
+    m->focus_bias = 0.0f;
+    m->focus_min_bytes = 3;
+    m->focus_stopwords = NULL;
+    if (focus) {
+        const jval *bias = j_get(focus, "bias"), *stop = j_get(focus, "stopwords");
+        if (focus->type != J_OBJ || !bias || bias->type != J_NUM || !(bias->num >= 0 && bias->num < 1e30) ||
+            !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !stop ||
+            stop->type != J_ARR)
+            return fail(m, UDRL_E_MANIFEST, "the manifest's focus field is malformed");
+        for (i = 0; i < (int)stop->n; i++)
+            if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "focus stopwords must be strings");
+        m->focus_bias = (float)bias->num;
+        m->focus_stopwords = stop;
+    }
     if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
         !ct_rew || !ids || ids->type != J_OBJ || !cond || cond->type != J_ARR || !m->sep_token || !m->eos_token ||
         !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
@@ -666,6 +725,99 @@ static int by_logit_desc(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
+/* ---------------------------------------------------------------- query focus (as the SDK) -- */
+
+typedef struct {
+    char *key;           /* the content word, as focus keys compare */
+    llama_token ids[2];  /* first tokens of " word" and " Word" */
+    int n_ids;
+} focus_word;
+
+static void free_focus(focus_word *words, int n) {
+    int i;
+    for (i = 0; words && i < n; i++) free(words[i].key);
+    free(words);
+}
+
+static int is_stopword(const udrl_model *m, const char *key) {
+    size_t i;
+    for (i = 0; m->focus_stopwords && i < m->focus_stopwords->n; i++)
+        if (!strcmp(j_str(&m->focus_stopwords->items[i]), key)) return 1;
+    return 0;
+}
+
+/* The query's content words and their tokens (generate.focus_tokens); NULL with *n = 0 when none. */
+static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
+    size_t len = strlen(query), pos = 0, start, wlen, a, b;
+    focus_word *words = NULL;
+    int i, k;
+    *n = 0;
+    *status = UDRL_OK;
+    if (count_words(query, len) == 0) return NULL;
+    if (!(words = calloc((size_t)count_words(query, len), sizeof *words))) {
+        *status = fail(m, UDRL_E_MEMORY, "out of memory");
+        return NULL;
+    }
+    while (next_word(query, len, &pos, &start, &wlen)) {
+        char *key, *spelling;
+        int dup = 0;
+        focus_trim(query + start, wlen, &a, &b);
+        if (b - a < (size_t)m->focus_min_bytes) continue;
+        if (!(key = malloc(b - a + 1)) || !(spelling = malloc(b - a + 2))) {
+            free(key);
+            free_focus(words, *n);
+            *status = fail(m, UDRL_E_MEMORY, "out of memory");
+            return NULL;
+        }
+        for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(query[start + a + (size_t)k]);
+        key[b - a] = '\0';
+        for (i = 0; i < *n; i++) dup |= !strcmp(words[i].key, key);
+        if (dup || is_stopword(m, key)) {
+            free(key);
+            free(spelling);
+            continue;
+        }
+        words[*n].key = key;
+        spelling[0] = ' ';
+        memcpy(spelling + 1, key, b - a + 1);
+        for (k = 0; k < 2; k++) {
+            int32_t nt = 0;
+            llama_token *ids;
+            if (k == 1 && spelling[1] >= 'a' && spelling[1] <= 'z') spelling[1] = (char)(spelling[1] - 'a' + 'A');
+            if (!(ids = tokenize(m, spelling, &nt, status))) {
+                free(spelling);
+                free_focus(words, *n + 1);
+                return NULL;
+            }
+            if (nt > 0 && (words[*n].n_ids == 0 || words[*n].ids[0] != ids[0])) words[*n].ids[words[*n].n_ids++] = ids[0];
+            free(ids);
+        }
+        free(spelling);
+        (*n)++;
+    }
+    return words;
+}
+
+/* Add the bonus to the tokens of the content words the text does not contain yet, once per token. */
+static void apply_focus(float *logits, const focus_word *words, int n_words, int *wanted, const char *text,
+                        size_t len, float bias) {
+    size_t pos = 0, start, wlen;
+    int i, j, k, l;
+    for (i = 0; i < n_words; i++) wanted[i] = 1;
+    while (next_word(text, len, &pos, &start, &wlen))
+        for (i = 0; i < n_words; i++)
+            if (wanted[i] && focus_key_is(text + start, wlen, words[i].key)) wanted[i] = 0;
+    for (i = 0; i < n_words; i++) {
+        if (!wanted[i]) continue;
+        for (k = 0; k < words[i].n_ids; k++) {
+            int seen = 0;
+            for (j = 0; j < i && !seen; j++)
+                for (l = 0; wanted[j] && l < words[j].n_ids; l++) seen |= words[j].ids[l] == words[i].ids[k];
+            if (!seen) logits[words[i].ids[k]] += bias;
+        }
+    }
+}
+
 /* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
 static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
     int32_t i, k;
@@ -739,11 +891,13 @@ static udrl_status decode(udrl_model *m, llama_token *ids, int32_t n) {
     return UDRL_OK;
 }
 
-/* Where the pieces handed to the callback start: after the manifest's output prefix, as in the SDK. */
-static size_t past_prefix(const udrl_model *m, const char *text, size_t len, size_t emitted) {
-    size_t n = m->output_prefix_len;
-    if (emitted == 0 && n && len >= n && !memcmp(text, m->output_prefix, n)) return n;
-    return emitted;
+/* Where the pieces handed to the callback start: past the manifest's output prefix and any
+   whitespace before the first word, as in the SDK (whose result is the text stripped). */
+static size_t stream_start(const udrl_model *m, const char *text, size_t len) {
+    size_t i = 0, w, n = m->output_prefix_len;
+    if (n && len >= n && !memcmp(text, m->output_prefix, n)) i = n;
+    while (i < len && (w = space_at((const unsigned char *)text + i, len - i)) > 0) i += w;
+    return i;
 }
 
 udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *cmd, const udrl_sampling *sampling,
@@ -753,6 +907,9 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     udrl_status status;
     llama_token *prompt = NULL, *ids = NULL, token;
     candidate *work = NULL;
+    focus_word *focus = NULL;
+    int *wanted = NULL, n_focus = 0, started = 0;
+    float focus_bias;
     char *text = NULL;
     size_t len = 0, cap = 256, emitted = 0, start, end;
     int32_t n_prompt = 0, budget, generated = 0, room;
@@ -761,9 +918,10 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     out[0] = '\0';
     m->error[0] = '\0';
     if (s.temperature < 0 || s.top_k < 0 || !(s.top_p > 0 && s.top_p <= 1) || s.max_tokens < 0 ||
-        s.no_repeat_ngram < 0)
+        s.no_repeat_ngram < 0 || s.focus != s.focus || s.focus > 1e30f)
         return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, "
-                                        "0 < top_p <= 1, no_repeat_ngram >= 0)");
+                                        "0 < top_p <= 1, no_repeat_ngram >= 0, focus finite)");
+    focus_bias = s.focus < 0 ? m->focus_bias : s.focus;
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
     room = m->n_ctx - n_prompt;
     if (room < 2) {
@@ -777,6 +935,14 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     ids = malloc(sizeof *ids * (size_t)budget);
     work = s.temperature > 0 ? malloc(sizeof *work * (size_t)m->n_vocab) : NULL;
     if (!text || !ids || (s.temperature > 0 && !work)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }
+    if (focus_bias > 0) {
+        focus = focus_words(m, query, &n_focus, &status);
+        if (status != UDRL_OK) goto done;
+        if (n_focus && !(wanted = malloc(sizeof *wanted * (size_t)n_focus))) {
+            status = fail(m, UDRL_E_MEMORY, "out of memory");
+            goto done;
+        }
+    }
     text[0] = '\0';
     rng = s.seed;
     llama_memory_clear(llama_get_memory(m->ctx), true);
@@ -784,6 +950,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     while (generated < budget) {
         float *logits = llama_get_logits_ith(m->ctx, -1);
         size_t before = len;
+        if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
         if (s.length_guard && count_words(text, len) < r.length) logits[m->eos_id] = -INFINITY;
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
         token = sample(logits, m->n_vocab, &s, &rng, work);
@@ -795,15 +962,16 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
             break;
         }
         ids[generated++] = token;
-        emitted = past_prefix(m, text, len, emitted);
+        if (!started) emitted = stream_start(m, text, len);
         if (callback && !incomplete_utf8_tail(text, len) && len > emitted) {
             int stop = callback(text + emitted, user_data);
             emitted = len;
+            started = 1;
             if (stop) break;
         }
         if (generated < budget && (status = decode(m, &token, 1)) != UDRL_OK) goto done;
     }
-    emitted = past_prefix(m, text, len, emitted);
+    if (!started) emitted = stream_start(m, text, len);
     if (callback && len > emitted) callback(text + emitted, user_data);
     /* The result is the text stripped of surrounding whitespace, as the SDK's. */
     start = 0;
@@ -830,5 +998,7 @@ done:
     free(ids);
     free(text);
     free(work);
+    free_focus(focus, n_focus);
+    free(wanted);
     return status;
 }

@@ -79,6 +79,9 @@ typedef struct {
     int length_guard;    /* 1: no end before the requested word count, stop at it (the default) */
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
                             model's loops such as a tag list repeating one tag); 0: off */
+    float focus;         /* query focus: bonus to the query's content words the output lacks so far
+                            (see sdk/generate.py); negative: the model's default from its manifest
+                            (the default); 0: off */
 } udrl_sampling;
 
 /* Called with each new piece of text (UTF-8, never a split character). Return non-zero to stop. */

@@ -38,6 +38,8 @@ def _print_info(report: dict) -> None:
     edges = ", ".join(f"{e:.3f}" for e in m["reward"]["edges"])
     levels = len(m["reward"]["edges"]) + 1
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
+    focus = m["focus"]["bias"]
+    print(f"query focus   {f'bonus {focus:g}' if focus else 'off'}")
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")
     print(f"template      {m['template']!r}, output prefix {m.get('output_prefix', '')!r}")
     if m["default_length"]:
@@ -80,7 +82,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     queries = _read_queries(args)
     options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                    max_tokens=args.max_tokens, length_guard=not args.no_length_guard,
-                   no_repeat_ngram=args.no_repeat_ngram)
+                   no_repeat_ngram=args.no_repeat_ngram, focus=args.focus)
     with load(args.model, backend=args.backend, threads=args.threads) as model:
         if args.stream and len(queries) == 1 and not args.json:
             for piece in model.stream(queries[0], task=args.task, length=args.length, reward=args.reward, **options):
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
     g.add_argument("--no-repeat-ngram", type=int, default=2, metavar="N",
                    help="forbid repeating any N generated tokens in a row (default 2; 0: off)")
+    g.add_argument("--focus", type=float, metavar="X",
+                   help="query focus bonus for the request's words the output lacks "
+                        "(default: the model's, see `udrl info`; 0: off)")
     g.add_argument("--model", help="artifact path (default: the bundled model)")
     g.add_argument("--backend", default="auto", help="auto, llama, onnx, torch, coreml")
     g.add_argument("--threads", type=int)

@@ -3,13 +3,18 @@
 One request: render the command and query into the prompt (`commands.render_prompt`), prefill,
 then repeatedly pick a token from the logits and step. The **length guard** enforces the length
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
-words, and generation stops before a token that would start one word too many. The text is the
-generated tokens' bytes decoded as UTF-8, so characters split across tokens stream whole.
+words, and generation stops before a token that would start one word too many. **Query focus**
+adds a bonus (the manifest's ``focus_bias``; ``focus=0`` turns it off) to the first token of each
+content word of the query, spelled as the model writes a word (" blueberry", " Blueberry"), for as
+long as the output does not contain that word: a small policy's rare-word knowledge is weak, and
+this keeps it on the subject it was asked about without letting it repeat a word to score. The
+text is the generated tokens' bytes decoded as UTF-8, so characters split across tokens stream whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import sys
 import time
@@ -20,6 +25,7 @@ import numpy as np
 from .backends import Backend
 from .commands import Command, count_words, render_prompt
 from .errors import CommandError
+from .manifest import Manifest, focus_key
 from .sampling import Sampler, make_sampler
 
 
@@ -32,10 +38,14 @@ class GenerationOptions:
     max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
     no_repeat_ngram: int = 2  # forbid repeating any n generated tokens in a row (0: off); as native/
+    focus: float | None = None  # query focus bonus; None: the manifest's focus_bias, 0: off
 
     def __post_init__(self) -> None:
         if self.no_repeat_ngram < 0:
             raise CommandError(f"no_repeat_ngram must be >= 0 (0 disables it), got {self.no_repeat_ngram}")
+        if self.focus is not None and (isinstance(self.focus, bool) or not isinstance(self.focus, (int, float))
+                                       or not math.isfinite(self.focus) or self.focus < 0):
+            raise CommandError(f"focus must be a finite number >= 0 (0 turns query focus off), got {self.focus!r}")
 
     def sampler(self, offset: int = 0) -> Sampler:
         seed = None if self.seed is None else self.seed + offset
@@ -104,12 +114,40 @@ def prepare(backend: Backend, query: str, command: Command, max_tokens: int | No
     return prompt, min(budget, room)
 
 
-class _Decoder:
-    """Per-sequence state: generated ids, text so far, and the length guard's decisions."""
+def focus_words(manifest: Manifest, query: str) -> list[str]:
+    """The query's content words, as query focus compares them, in order, without repeats.
 
-    def __init__(self, backend: Backend, command: Command, guard: bool, no_repeat_ngram: int):
-        self.backend, self.command, self.guard = backend, command, guard
-        self.no_repeat_ngram = no_repeat_ngram
+    >>> focus_words(Manifest.new(), "Poster for the Blueberry-latte launch!")
+    ['poster', 'blueberry-latte', 'launch']
+    """
+    words: list[str] = []
+    for raw in query.split():
+        word = focus_key(raw)
+        if len(word.encode()) >= manifest.focus_min_bytes and word not in manifest.focus_stopwords \
+                and word not in words:
+            words.append(word)
+    return words
+
+
+def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
+    """For each content word of the query, the first token of its spellings " word" and " Word"."""
+    tokens = {}
+    for word in focus_words(backend.manifest, query):
+        first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
+        spellings = (" " + word, " " + first + word[1:])
+        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if ids})
+    return tokens
+
+
+class _Decoder:
+    """Per-sequence state: generated ids, text so far, and the length guard's and query focus's
+    decisions."""
+
+    def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions):
+        self.backend, self.command, self.guard = backend, command, options.length_guard
+        self.no_repeat_ngram = options.no_repeat_ngram
+        self.focus_bias = backend.manifest.focus_bias if options.focus is None else options.focus
+        self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
         self.eos = backend.manifest.eos_id
         self.prefix = backend.manifest.output_prefix
         self.ids: list[int] = []
@@ -119,6 +157,12 @@ class _Decoder:
         self.finish: str | None = None
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
+        if self.focus:
+            written = {focus_key(w) for w in self.text.split()}
+            wanted = sorted({t for word, ids in self.focus.items() if word not in written for t in ids})
+            if wanted:
+                logits = logits.copy()
+                logits[wanted] += self.focus_bias
         banned = self.repeats()
         if self.guard and count_words(self.text) < self.command.length:
             banned.append(self.eos)
@@ -151,11 +195,13 @@ class _Decoder:
         return True
 
     def piece(self) -> str:
-        """New text since the last piece, holding back an incomplete multi-byte character."""
+        """New text since the last piece, holding back an incomplete multi-byte character and any
+        whitespace before the first word (the result is the text stripped)."""
         if self.text.endswith("\ufffd"):
             return ""
-        new = self.text[len(self.emitted):]
-        self.emitted = self.text
+        text = self.text.lstrip()
+        new = text[len(self.emitted):]
+        self.emitted = text
         return new
 
 
@@ -165,7 +211,7 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
     start = time.perf_counter()
     prompt, budget = prepare(backend, query, command, options.max_tokens)
     sample = options.sampler()
-    decoder = _Decoder(backend, command, options.length_guard, options.no_repeat_ngram)
+    decoder = _Decoder(backend, query, command, options)
     logits = backend.prefill(prompt)
     stats.update(prompt_tokens=len(prompt), prompt_s=time.perf_counter() - start, first_token_s=0.0)
     for _ in range(budget):
@@ -181,7 +227,7 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
             logits = backend.step(token)
     else:
         decoder.finish = "max_tokens"
-    tail = decoder.text[len(decoder.emitted):]
+    tail = decoder.text.lstrip()[len(decoder.emitted):]
     if tail:
         yield tail
     stats.update(text=decoder.text.strip(), completion_tokens=len(decoder.ids),
@@ -193,7 +239,7 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
     """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
     start = time.perf_counter()
     prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
-    decoders = [_Decoder(backend, c, options.length_guard, options.no_repeat_ngram) for _, c in requests]
+    decoders = [_Decoder(backend, q, c, options) for q, c in requests]
     samplers = [options.sampler(offset=i) for i in range(len(requests))]
     logits = backend.prefill_batch([p for p, _ in prepared])
     prompt_s = time.perf_counter() - start

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import string
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,9 +48,33 @@ DEFAULT_TEMPLATE = "{task}{length}{reward} {query}{sep}"
 OUTPUT_PREFIX = " "
 SEP_TOKEN = "<|sep|>"
 EOS_TOKEN = "<|endoftext|>"
+# Query focus (see `generate.py`): the logit bonus new models get for the request's content words
+# the output lacks so far, and which words do not count as content. A small policy trained from
+# scratch knows a rare subject word ("blueberry") too weakly to pick it over a frequent one
+# ("chocolate"); the bonus lets the word the user asked about win. The judge rewards copying the
+# request, so the bonus is not tuned for relevance (which only rises with it): 2.0 is the largest
+# of 0-4 at which the mini model copies no larger share of its words from the request than the
+# teacher does (0.59 vs 0.61), on held-out queries `udrl eval` does not use (trainer/recipes/mini-notes.md).
+FOCUS_BIAS = 2.0
+FOCUS_MIN_BYTES = 3
+FOCUS_STOPWORDS = (
+    "about", "after", "all", "also", "and", "any", "are", "around", "based", "been", "before", "being",
+    "between", "both", "but", "can", "could", "create", "design", "does", "each", "every", "for", "from",
+    "had", "has", "have", "her", "his", "how", "into", "its", "just", "like", "make", "more", "most",
+    "need", "new", "not", "off", "one", "only", "onto", "our", "out", "over", "own", "please", "same",
+    "she", "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "through", "too", "under", "using", "very", "want", "was", "were", "what",
+    "when", "where", "which", "while", "who", "why", "will", "with", "would", "you", "your",
+)
 
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TEMPLATE_FIELDS = ("task", "length", "reward", "query", "sep")
+
+
+def focus_key(word: str) -> str:
+    """How query focus compares words: ASCII punctuation stripped from both ends, ASCII letters
+    lowered (bytes-wise, so the C layer computes the same key)."""
+    return word.strip(string.punctuation).encode().lower().decode()
 
 
 def task_token(task: str) -> str:
@@ -82,6 +107,12 @@ class Manifest:
         output_prefix: text the model was trained to write before the output itself (after the
             separator); the SDK and the native layer drop it from what they return. Empty in
             manifests written before it existed.
+        focus_bias: logit bonus for the query's content words the output does not contain yet
+            (the default of `GenerationOptions.focus`); 0 turns query focus off, as in manifests
+            written before it existed.
+        focus_min_bytes, focus_stopwords: a query word counts as content when it has at least this
+            many bytes (after stripping ASCII punctuation and lowering ASCII letters) and is not a
+            stopword.
         token_ids: id of every special token in the artifact's tokenizer (empty until one exists).
         default_length: per task, the length used when a caller gives none (median of the data).
         data_hash, parent, quantization, model: provenance of the artifact.
@@ -98,6 +129,9 @@ class Manifest:
     eos_token: str = EOS_TOKEN
     template: str = DEFAULT_TEMPLATE
     output_prefix: str = ""
+    focus_bias: float = 0.0
+    focus_min_bytes: int = FOCUS_MIN_BYTES
+    focus_stopwords: tuple[str, ...] = ()
     token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     default_length: Mapping[str, int] = dataclasses.field(default_factory=dict)
     data_hash: str | None = None
@@ -120,6 +154,8 @@ class Manifest:
         """A manifest for a new model, with control tokens named by the standard rule."""
         lo, hi = length_range
         provenance.setdefault("output_prefix", OUTPUT_PREFIX)
+        provenance.setdefault("focus_bias", FOCUS_BIAS)
+        provenance.setdefault("focus_stopwords", FOCUS_STOPWORDS)
         control = {
             "task": {t: task_token(t) for t in tasks},
             "length": {str(n): length_token(n) for n in range(lo, hi + 1)} if lo <= hi else {},
@@ -194,6 +230,8 @@ class Manifest:
             "eos_token": self.eos_token,
             "template": self.template,
             "output_prefix": self.output_prefix,
+            "focus": {"bias": self.focus_bias, "min_bytes": self.focus_min_bytes,
+                      "stopwords": list(self.focus_stopwords)},
             "token_ids": dict(self.token_ids),
             "default_length": dict(self.default_length),
             "data_hash": self.data_hash,
@@ -234,6 +272,9 @@ class Manifest:
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
+                focus_bias=data.get("focus", {}).get("bias", 0.0),
+                focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
+                focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
                 token_ids=dict(data.get("token_ids", {})),
                 default_length=dict(data.get("default_length", {})),
                 data_hash=data.get("data_hash"),
@@ -292,6 +333,14 @@ def _problems(m: Manifest) -> list[str]:
             problems.append(f"template has unknown fields {bad}; allowed: {list(_TEMPLATE_FIELDS)}")
     if not isinstance(m.output_prefix, str) or len(m.output_prefix) > 8 or m.output_prefix.strip():
         problems.append(f"output_prefix must be at most 8 whitespace characters, got {m.output_prefix!r}")
+    if isinstance(m.focus_bias, bool) or not isinstance(m.focus_bias, (int, float)) or not (
+            math.isfinite(m.focus_bias) and m.focus_bias >= 0):
+        problems.append(f"focus bias must be a finite number >= 0 (0: off), got {m.focus_bias!r}")
+    if isinstance(m.focus_min_bytes, bool) or not isinstance(m.focus_min_bytes, int) or m.focus_min_bytes < 1:
+        problems.append(f"focus min_bytes must be an integer >= 1, got {m.focus_min_bytes!r}")
+    if any(not isinstance(w, str) or not w or w != focus_key(w) for w in m.focus_stopwords):
+        problems.append("focus stopwords must be non-empty words in the form query focus compares "
+                        "(ASCII lowercase, no surrounding punctuation)")
     problems.extend(_control_token_problems(m))
     for task, n in m.default_length.items():
         if task not in m.tasks:

@@ -96,24 +96,28 @@ class Model:
     def stream(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                max_tokens: int | None = None, length_guard: bool = True,
-               no_repeat_ngram: int = 2) -> Iterator[str]:
+               no_repeat_ngram: int = 2, focus: float | None = None) -> Iterator[str]:
         """Yield the output's text in pieces as it decodes (same text as `generate`)."""
         command = make_command(self.manifest, task, length, reward)
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram)
+        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
+                                    focus)
         with self._lock:
             yield from stream_tokens(self._live(), query, command, options, {})
 
     def generate(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
                  temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                  max_tokens: int | None = None, length_guard: bool = True,
-                 no_repeat_ngram: int = 2) -> GenerationResult:
+                 no_repeat_ngram: int = 2, focus: float | None = None) -> GenerationResult:
         """Write a prompt for ``query``: ``task`` (see `commands`), ``length`` in words (default: the
         task's usual length), ``reward`` relevance level (default: the highest). Greedy unless
         ``temperature`` > 0; the same ``seed`` gives the same output on the same backend.
         ``no_repeat_ngram=n`` forbids repeating any n tokens already generated: the default 2 stops
-        the loops a small model falls into, such as a tag list repeating one tag; 0 turns it off."""
+        the loops a small model falls into, such as a tag list repeating one tag; 0 turns it off.
+        ``focus`` is the query-focus bonus for the request's content words the output lacks (see
+        `generate`; None: the model's default from its manifest, 0: off)."""
         command = make_command(self.manifest, task, length, reward)
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram)
+        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
+                                    focus)
         stats: dict[str, Any] = {}
         with self._lock:
             for _ in stream_tokens(self._live(), query, command, options, stats):
@@ -122,14 +126,16 @@ class Model:
 
     def generate_batch(self, requests: Sequence[Request | dict], *, temperature: float = 0.0, top_p: float = 1.0,
                        top_k: int = 0, seed: int | None = None, max_tokens: int | None = None,
-                       length_guard: bool = True, no_repeat_ngram: int = 2) -> list[GenerationResult]:
+                       length_guard: bool = True, no_repeat_ngram: int = 2,
+                       focus: float | None = None) -> list[GenerationResult]:
         """Several requests at once: one batched forward pass per step on backends that batch (ONNX,
         torch); one after another elsewhere. Greedy results equal one-by-one `generate`."""
         items = [r if isinstance(r, Request) else Request(**r) for r in requests]
         if not items:
             return []
         commands = [make_command(self.manifest, r.task, r.length, r.reward) for r in items]
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram)
+        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
+                                    focus)
         backend = self._live()
         with self._lock:
             if backend.can_batch and len(items) > 1:

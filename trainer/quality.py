@@ -4,7 +4,10 @@ On held-out queries (the same split the trainer holds out, so the model never sa
 task is requested at lengths spread over what the data covers. Both the artifact (through the SDK)
 and the teacher (few-shot, as in distillation, greedy) answer the same requests, and both are
 scored the same way: relevance (the MiniLM judge), length adherence (share within ±1 word, mean
-absolute error), format validity, diversity (distinct-2) and latency per request.
+absolute error), format validity, diversity (distinct-2), how much of the output is words of the
+request (query-word share: the judge rewards copying, so a system that copies more than the
+teacher is not better for it) and latency per request. A model with query focus (see
+`udrl.generate`) is also run with it off, so the report shows what the decoding rule adds.
 
     udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --queries 100
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import count_words
-from udrl.manifest import write_atomic
+from udrl.manifest import focus_key, write_atomic
 
 from .dataset import read_records, split_by_query
 from .formats import is_valid_format
@@ -69,6 +72,13 @@ def distinct_2(texts: Sequence[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
+def query_word_share(query: str, output: str) -> float:
+    """Share of the output's words that are words of the query (compared as query focus does)."""
+    words = [focus_key(w) for w in output.split()]
+    asked = {focus_key(w) for w in query.split()}
+    return sum(w in asked for w in words) / len(words) if words else 0.0
+
+
 def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Sequence[float],
           judge: Judge) -> dict[str, Any]:
     """Per-task and overall figures for one system's outputs."""
@@ -77,7 +87,8 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
     for r, o, rel, lat in zip(requests, outputs, relevance, latencies):
         error = abs(count_words(o) - r.length)
         rows.append({"task": r.task, "relevance": float(rel), "error": error,
-                     "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o})
+                     "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o,
+                     "copied": query_word_share(r.query, o)})
 
     def summary(part: list[dict]) -> dict[str, Any]:
         rel = [x["relevance"] for x in part]
@@ -89,6 +100,7 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
             "length_mae": statistics.mean(x["error"] for x in part),
             "format_valid": sum(x["valid"] for x in part) / len(part),
             "distinct_2": distinct_2([x["text"] for x in part]),
+            "query_word_share": statistics.mean(x["copied"] for x in part),
             "latency_p50_s": statistics.median(x["latency"] for x in part),
         }
 
@@ -96,12 +108,13 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
     return {"overall": summary(rows), "per_task": {t: summary([x for x in rows if x["task"] == t]) for t in tasks}}
 
 
-def run_model(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float]]:
+def run_model(config: EvalConfig, requests: Sequence[EvalRequest],
+              focus: float | None = None) -> tuple[list[str], list[float]]:
     import udrl
 
     with udrl.load(config.model, threads=config.threads) as model:
-        results = [model.generate(r.query, task=r.task, length=r.length, length_guard=config.length_guard)
-                   for r in requests]
+        results = [model.generate(r.query, task=r.task, length=r.length, length_guard=config.length_guard,
+                                  focus=focus) for r in requests]
     return [r.text for r in results], [r.total_s for r in results]
 
 
@@ -135,7 +148,10 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
     report: dict[str, Any] = {"model": config.model, "requests": len(requests),
                               "queries": len({r.query for r in requests}), "length_guard": config.length_guard,
                               "n_params": manifest.model.get("n_params"),
+                              "focus": manifest.focus_bias,
                               "udrl": score(requests, outputs, latencies, judge)}
+    if manifest.focus_bias > 0:
+        report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge)
     if config.teacher:
         t_out, t_lat, about = run_teacher(config, requests)
         report["teacher"] = score(requests, t_out, t_lat, judge)
@@ -159,9 +175,9 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["| system | task | relevance mean | relevance quartiles | within ±1 word | length MAE | format valid "
-             "| distinct-2 | latency p50 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for system in ("udrl", "teacher"):
+             "| distinct-2 | query-word share | latency p50 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for system in ("udrl", "udrl_focus_off", "teacher"):
         if system not in report:
             continue
         parts = {**report[system]["per_task"], "all": report[system]["overall"]}
@@ -169,7 +185,7 @@ def markdown(report: dict[str, Any]) -> str:
             quartiles = " / ".join(f"{q:.2f}" for q in s["relevance_quartiles"])
             lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | {quartiles} | {s['length_within1']:.1%} | "
                          f"{s['length_mae']:.2f} | {s['format_valid']:.1%} | {s['distinct_2']:.2f} | "
-                         f"{s['latency_p50_s'] * 1e3:.1f} |")
+                         f"{s.get('query_word_share', float('nan')):.2f} | {s['latency_p50_s'] * 1e3:.1f} |")
     if "ratios" in report:
         r = report["ratios"]
         lines.append("")

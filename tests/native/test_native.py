@@ -161,3 +161,16 @@ def test_no_repeat_ngram_matches_the_sdk_on_the_bundled_model(exe):
             assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (n, got.stderr)
     bad = run(exe, "--model", str(path), "x", "--no-repeat-ngram", "-1")
     assert bad.returncode != 0 and "no_repeat_ngram >= 0" in bad.stderr
+
+
+@pytest.mark.parametrize("focus", ["0", "2", "50"])
+def test_query_focus_matches_the_sdk(exe, gguf, focus):
+    from udrl.model import default_model_path
+
+    queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club"]
+    for path in (gguf, default_model_path()):
+        with udrl.load(path) as model:
+            for query in queries:
+                want = model.generate(query, task="tags", length=6, focus=float(focus)).text
+                got = run(exe, "--model", str(path), query, "--task", "tags", "--length", "6", "--focus", focus)
+                assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)

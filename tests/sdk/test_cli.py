@@ -32,6 +32,17 @@ def test_generate_stream_json_and_batch_from_stdin(tiny_artifacts):
     assert all(r["decode_tok_s"] >= 0 and r["finish_reason"] in ("stop", "length") for r in rows)
 
 
+def test_generate_takes_the_query_focus_and_info_shows_the_default(tiny_artifacts):
+    import udrl as sdk
+
+    model = str(tiny_artifacts["llama"])
+    out = udrl("generate", "poster for a summer festival", "--length", "9", "--focus", "50", "--model", model)
+    with sdk.load(model) as m:
+        assert out.stdout.strip() == m.generate("poster for a summer festival", length=9, focus=50).text
+        assert f"query focus   bonus {m.manifest.focus_bias:g}" in udrl("info", model).stdout
+    assert "--focus X" in udrl("generate", "--help").stdout
+
+
 def test_generate_errors_are_one_line(tiny_artifacts):
     out = udrl("generate", "poster", "--task", "video", "--model", str(tiny_artifacts["llama"]))
     assert out.returncode == 1 and out.stderr.startswith("udrl generate: error: unknown task 'video'")

@@ -34,6 +34,18 @@ def test_new_models_see_every_word_after_a_space_and_older_manifests_keep_their_
     assert render_prompt(legacy, "jazz night", cmd) == "<|task:tags|><|len:3|><|rew:2|>jazz night<|sep|>"
 
 
+def test_new_models_get_query_focus_and_older_manifests_have_it_off():
+    from udrl.manifest import FOCUS_BIAS, FOCUS_STOPWORDS
+
+    m = make()
+    assert m.focus_bias == FOCUS_BIAS > 0 and "the" in m.focus_stopwords == FOCUS_STOPWORDS
+    assert Manifest.from_dict(m.to_dict()) == m
+    older = m.to_dict()
+    del older["focus"]
+    legacy = Manifest.from_dict(older)
+    assert legacy.focus_bias == 0 and legacy.focus_stopwords == ()
+
+
 def test_round_trip_through_a_checkpoint_directory(tmp_path):
     m = make(data_hash="sha256:abc").replace(default_length={"image": 7})
     path = save_manifest(m, tmp_path)
@@ -61,6 +73,9 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d.update(conditioning=["length", "mood"]), "unknown conditioning"),
         (lambda d: d.pop("control_tokens"), "missing or mistypes field"),
         (lambda d: d.update(output_prefix="Output:"), "output_prefix must be at most 8 whitespace"),
+        (lambda d: d["focus"].update(bias=-1.0), "focus bias must be a finite number >= 0"),
+        (lambda d: d["focus"].update(min_bytes=0), "focus min_bytes must be an integer >= 1"),
+        (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be non-empty words"),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):

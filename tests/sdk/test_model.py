@@ -48,6 +48,30 @@ def test_stream_yields_exactly_what_generate_returns(models, backend):
         assert len(pieces) >= 1
 
 
+def test_focus_words_are_the_content_words_of_the_query(models):
+    from udrl.generate import focus_words
+
+    manifest = models["llama"].manifest
+    assert focus_words(manifest, "A poster for the Jazz-night, at THE park!") == ["poster", "jazz-night", "park"]
+    assert focus_words(manifest, "Café naïve 東京 of it") == ["café", "naïve", "東京"]  # bytes, not letters
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_query_focus_brings_every_content_word_of_the_request_in(models, backend):
+    model = models[backend]
+    query = "poster for a summer festival"
+    # A random-weight model writes none of them unless focused; with a large bonus it writes each
+    # (and the bonus lifts a word only until it is written, so the rest of the text is the model's).
+    plain = model.generate(query, task="image", length=9, focus=0).text.lower()
+    focused = model.generate(query, task="image", length=9, focus=50).text.lower()
+    assert not {"poster", "summer", "festival"} <= set(plain.split())
+    assert {"poster", "summer", "festival"} <= set(focused.replace(",", " ").split()), focused
+    default = model.generate(query, task="image", length=9).text
+    assert default == model.generate(query, task="image", length=9, focus=model.manifest.focus_bias).text
+    with pytest.raises(udrl.CommandError, match="focus must be a finite number >= 0"):
+        model.generate(query, focus=-1)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_equals_one_by_one_greedy(models, backend):
     model = models[backend]

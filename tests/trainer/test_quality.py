@@ -4,7 +4,7 @@ import pytest
 
 from udrl.trainer.dataset import read_records, split_by_query
 from udrl.trainer.judge import Judge
-from udrl.trainer.quality import EvalConfig, distinct_2, evaluate_quality, markdown, plan_requests
+from udrl.trainer.quality import EvalConfig, distinct_2, evaluate_quality, markdown, plan_requests, query_word_share
 
 TASKS = ["image", "search", "headline", "tags"]
 
@@ -13,6 +13,11 @@ def test_distinct_2_counts_repeated_bigrams():
     assert distinct_2(["a b c", "d e"]) == 1.0
     assert distinct_2(["party party party party"]) == pytest.approx(1 / 3)
     assert distinct_2(["one"]) == 0.0
+
+
+def test_query_word_share_counts_output_words_taken_from_the_request():
+    assert query_word_share("Jazz night poster", "jazz, night, music, saxophone") == 0.5
+    assert query_word_share("jazz night", "") == 0.0
 
 
 def test_requests_use_only_held_out_queries(synthetic_data):
@@ -29,12 +34,14 @@ def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, s
     report = evaluate_quality(EvalConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2,
                                          lengths_per_task=2, out=str(out)), judge=Judge(threads=2))
     assert json.loads(out.read_text())["requests"] == report["requests"] == 2 * 4 * 2
-    for system in ("udrl", "teacher"):
+    assert report["focus"] > 0  # new models have query focus: the report also scores them without it
+    for system in ("udrl", "udrl_focus_off", "teacher"):
         overall = report[system]["overall"]
+        assert 0 <= overall["query_word_share"] <= 1
         assert -1 <= overall["relevance_mean"] <= 1 and 0 <= overall["format_valid"] <= 1
         assert set(report[system]["per_task"]) == set(TASKS) and overall["latency_p50_s"] > 0
     assert report["udrl"]["overall"]["length_within1"] >= 0.9  # the length guard is on
     assert report["ratios"]["teacher_latency_over_udrl"] > 1
     assert report["teacher_model"]["n_params"] > 200e6  # Gemma 3 270M
     assert report["ratios"]["teacher_over_udrl_parameters"] == report["teacher_model"]["n_params"] / report["n_params"]
-    assert "| udrl | all |" in markdown(report) and "| teacher | all |" in markdown(report)
+    assert all(f"| {s} | all |" in markdown(report) for s in ("udrl", "udrl_focus_off", "teacher"))
