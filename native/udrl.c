@@ -314,6 +314,7 @@ typedef struct {
     char *name;
     char *token;
     int default_length; /* 0: none in the manifest */
+    float focus_bias;   /* query focus default for the task; 0: off */
 } udrl_task;
 
 struct udrl_model {
@@ -330,7 +331,6 @@ struct udrl_model {
     const char *sep_token, *eos_token, *template_str;
     const char *output_prefix; /* written before the output by the model; never handed to callers */
     size_t output_prefix_len;
-    float focus_bias;            /* query focus default; 0 (or no "focus" in the manifest): off */
     int focus_min_bytes;
     const jval *focus_stopwords; /* array of strings, or NULL */
     int cond_length, cond_reward;
@@ -400,6 +400,7 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user_da
 static udrl_status parse_manifest(udrl_model *m) {
     jparser ps;
     const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model, *focus;
+    const jval *focus_bias = NULL;
     int i, version;
     ps.p = m->manifest_json;
     ps.end = m->manifest_json + strlen(m->manifest_json);
@@ -429,18 +430,17 @@ static udrl_status parse_manifest(udrl_model *m) {
     if (!m->output_prefix) m->output_prefix = "";
     m->output_prefix_len = strlen(m->output_prefix);
     focus = j_get(&m->manifest, "focus"); /* absent in older manifests: query focus off */
-    m->focus_bias = 0.0f;
     m->focus_min_bytes = 3;
     m->focus_stopwords = NULL;
     if (focus) {
-        const jval *bias = j_get(focus, "bias"), *stop = j_get(focus, "stopwords");
-        if (focus->type != J_OBJ || !bias || bias->type != J_NUM || !(bias->num >= 0 && bias->num < 1e30) ||
+        const jval *stop = j_get(focus, "stopwords");
+        focus_bias = j_get(focus, "bias"); /* per task; empty: off for all */
+        if (focus->type != J_OBJ || !focus_bias || focus_bias->type != J_OBJ ||
             !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !stop ||
             stop->type != J_ARR)
             return fail(m, UDRL_E_MANIFEST, "the manifest's focus field is malformed");
         for (i = 0; i < (int)stop->n; i++)
             if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "focus stopwords must be strings");
-        m->focus_bias = (float)bias->num;
         m->focus_stopwords = stop;
     }
     if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
@@ -464,6 +464,13 @@ static udrl_status parse_manifest(udrl_model *m) {
         m->tasks[i].name = (char *)name;
         m->tasks[i].token = (char *)j_str(j_get(ct_task, name));
         if (!j_int(j_get(defaults, name), &m->tasks[i].default_length)) m->tasks[i].default_length = 0;
+        m->tasks[i].focus_bias = 0.0f;
+        if (focus_bias && focus_bias->n) {
+            const jval *b = j_get(focus_bias, name);
+            if (!b || b->type != J_NUM || !(b->num >= 0 && b->num < 1e30))
+                return fail(m, UDRL_E_MANIFEST, "the manifest's focus bias for task %s is missing or invalid", name);
+            m->tasks[i].focus_bias = (float)b->num;
+        }
     }
     for (i = m->length_min; i <= m->length_max; i++) {
         char key[16];
@@ -891,6 +898,33 @@ static udrl_status decode(udrl_model *m, llama_token *ids, int32_t n) {
     return UDRL_OK;
 }
 
+/* The end of text[start..end) without trailing whitespace and, with `separators`, the list
+   separators (",;:") among it, as generate.py's _without_dangling_end. */
+static size_t trim_end(const char *text, size_t start, size_t end, int separators) {
+    while (end > start) {
+        size_t k, w = 0;
+        if (separators && (text[end - 1] == ',' || text[end - 1] == ';' || text[end - 1] == ':')) {
+            end--;
+            continue;
+        }
+        for (k = 1; k <= 3 && k <= end - start; k++)
+            if (space_at((const unsigned char *)text + end - k, k) == k) { w = k; break; }
+        if (!w) break;
+        end -= w;
+    }
+    return end;
+}
+
+/* Hand text[from..to) to the callback; returns its stop request. */
+static int emit(udrl_piece_callback callback, void *user_data, char *text, size_t from, size_t to) {
+    char saved = text[to];
+    int stop;
+    text[to] = '\0';
+    stop = callback(text + from, user_data);
+    text[to] = saved;
+    return stop;
+}
+
 /* Where the pieces handed to the callback start: past the manifest's output prefix and any
    whitespace before the first word, as in the SDK (whose result is the text stripped). */
 static size_t stream_start(const udrl_model *m, const char *text, size_t len) {
@@ -908,10 +942,10 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     llama_token *prompt = NULL, *ids = NULL, token;
     candidate *work = NULL;
     focus_word *focus = NULL;
-    int *wanted = NULL, n_focus = 0, started = 0;
+    int *wanted = NULL, n_focus = 0, started = 0, cut = 0;
     float focus_bias;
     char *text = NULL;
-    size_t len = 0, cap = 256, emitted = 0, start, end;
+    size_t len = 0, cap = 256, emitted = 0, ready, start, end;
     int32_t n_prompt = 0, budget, generated = 0, room;
     uint64_t rng;
     if (!m || !cmd || !out || out_size == 0) return UDRL_E_ARGUMENT;
@@ -921,8 +955,8 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         s.no_repeat_ngram < 0 || s.focus != s.focus || s.focus > 1e30f)
         return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, "
                                         "0 < top_p <= 1, no_repeat_ngram >= 0, focus finite)");
-    focus_bias = s.focus < 0 ? m->focus_bias : s.focus;
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
+    focus_bias = s.focus < 0 ? find_task(m, r.task)->focus_bias : s.focus;
     room = m->n_ctx - n_prompt;
     if (room < 2) {
         free(prompt);
@@ -959,31 +993,28 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         if (s.length_guard && count_words(text, len) > r.length) { /* this token starts one word too many */
             len = before;
             text[len] = '\0';
+            cut = 1;
             break;
         }
         ids[generated++] = token;
         if (!started) emitted = stream_start(m, text, len);
-        if (callback && !incomplete_utf8_tail(text, len) && len > emitted) {
-            int stop = callback(text + emitted, user_data);
-            emitted = len;
+        /* Separators and whitespace at the end wait for the next word: the guard may leave them dangling. */
+        ready = trim_end(text, emitted, len, 1);
+        if (callback && !incomplete_utf8_tail(text, len) && ready > emitted) {
+            int stop = emit(callback, user_data, text, emitted, ready);
+            emitted = ready;
             started = 1;
             if (stop) break;
         }
         if (generated < budget && (status = decode(m, &token, 1)) != UDRL_OK) goto done;
     }
-    if (!started) emitted = stream_start(m, text, len);
-    if (callback && len > emitted) callback(text + emitted, user_data);
-    /* The result is the text stripped of surrounding whitespace, as the SDK's. */
+    /* The result is the text stripped of surrounding whitespace and, after the guard's cut, of a
+       dangling separator, as the SDK's. */
     start = 0;
-    end = len;
-    while (start < end && space_at((unsigned char *)text + start, end - start)) start += space_at((unsigned char *)text + start, end - start);
-    while (end > start) {
-        size_t k, w = 0;
-        for (k = 1; k <= 3 && k <= end - start; k++)
-            if (space_at((unsigned char *)text + end - k, k) == k) { w = k; break; }
-        if (!w) break;
-        end -= w;
-    }
+    while (start < len && space_at((unsigned char *)text + start, len - start)) start += space_at((unsigned char *)text + start, len - start);
+    end = trim_end(text, start, len, cut);
+    if (!started) emitted = stream_start(m, text, len);
+    if (callback && end > emitted) emit(callback, user_data, text, emitted, end);
     if (end - start + 1 > out_size) {
         memcpy(out, text + start, out_size - 1);
         out[out_size - 1] = '\0';

@@ -39,7 +39,7 @@ def _print_info(report: dict) -> None:
     levels = len(m["reward"]["edges"]) + 1
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
     focus = m["focus"]["bias"]
-    print(f"query focus   {f'bonus {focus:g}' if focus else 'off'}")
+    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) if any(focus.values()) else "off"))
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")
     print(f"template      {m['template']!r}, output prefix {m.get('output_prefix', '')!r}")
     if m["default_length"]:

@@ -3,8 +3,10 @@
 One request: render the command and query into the prompt (`commands.render_prompt`), prefill,
 then repeatedly pick a token from the logits and step. The **length guard** enforces the length
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
-words, and generation stops before a token that would start one word too many. **Query focus**
-adds a bonus (the manifest's ``focus_bias``; ``focus=0`` turns it off) to the first token of each
+words, and generation stops before a token that would start one word too many; a separator it
+leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
+word comes. **Query focus**
+adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it off) to the first token of each
 content word of the query, spelled as the model writes a word (" blueberry", " Blueberry"), for as
 long as the output does not contain that word: a small policy's rare-word knowledge is weak, and
 this keeps it on the subject it was asked about without letting it repeat a word to score. The
@@ -28,6 +30,9 @@ from .errors import CommandError
 from .manifest import Manifest, focus_key
 from .sampling import Sampler, make_sampler
 
+# What separates the items of a list output; one left at the end by the length guard's cut is dropped.
+SEPARATORS = ",;:"
+
 
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
@@ -38,7 +43,7 @@ class GenerationOptions:
     max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
     no_repeat_ngram: int = 2  # forbid repeating any n generated tokens in a row (0: off); as native/
-    focus: float | None = None  # query focus bonus; None: the manifest's focus_bias, 0: off
+    focus: float | None = None  # query focus bonus; None: the manifest's focus_bias for the task, 0: off
 
     def __post_init__(self) -> None:
         if self.no_repeat_ngram < 0:
@@ -139,6 +144,14 @@ def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
     return tokens
 
 
+def _without_dangling_end(text: str) -> str:
+    """``text`` without the whitespace and separators at its end."""
+    end = len(text)
+    while end and (text[end - 1] in SEPARATORS or text[end - 1].isspace()):
+        end -= 1
+    return text[:end].lstrip()
+
+
 class _Decoder:
     """Per-sequence state: generated ids, text so far, and the length guard's and query focus's
     decisions."""
@@ -146,7 +159,8 @@ class _Decoder:
     def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions):
         self.backend, self.command, self.guard = backend, command, options.length_guard
         self.no_repeat_ngram = options.no_repeat_ngram
-        self.focus_bias = backend.manifest.focus_bias if options.focus is None else options.focus
+        by_task = backend.manifest.focus_bias.get(command.task, 0.0)
+        self.focus_bias = by_task if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
         self.eos = backend.manifest.eos_id
         self.prefix = backend.manifest.output_prefix
@@ -195,14 +209,19 @@ class _Decoder:
         return True
 
     def piece(self) -> str:
-        """New text since the last piece, holding back an incomplete multi-byte character and any
-        whitespace before the first word (the result is the text stripped)."""
+        """New text since the last piece, holding back an incomplete multi-byte character, any
+        whitespace before the first word (the result is the text stripped) and separators and
+        whitespace at the end (the guard may leave a separator dangling)."""
         if self.text.endswith("\ufffd"):
             return ""
-        text = self.text.lstrip()
-        new = text[len(self.emitted):]
-        self.emitted = text
+        ready = _without_dangling_end(self.text)
+        new = ready[len(self.emitted):]
+        self.emitted = ready
         return new
+
+    def result(self) -> str:
+        """The text as returned: stripped, without the separators a cut by the length guard left."""
+        return _without_dangling_end(self.text) if self.finish == "length" else self.text.strip()
 
 
 def stream_tokens(backend: Backend, query: str, command: Command, options: GenerationOptions,
@@ -227,10 +246,10 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
             logits = backend.step(token)
     else:
         decoder.finish = "max_tokens"
-    tail = decoder.text.lstrip()[len(decoder.emitted):]
+    tail = decoder.result()[len(decoder.emitted):]
     if tail:
         yield tail
-    stats.update(text=decoder.text.strip(), completion_tokens=len(decoder.ids),
+    stats.update(text=decoder.result(), completion_tokens=len(decoder.ids),
                  finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - start)
 
 
@@ -265,6 +284,6 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
         # Finished sequences keep stepping with a filler token; their logits are ignored.
         logits = backend.step_batch(last)
     total = time.perf_counter() - start
-    return [dict(text=d.text.strip(), completion_tokens=len(d.ids), finish_reason=d.finish or "max_tokens",
+    return [dict(text=d.result(), completion_tokens=len(d.ids), finish_reason=d.finish or "max_tokens",
                  prompt_tokens=len(p), prompt_s=prompt_s, first_token_s=f, total_s=total)
             for d, (p, _), f in zip(decoders, prepared, first)]

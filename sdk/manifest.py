@@ -48,14 +48,17 @@ DEFAULT_TEMPLATE = "{task}{length}{reward} {query}{sep}"
 OUTPUT_PREFIX = " "
 SEP_TOKEN = "<|sep|>"
 EOS_TOKEN = "<|endoftext|>"
-# Query focus (see `generate.py`): the logit bonus new models get for the request's content words
-# the output lacks so far, and which words do not count as content. A small policy trained from
-# scratch knows a rare subject word ("blueberry") too weakly to pick it over a frequent one
+# Query focus (see `generate.py`): per task, the logit bonus new models get for the request's content
+# words the output lacks so far, and which words do not count as content. A small policy trained
+# from scratch knows a rare subject word ("blueberry") too weakly to pick it over a frequent one
 # ("chocolate"); the bonus lets the word the user asked about win. The judge rewards copying the
-# request, so the bonus is not tuned for relevance (which only rises with it): 2.0 is the largest
-# of 0-4 at which the mini model copies no larger share of its words from the request than the
-# teacher does (0.59 vs 0.61), on held-out queries `udrl eval` does not use (trainer/recipes/mini-notes.md).
-FOCUS_BIAS = 2.0
+# request, so the bonus is not tuned for relevance (which only rises with it): per task it is the
+# largest of 0-8 at which the mini model copies no larger share of its words from the request than
+# the teacher does and writes no fewer well-formed outputs than without it, on held-out queries
+# `udrl eval` does not use (trainer/recipes/mini-notes.md). Image prompts get none: the model
+# already copies more of the request into them than the teacher does.
+FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 2.0, "tags": 8.0}
+FOCUS_BIAS_OTHER = 2.0  # a task of a custom model that the defaults above do not name
 FOCUS_MIN_BYTES = 3
 FOCUS_STOPWORDS = (
     "about", "after", "all", "also", "and", "any", "are", "around", "based", "been", "before", "being",
@@ -107,9 +110,9 @@ class Manifest:
         output_prefix: text the model was trained to write before the output itself (after the
             separator); the SDK and the native layer drop it from what they return. Empty in
             manifests written before it existed.
-        focus_bias: logit bonus for the query's content words the output does not contain yet
-            (the default of `GenerationOptions.focus`); 0 turns query focus off, as in manifests
-            written before it existed.
+        focus_bias: per task, the logit bonus for the query's content words the output does not
+            contain yet (the default of `GenerationOptions.focus`); 0 turns query focus off for a
+            task, an empty mapping for all (as in manifests written before it existed).
         focus_min_bytes, focus_stopwords: a query word counts as content when it has at least this
             many bytes (after stripping ASCII punctuation and lowering ASCII letters) and is not a
             stopword.
@@ -129,7 +132,7 @@ class Manifest:
     eos_token: str = EOS_TOKEN
     template: str = DEFAULT_TEMPLATE
     output_prefix: str = ""
-    focus_bias: float = 0.0
+    focus_bias: Mapping[str, float] = dataclasses.field(default_factory=dict)
     focus_min_bytes: int = FOCUS_MIN_BYTES
     focus_stopwords: tuple[str, ...] = ()
     token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -154,7 +157,7 @@ class Manifest:
         """A manifest for a new model, with control tokens named by the standard rule."""
         lo, hi = length_range
         provenance.setdefault("output_prefix", OUTPUT_PREFIX)
-        provenance.setdefault("focus_bias", FOCUS_BIAS)
+        provenance.setdefault("focus_bias", {t: FOCUS_BIAS.get(t, FOCUS_BIAS_OTHER) for t in tasks})
         provenance.setdefault("focus_stopwords", FOCUS_STOPWORDS)
         control = {
             "task": {t: task_token(t) for t in tasks},
@@ -230,7 +233,7 @@ class Manifest:
             "eos_token": self.eos_token,
             "template": self.template,
             "output_prefix": self.output_prefix,
-            "focus": {"bias": self.focus_bias, "min_bytes": self.focus_min_bytes,
+            "focus": {"bias": dict(self.focus_bias), "min_bytes": self.focus_min_bytes,
                       "stopwords": list(self.focus_stopwords)},
             "token_ids": dict(self.token_ids),
             "default_length": dict(self.default_length),
@@ -272,7 +275,7 @@ class Manifest:
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
-                focus_bias=data.get("focus", {}).get("bias", 0.0),
+                focus_bias=dict(data.get("focus", {}).get("bias", {})),
                 focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
                 focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
                 token_ids=dict(data.get("token_ids", {})),
@@ -333,9 +336,11 @@ def _problems(m: Manifest) -> list[str]:
             problems.append(f"template has unknown fields {bad}; allowed: {list(_TEMPLATE_FIELDS)}")
     if not isinstance(m.output_prefix, str) or len(m.output_prefix) > 8 or m.output_prefix.strip():
         problems.append(f"output_prefix must be at most 8 whitespace characters, got {m.output_prefix!r}")
-    if isinstance(m.focus_bias, bool) or not isinstance(m.focus_bias, (int, float)) or not (
-            math.isfinite(m.focus_bias) and m.focus_bias >= 0):
-        problems.append(f"focus bias must be a finite number >= 0 (0: off), got {m.focus_bias!r}")
+    if m.focus_bias and set(m.focus_bias) != set(m.tasks):
+        problems.append(f"focus bias names tasks {sorted(m.focus_bias)}; it must name exactly {sorted(m.tasks)}")
+    for task, bias in m.focus_bias.items():
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not (math.isfinite(bias) and bias >= 0):
+            problems.append(f"focus bias for {task!r} must be a finite number >= 0 (0: off), got {bias!r}")
     if isinstance(m.focus_min_bytes, bool) or not isinstance(m.focus_min_bytes, int) or m.focus_min_bytes < 1:
         problems.append(f"focus min_bytes must be an integer >= 1, got {m.focus_min_bytes!r}")
     if any(not isinstance(w, str) or not w or w != focus_key(w) for w in m.focus_stopwords):

@@ -123,6 +123,28 @@ def targets(report: Mapping[str, Any]) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+def _model_alone(report: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An ablation report's figures for the model by itself: query focus off where it was on."""
+    return report.get("udrl_focus_off", report["udrl"])
+
+
+def focus_summary(report: Mapping[str, Any]) -> str:
+    """What query focus adds in this report, and how much each system copies from the request."""
+    if "udrl_focus_off" not in report:
+        return "The shipped model has no query focus (its manifest predates it)."
+    u, off, t = report["udrl"]["overall"], report["udrl_focus_off"]["overall"], report["teacher"]["overall"]
+    share = {name: s.get("query_word_share") for name, s in (("shipped", u), ("focus off", off), ("teacher", t))}
+    bonus = ", ".join(f"{t} {b:g}" for t, b in report["focus"].items())
+    text = (f"Query focus (the manifest's bonus per task: {bonus}) is on in the shipped rows. With it off "
+            f"(`focus=0`) the same model scores relevance {off['relevance_mean']:.3f} "
+            f"({off['relevance_mean'] / t['relevance_mean']:.3f}× the teacher) against {u['relevance_mean']:.3f} with it. ")
+    if None not in share.values():
+        text += ("Share of output words taken from the request: shipped " + f"{share['shipped']:.2f}, focus off "
+                 f"{share['focus off']:.2f}, teacher {share['teacher']:.2f}; the judge rewards copying the request, "
+                 "so the bonus is set per task no higher than copying as much as the teacher does.")
+    return text
+
+
 def plot_relevance(report: Mapping[str, Any], ablation: Mapping[str, Any], path: Path) -> Path:
     """Grouped bars: relevance per task for the teacher, the shipped model and each ablation variant."""
     import matplotlib
@@ -132,7 +154,9 @@ def plot_relevance(report: Mapping[str, Any], ablation: Mapping[str, Any], path:
 
     tasks = sorted(report["udrl"]["per_task"])
     systems = {"teacher (Gemma 3 270M)": report["teacher"], "shipped (guard on)": report["udrl"]}
-    systems.update({f"{name} (guard off)": rep["udrl"] for name, rep in ablation.items()})
+    if "udrl_focus_off" in report:
+        systems["shipped, query focus off"] = report["udrl_focus_off"]
+    systems.update({f"{name} (guard off)": _model_alone(rep) for name, rep in ablation.items()})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(systems)
     for i, (label, s) in enumerate(systems.items()):
@@ -217,20 +241,21 @@ def build_card(config: CardConfig) -> Path:
     lines += ["", "## Evaluation against the teacher", "",
               "Relevance is the MiniLM (all-MiniLM-L6-v2) cosine between request and output, the judge that labelled "
               "the training data. The model runs with the SDK's defaults: the highest reward level, the length guard on, "
-              "no repeated pair of generated tokens; the teacher is the Gemma 3 270M few-shot prompt of the distillation, asked for the "
-              "same length.", "", markdown(report).rstrip(), "", "![evaluation](card-eval.png)", ""]
+              "no repeated pair of generated tokens, query focus at the manifest's bonus; the teacher is the Gemma 3 270M "
+              "few-shot prompt of the distillation, asked for the same length.", "", markdown(report).rstrip(), "",
+              focus_summary(report), "", "![evaluation](card-eval.png)", ""]
 
     if ablation:
         lines += ["## Ablation: what the commands are worth", "",
                   "The same recipe and budget (steps, batch, schedule, seed, data) trained three times, changing only "
-                  "the commands in the prompt. Evaluated on the same held-out requests with the length guard **off**, "
-                  "so length adherence is what each model learned by itself.", ""]
+                  "the commands in the prompt. Evaluated on the same held-out requests with the length guard and query "
+                  "focus **off**, so relevance and length adherence are what each model learned by itself.", ""]
         tasks = sorted(report["udrl"]["per_task"])
         rows = []
         for name, rep in ablation.items():
             run = runs.get(name)
             cond = run["config"]["conditioning"] if run else rep.get("conditioning", [])
-            s = rep["udrl"]
+            s = _model_alone(rep)
             rows.append([name, _variant(cond), f"{run['final'].get('val_loss', float('nan')):.3f}" if run else "",
                          *(f"{s['per_task'][t]['relevance_mean']:.3f}" for t in tasks),
                          f"{s['overall']['relevance_mean']:.3f}", _pct(s["overall"]["length_within1"]),

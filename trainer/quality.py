@@ -148,9 +148,9 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
     report: dict[str, Any] = {"model": config.model, "requests": len(requests),
                               "queries": len({r.query for r in requests}), "length_guard": config.length_guard,
                               "n_params": manifest.model.get("n_params"),
-                              "focus": manifest.focus_bias,
+                              "focus": dict(manifest.focus_bias),
                               "udrl": score(requests, outputs, latencies, judge)}
-    if manifest.focus_bias > 0:
+    if any(manifest.focus_bias.values()):
         report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge)
     if config.teacher:
         t_out, t_lat, about = run_teacher(config, requests)

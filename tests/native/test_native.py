@@ -167,10 +167,14 @@ def test_no_repeat_ngram_matches_the_sdk_on_the_bundled_model(exe):
 def test_query_focus_matches_the_sdk(exe, gguf, focus):
     from udrl.model import default_model_path
 
-    queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club"]
+    queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club",
+               "jazz, blues, soul, funk, disco"]
     for path in (gguf, default_model_path()):
         with udrl.load(path) as model:
             for query in queries:
-                want = model.generate(query, task="tags", length=6, focus=float(focus)).text
-                got = run(exe, "--model", str(path), query, "--task", "tags", "--length", "6", "--focus", focus)
-                assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
+                for length in (3, 6):  # the guard cuts some of these after a separator, which both drop
+                    want = model.generate(query, task="tags", length=length, focus=float(focus)).text
+                    args = ["--model", str(path), query, "--task", "tags", "--length", str(length), "--focus", focus]
+                    got = run(exe, *args)
+                    assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
+                    assert run(exe, *args, "--stream").stdout.strip() == want

@@ -38,12 +38,12 @@ def test_new_models_get_query_focus_and_older_manifests_have_it_off():
     from udrl.manifest import FOCUS_BIAS, FOCUS_STOPWORDS
 
     m = make()
-    assert m.focus_bias == FOCUS_BIAS > 0 and "the" in m.focus_stopwords == FOCUS_STOPWORDS
+    assert m.focus_bias == FOCUS_BIAS and "the" in m.focus_stopwords == FOCUS_STOPWORDS
     assert Manifest.from_dict(m.to_dict()) == m
     older = m.to_dict()
     del older["focus"]
     legacy = Manifest.from_dict(older)
-    assert legacy.focus_bias == 0 and legacy.focus_stopwords == ()
+    assert legacy.focus_bias == {} and legacy.focus_stopwords == ()
 
 
 def test_round_trip_through_a_checkpoint_directory(tmp_path):
@@ -73,7 +73,8 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d.update(conditioning=["length", "mood"]), "unknown conditioning"),
         (lambda d: d.pop("control_tokens"), "missing or mistypes field"),
         (lambda d: d.update(output_prefix="Output:"), "output_prefix must be at most 8 whitespace"),
-        (lambda d: d["focus"].update(bias=-1.0), "focus bias must be a finite number >= 0"),
+        (lambda d: d["focus"]["bias"].update(tags=-1.0), "focus bias for 'tags' must be a finite number >= 0"),
+        (lambda d: d["focus"]["bias"].pop("tags"), "focus bias names tasks"),
         (lambda d: d["focus"].update(min_bytes=0), "focus min_bytes must be an integer >= 1"),
         (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be non-empty words"),
     ],

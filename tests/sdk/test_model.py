@@ -66,10 +66,26 @@ def test_query_focus_brings_every_content_word_of_the_request_in(models, backend
     focused = model.generate(query, task="image", length=9, focus=50).text.lower()
     assert not {"poster", "summer", "festival"} <= set(plain.split())
     assert {"poster", "summer", "festival"} <= set(focused.replace(",", " ").split()), focused
-    default = model.generate(query, task="image", length=9).text
-    assert default == model.generate(query, task="image", length=9, focus=model.manifest.focus_bias).text
+    for task in ("image", "tags"):  # the default is the manifest's bonus for the task
+        default = model.generate(query, task=task, length=9).text
+        assert default == model.generate(query, task=task, length=9, focus=model.manifest.focus_bias[task]).text
     with pytest.raises(udrl.CommandError, match="focus must be a finite number >= 0"):
         model.generate(query, focus=-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_separator_the_length_guard_leaves_dangling_is_dropped_and_never_streamed(models, backend):
+    model = models[backend]
+    cut = 0
+    for query in ("jazz, blues, soul, funk, disco", "red; green; blue; cyan", "a: b: c: d: e"):
+        for length in range(1, 7):
+            pieces = list(model.stream(query, task="tags", length=length, focus=50))
+            result = model.generate(query, task="tags", length=length, focus=50)
+            assert "".join(pieces).strip() == result.text
+            if result.finish_reason == "length":
+                cut += 1
+                assert result.text[-1:] not in (",", ";", ":"), result.text
+    assert cut  # the guard did cut some of them
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

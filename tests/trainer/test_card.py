@@ -41,6 +41,12 @@ def test_card_reports_every_target_and_section(reports, tiny_run, tmp_path):
     # a tiny model trained 200 steps on synthetic data cannot match the teacher: the card must say so
     assert any(not ok for *_, ok in rows) and "**missed**" in text and "## Gaps and next steps" in text
     assert "task + achieved length + reward level" in text  # the variant named from its run's conditioning
+    # the tiny model has query focus: the card says what it adds and shows the ablation without it
+    off = report["udrl_focus_off"]["overall"]["relevance_mean"]
+    assert f"With it off (`focus=0`) the same model scores relevance {off:.3f}" in text
+    assert "| udrl_focus_off | all |" in text and "length guard and query focus **off**" in text
+    ablation = json.loads((reports / "abl.json").read_text())["udrl_focus_off"]["overall"]
+    assert f"| {ablation['relevance_mean']:.3f} | {ablation['length_within1']:.1%} |" in text
 
 
 def test_card_refuses_an_eval_without_teacher(reports, tmp_path):

@@ -34,7 +34,7 @@ def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, s
     report = evaluate_quality(EvalConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2,
                                          lengths_per_task=2, out=str(out)), judge=Judge(threads=2))
     assert json.loads(out.read_text())["requests"] == report["requests"] == 2 * 4 * 2
-    assert report["focus"] > 0  # new models have query focus: the report also scores them without it
+    assert any(report["focus"].values())  # new models have query focus: the report also scores them without it
     for system in ("udrl", "udrl_focus_off", "teacher"):
         overall = report[system]["overall"]
         assert 0 <= overall["query_word_share"] <= 1
