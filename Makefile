@@ -43,9 +43,10 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
 # The shipped default model and its card, from the committed data (about 4 hours on two cores): the
-# three ablation variants of one recipe trained side by side (one thread each), the UDRL one exported
-# to GGUF q8_0 (shipped), ONNX int8 and Core ML int8 (verified), everything evaluated on held-out
-# queries (the shipped model beside the teacher), then the card in sdk/models/README.md.
+# three ablation variants of one recipe trained side by side (one thread each), the UDRL one's
+# query-focus bonus chosen beside the teacher (`udrl focus`, about 10 minutes), exported to GGUF q8_0
+# (shipped), ONNX int8 and Core ML int8 (verified), everything evaluated on held-out queries (the
+# shipped model beside the teacher), then the card in sdk/models/README.md.
 model: setup
 	rm -rf $(MODEL) && mkdir -p $(MODEL)
 	$(TRAIN) --out $(MODEL)/udrl --conditioning length reward > $(MODEL)/udrl.log 2>&1 & a=$$!; \
@@ -56,6 +57,9 @@ model: setup
 
 # Everything after training (also useful alone when the runs exist).
 model-artifacts: setup
+	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force
+	$(BIN)/udrl focus $(MODEL)/udrl/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(MODEL)/udrl/model \
+	    --out $(MODEL)/focus.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force --report $(MODEL)/export-gguf.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
@@ -66,6 +70,7 @@ model-artifacts: setup
 	    $(BIN)/udrl eval $(MODEL)/$$v/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
 	        --no-length-guard --out $(MODEL)/ablation-$$v.json || exit 1; done
 	$(BIN)/udrl card --eval $(MODEL)/eval.json --data-card data/udrl-gemma.card.json --notes trainer/recipes/mini-notes.md \
+	    --focus $(MODEL)/focus.json \
 	    $(foreach v,udrl noreward nocmd,--ablation $(v)=$(MODEL)/ablation-$(v).json --run $(v)=$(MODEL)/$(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 

@@ -237,6 +237,9 @@ static int count_words(const char *text, size_t len) {
     return words;
 }
 
+/* generate.WORD_START: the bytes a token's text begins with when it starts a new word. */
+static int is_word_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 /* Words joined by single spaces, like " ".join(text.split()). Caller frees. */
 static char *normalize_spaces(const char *text) {
     size_t len = strlen(text), i = 0, o = 0;
@@ -339,6 +342,7 @@ struct udrl_model {
     int n_special;
     llama_token eos_id;
     int n_ctx, n_vocab;
+    unsigned char *word_start; /* per token: its piece starts a new word (generate.WORD_START) */
     char error[512];
 };
 
@@ -505,6 +509,8 @@ static udrl_status parse_manifest(udrl_model *m) {
     return UDRL_OK;
 }
 
+static int is_special(const udrl_model *m, llama_token id);
+
 udrl_status udrl_model_open(const char *path, const udrl_model_params *params, udrl_model **out, char *err,
                             size_t err_size) {
     udrl_model *m;
@@ -513,6 +519,7 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     struct llama_context_params cp;
     udrl_status status;
     int32_t n;
+    int i;
     FILE *probe;
     if (err && err_size) err[0] = '\0';
     if (!path || !out) {
@@ -548,6 +555,14 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     if ((status = parse_manifest(m)) != UDRL_OK) goto error;
     m->vocab = llama_model_get_vocab(m->lm);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
+    if (!(m->word_start = calloc((size_t)m->n_vocab, 1))) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
+    for (i = 0; i < m->n_vocab; i++) {
+        char buf[256];
+        int32_t n_piece = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
+        int k, more = 0;
+        for (k = 1; k < n_piece; k++) more |= !is_word_space(buf[k]);
+        m->word_start[i] = (unsigned char)(n_piece > 1 && is_word_space(buf[0]) && more);
+    }
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)m->n_ctx;
     cp.n_batch = (uint32_t)m->n_ctx;
@@ -573,6 +588,7 @@ void udrl_model_free(udrl_model *m) {
     free((void *)m->reward_tokens);
     free(m->special_ids);
     free((void *)m->special_tokens);
+    free(m->word_start);
     free(m);
 }
 
@@ -825,6 +841,19 @@ static void apply_focus(float *logits, const focus_word *words, int n_words, int
     }
 }
 
+/* Where the model would end before the requested word count, let only tokens that start a new
+   word through (as the SDK): otherwise the best token after a forbidden end is glued-on junk. */
+static void word_instead_of_end(const udrl_model *m, float *logits) {
+    int i, best = 0, any = 0;
+    for (i = 1; i < m->n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    if (best != m->eos_id) return;
+    for (i = 0; i < m->n_vocab && !any; i++) any = m->word_start[i] && logits[i] > -INFINITY;
+    if (!any) return;
+    for (i = 0; i < m->n_vocab; i++)
+        if (!m->word_start[i]) logits[i] = -INFINITY;
+}
+
 /* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
 static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
     int32_t i, k;
@@ -985,8 +1014,11 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         float *logits = llama_get_logits_ith(m->ctx, -1);
         size_t before = len;
         if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
-        if (s.length_guard && count_words(text, len) < r.length) logits[m->eos_id] = -INFINITY;
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
+        if (s.length_guard && count_words(text, len) < r.length) {
+            word_instead_of_end(m, logits);
+            logits[m->eos_id] = -INFINITY;
+        }
         token = sample(logits, m->n_vocab, &s, &rng, work);
         if (token == m->eos_id) break;
         if (!append_piece(m, token, &text, &len, &cap)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }

@@ -5,7 +5,8 @@ then repeatedly pick a token from the logits and step. The **length guard** enfo
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
 words, and generation stops before a token that would start one word too many; a separator it
 leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
-word comes. **Query focus**
+word comes. Where the model would end too early, the guard lets only tokens that start a new word
+through: otherwise the best token after a forbidden end is glued-on junk ("Party!!s!)!"). **Query focus**
 adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it off) to the first token of each
 content word of the query, spelled as the model writes a word (" blueberry", " Blueberry"), for as
 long as the output does not contain that word: a small policy's rare-word knowledge is weak, and
@@ -20,6 +21,7 @@ import math
 import resource
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -32,6 +34,19 @@ from .sampling import Sampler, make_sampler
 
 # What separates the items of a list output; one left at the end by the length guard's cut is dropped.
 SEPARATORS = ",;:"
+# A token starts a new word when its text begins with one of these and has more than whitespace.
+WORD_START = b" \t\n\r\x0b\x0c"
+_word_starts: weakref.WeakKeyDictionary[Backend, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def word_start_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
+    """Per token id, whether the token starts a new word (computed once per backend)."""
+    starts = _word_starts.get(backend)
+    if starts is None or len(starts) != n_vocab:
+        pieces = (backend.token_bytes(t) for t in range(n_vocab))
+        starts = np.array([p[:1] != b"" and p[0] in WORD_START and p.strip(WORD_START) != b"" for p in pieces])
+        _word_starts[backend] = starts
+    return starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,18 +186,21 @@ class _Decoder:
         self.finish: str | None = None
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
+        logits = logits.copy()
         if self.focus:
             written = {focus_key(w) for w in self.text.split()}
             wanted = sorted({t for word, ids in self.focus.items() if word not in written for t in ids})
             if wanted:
-                logits = logits.copy()
                 logits[wanted] += self.focus_bias
         banned = self.repeats()
-        if self.guard and count_words(self.text) < self.command.length:
-            banned.append(self.eos)
         if banned:
-            logits = logits.copy()
             logits[banned] = -np.inf
+        if self.guard and count_words(self.text) < self.command.length:
+            if int(np.argmax(logits)) == self.eos:  # the model would end: ask for a word, not junk
+                starts = word_start_tokens(self.backend, len(logits))
+                if np.isfinite(logits[starts]).any():
+                    logits[~starts] = -np.inf
+            logits[self.eos] = -np.inf
         return logits
 
     def repeats(self) -> list[int]:

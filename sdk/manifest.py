@@ -52,12 +52,9 @@ EOS_TOKEN = "<|endoftext|>"
 # words the output lacks so far, and which words do not count as content. A small policy trained
 # from scratch knows a rare subject word ("blueberry") too weakly to pick it over a frequent one
 # ("chocolate"); the bonus lets the word the user asked about win. The judge rewards copying the
-# request, so the bonus is not tuned for relevance (which only rises with it): per task it is the
-# largest of 0-8 at which the mini model copies no larger share of its words from the request than
-# the teacher does and writes no fewer well-formed outputs than without it, on held-out queries
-# `udrl eval` does not use (trainer/recipes/mini-notes.md). Image prompts get none: the model
-# already copies more of the request into them than the teacher does.
-FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 2.0, "tags": 8.0}
+# request, so relevance cannot choose the bonus; `udrl focus` (trainer/focus.py) does, beside the
+# teacher. These defaults are what it chose for the mini model (trainer/recipes/mini-notes.md).
+FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 1.0, "tags": 8.0}
 FOCUS_BIAS_OTHER = 2.0  # a task of a custom model that the defaults above do not name
 FOCUS_MIN_BYTES = 3
 FOCUS_STOPWORDS = (

@@ -45,6 +45,7 @@ class CardConfig:
     exports: list[str] = dataclasses.field(default_factory=list)  # `udrl export --report` files
     data_card: str | None = None  # the dataset's card JSON
     notes: str | None = None  # markdown read into a "Gaps and next steps" section
+    focus: str | None = None  # `udrl focus` report that chose the shipped model's query-focus bonus
     title: str = "udrl-mini"
 
 
@@ -244,6 +245,16 @@ def build_card(config: CardConfig) -> Path:
               "no repeated pair of generated tokens, query focus at the manifest's bonus; the teacher is the Gemma 3 270M "
               "few-shot prompt of the distillation, asked for the same length.", "", markdown(report).rstrip(), "",
               focus_summary(report), "", "![evaluation](card-eval.png)", ""]
+
+    if config.focus:
+        from .focus import markdown as focus_markdown
+
+        lines += ["## Query focus: how the bonus was chosen", "",
+                  "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
+                  "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
+                  "share of its output words from the request than the teacher does and writes no fewer well-formed "
+                  "outputs than with focus off (0 when none qualifies). Relevance, which only rises with the bonus, "
+                  "plays no part.", "", focus_markdown(_load_json(config.focus)).rstrip(), ""]
 
     if ablation:
         lines += ["## Ablation: what the commands are worth", "",

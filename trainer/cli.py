@@ -98,12 +98,21 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return pairs
 
 
+def _cmd_focus(args: argparse.Namespace) -> int:
+    from .focus import DEFAULT_GRID, FocusConfig, markdown, tune_focus
+
+    config = FocusConfig(model=args.model, data=args.data, first_query=args.first_query, queries=args.queries,
+                         grid=args.grid or DEFAULT_GRID, threads=args.threads, write=args.write, out=args.out)
+    print(markdown(tune_focus(config)))
+    return 0
+
+
 def _cmd_card(args: argparse.Namespace) -> int:
     from .card import CardConfig, build_card
 
     config = CardConfig(eval=args.eval, out=args.out, ablation=_pairs(args.ablation, "--ablation"),
                         runs=_pairs(args.run, "--run"), exports=args.export or [], data_card=args.data_card,
-                        notes=args.notes, shipped_run=args.shipped_run)
+                        notes=args.notes, shipped_run=args.shipped_run, focus=args.focus)
     print(build_card(config))
     return 0
 
@@ -145,6 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--export", action="append", metavar="JSON", help="udrl export --report file")
     c.add_argument("--data-card", metavar="JSON", help="the dataset card JSON")
     c.add_argument("--notes", metavar="MD", help="markdown for the 'Gaps and next steps' section")
+    c.add_argument("--focus", metavar="JSON", help="udrl focus report that chose the query-focus bonus")
     c.add_argument("--out", required=True, metavar="DIR", help="where README.md and the plots go")
     c.set_defaults(func=_cmd_card)
 
@@ -186,6 +196,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", help="JSON report path")
     e.set_defaults(func=_cmd_eval)
+
+    f = sub.add_parser("focus", help="choose the query-focus bonus per task beside the teacher (held-out queries)")
+    f.add_argument("model", help="artifact to run (.gguf fastest)")
+    f.add_argument("--data", action="append", required=True, help="the training data (held-out split)")
+    f.add_argument("--first-query", type=int, default=100, help="first held-out query (eval uses the first 100)")
+    f.add_argument("--queries", type=int, default=100)
+    f.add_argument("--grid", type=float, nargs="+", metavar="BONUS", help="bonuses to try (default 0-6, 8, 10)")
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
+    f.add_argument("--out", help="JSON report path")
+    f.set_defaults(func=_cmd_focus)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")
     s.add_argument("out", help="JSONL file to write")

@@ -35,6 +35,7 @@ class EvalConfig:
     model: str
     data: list[str]
     queries: int = 100  # held-out queries to use (each asked for every task at several lengths)
+    first_query: int = 0  # skip this many held-out queries (`udrl focus` tunes on the ones after eval's)
     lengths_per_task: int = 3
     val_fraction: float = 0.05  # must match the training run's, so the queries are truly held out
     teacher: bool = True
@@ -54,7 +55,7 @@ def plan_requests(config: EvalConfig, tasks: Sequence[str], length_range: tuple[
     """Held-out queries x tasks x lengths at even quantiles of each task's achieved lengths."""
     records = read_records(config.data, tasks, length_range, skip_invalid=True).records
     _, held_out = split_by_query(records, config.val_fraction)
-    queries = sorted({r.query for r in held_out})[: config.queries]
+    queries = sorted({r.query for r in held_out})[config.first_query : config.first_query + config.queries]
     requests = []
     for task in tasks:
         lengths = sorted(r.words for r in records if r.task == task)

@@ -178,3 +178,14 @@ def test_query_focus_matches_the_sdk(exe, gguf, focus):
                     got = run(exe, *args)
                     assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
                     assert run(exe, *args, "--stream").stdout.strip() == want
+
+
+def test_the_guard_asks_for_a_word_where_the_model_would_end_early_as_the_sdk(exe):
+    from udrl.model import default_model_path
+
+    path, query = default_model_path(), "graphic design and print design for an advertising campaign"
+    with udrl.load(path) as model:
+        for length in (4, 6):
+            want = model.generate(query, task="headline", length=length, focus=2).text
+            got = run(exe, "--model", str(path), query, "--task", "headline", "--length", str(length), "--focus", "2")
+            assert got.returncode == 0 and got.stdout.rstrip("\n") == want

@@ -70,3 +70,13 @@ def test_no_repeat_ngram_stops_repetition_loops():
         assert batch[0].text == model.generate("poster for a jazz night", task="tags", length=8, no_repeat_ngram=2).text
         with pytest.raises(CommandError, match="no_repeat_ngram must be >= 0"):
             model.generate("x", task="tags", no_repeat_ngram=-1)
+
+
+def test_where_the_model_would_end_early_the_guard_asks_for_a_word_not_glued_on_junk():
+    # With its end forbidden at three words, this model's next choices were punctuation glued to the
+    # last word until the token budget ran out ("campaign!!s!ers!)!.!”!ing!er!,").
+    with udrl.load(threads=2) as model:
+        r = model.generate("graphic design and print design for an advertising campaign", task="headline", length=4,
+                           focus=2)
+    assert r.words == 4 and r.finish_reason != "max_tokens"
+    assert all(sum(not c.isalnum() for c in word) <= 1 for word in r.text.split()), r.text

@@ -85,3 +85,18 @@ def test_card_says_when_the_ablation_ran_an_earlier_recipe_or_dataset_than_the_s
                                  ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(tiny_run)},
                                  shipped_run=str(tiny_run))).read_text()
     assert "earlier recipe" not in same
+
+
+def test_card_shows_how_the_query_focus_bonus_was_chosen(reports, tmp_path):
+    figures = lambda share, valid, rel: {"query_word_share": share, "format_valid": valid, "relevance_mean": rel}  # noqa: E731
+    focus = {"model": "m.gguf", "requests": 24, "queries": [100, 102], "grid": [0.0, 4.0],
+             "chosen": {"tags": 4.0, "image": 0.0},
+             "teacher": {"tags": figures(0.9, 1.0, 0.8), "image": figures(0.2, 0.9, 0.5)},
+             "model_at": {"0.0": {"tags": figures(0.6, 0.9, 0.5), "image": figures(0.3, 1.0, 0.4)},
+                          "4.0": {"tags": figures(0.85, 0.95, 0.7), "image": figures(0.4, 1.0, 0.6)}}}
+    (tmp_path / "focus.json").write_text(json.dumps(focus))
+    text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
+                                 focus=str(tmp_path / "focus.json"))).read_text()
+    assert "## Query focus: how the bonus was chosen" in text
+    assert "| tags | 0.900 (100%) | 0.600 (90%) rel 0.500 | 0.850 (95%) rel 0.700 | **4** |" in text
+    assert "held-out queries 100 to 101" in text

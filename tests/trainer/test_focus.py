@@ -1,0 +1,46 @@
+import shutil
+
+import pytest
+
+from udrl.errors import ManifestError
+from udrl.manifest import load_manifest
+from udrl.trainer.focus import FocusConfig, choose, markdown, tune_focus
+from udrl.trainer.judge import Judge
+
+
+def row(share: float, valid: float) -> dict:
+    return {"query_word_share": share, "format_valid": valid, "relevance_mean": share}
+
+
+def test_the_largest_bonus_that_copies_no_more_than_the_teacher_and_stays_well_formed_wins():
+    teacher = row(0.6, 1.0)
+    rows = {0.0: row(0.3, 0.9), 2.0: row(0.5, 0.9), 4.0: row(0.59, 0.95), 6.0: row(0.7, 0.95)}
+    assert choose(rows, teacher) == 4.0
+    rows[4.0] = row(0.59, 0.8)  # fewer well-formed outputs than with focus off
+    assert choose(rows, teacher) == 2.0
+    # a model that already copies more than the teacher gets none
+    assert choose({0.0: row(0.7, 1.0), 2.0: row(0.8, 1.0)}, teacher) == 0.0
+
+
+def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artifacts, synthetic_data, tmp_path):
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_artifacts["torch"], checkpoint)
+    config = FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], first_query=2, queries=2,
+                         grid=(0.0, 50.0), write=str(checkpoint), out=str(tmp_path / "focus.json"))
+    report = tune_focus(config, judge=Judge(threads=2))
+    assert report["queries"] == [2, 4] and report["grid"] == [0.0, 50.0]
+    tasks = ("image", "search", "headline", "tags")
+    assert set(report["chosen"]) == set(tasks) and all(b in (0.0, 50.0) for b in report["chosen"].values())
+    for task in tasks:  # the choice follows the rule on the figures the report shows
+        at = {b: report["model_at"][str(b)][task] for b in report["grid"]}
+        assert report["chosen"][task] == choose(at, report["teacher"][task])
+    # a random-weight model copies more of the request when focused
+    assert sum(report["model_at"]["50.0"][t]["query_word_share"] for t in tasks) > \
+        sum(report["model_at"]["0.0"][t]["query_word_share"] for t in tasks)
+    assert dict(load_manifest(checkpoint).focus_bias) == report["chosen"]
+    assert "| tags |" in markdown(report) and (tmp_path / "focus.json").exists()
+
+
+def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts, synthetic_data, tmp_path):
+    with pytest.raises(ManifestError, match="no udrl manifest"):
+        tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], write=str(tmp_path)))

@@ -1,0 +1,112 @@
+"""`udrl focus`: choose a trained model's query-focus bonus per task, beside the teacher.
+
+Query focus (see `udrl.generate`) adds a logit bonus to the request's content words the output does
+not contain yet. The judge rewards copying the request, so relevance only rises with the bonus and
+cannot be what chooses it. Instead, on held-out requests the evaluation does not use (held-out
+queries 100 to 199 by default; `udrl eval` takes the first 100), the model answers at every bonus of
+a grid and the teacher answers once, and per task the chosen bonus is the largest at which
+
+- the model takes no larger share of its output words from the request than the teacher does, and
+- the model writes no fewer well-formed outputs than with focus off;
+
+0 (off) when no bonus qualifies. ``--write DIR`` puts the result into a checkpoint directory's
+manifest, so every artifact exported from it afterwards carries it.
+
+    udrl focus runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write runs/mini/model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from udrl.errors import UdrlError
+from udrl.manifest import load_manifest, save_manifest, write_atomic
+
+from .judge import Judge
+from .quality import EvalConfig, plan_requests, run_model, run_teacher, score
+
+DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+@dataclasses.dataclass
+class FocusConfig:
+    model: str  # the artifact to run (a GGUF is fastest)
+    data: list[str]  # the training data, for its held-out split
+    first_query: int = 100  # held-out queries [first_query, first_query + queries); eval uses the first 100
+    queries: int = 100
+    grid: Sequence[float] = DEFAULT_GRID
+    threads: int = 2
+    write: str | None = None  # checkpoint directory whose manifest gets the chosen bonus
+    out: str | None = None  # JSON report path
+
+
+def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any]) -> float:
+    """The largest bonus whose query-word share is at most the teacher's and whose format validity is
+    at least focus-off's; 0.0 when none is. ``rows`` maps bonus -> one task's summary from `score`."""
+    off = rows[0.0]["format_valid"]
+    ok = [b for b, s in rows.items()
+          if s["query_word_share"] <= teacher["query_word_share"] and s["format_valid"] >= off]
+    return max(ok, default=0.0)
+
+
+def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any]:
+    """Run the grid and the teacher, choose per task; returns (and writes, with ``out``) the report."""
+    from udrl.artifacts import read_manifest
+
+    grid = sorted({float(b) for b in config.grid} | {0.0})
+    if any(b < 0 for b in grid):
+        raise UdrlError(f"focus bonuses must be >= 0, got {list(config.grid)}")
+    write_to = None
+    if config.write:
+        write_to = load_manifest(config.write)  # fail before the long run, not after it
+    manifest = read_manifest(config.model)
+    if write_to is not None and write_to.tasks != manifest.tasks:
+        raise UdrlError(f"{config.write} has tasks {list(write_to.tasks)}, the model {list(manifest.tasks)}: "
+                        "write the bonus into the checkpoint the model was exported from")
+    eval_config = EvalConfig(model=config.model, data=config.data, queries=config.queries,
+                             first_query=config.first_query, threads=config.threads)
+    requests = plan_requests(eval_config, manifest.tasks, (manifest.length_min, manifest.length_max))
+    judge = judge or Judge(threads=config.threads)
+    by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
+    teacher_out, teacher_lat, about = run_teacher(eval_config, requests)
+    teacher = score(requests, teacher_out, teacher_lat, judge)
+    chosen = {t: choose({b: s["per_task"][t] for b, s in by_bonus.items()}, teacher["per_task"][t])
+              for t in manifest.tasks}
+    report = {"model": config.model, "requests": len(requests),
+              "queries": [config.first_query, config.first_query + config.queries], "grid": grid,
+              "chosen": chosen, "teacher_model": about,
+              "teacher": {t: _figures(s) for t, s in teacher["per_task"].items()},
+              "model_at": {str(b): {t: _figures(s) for t, s in rep["per_task"].items()}
+                           for b, rep in by_bonus.items()}}
+    if write_to is not None:
+        save_manifest(write_to.replace(focus_bias=chosen), config.write)
+        report["written_to"] = config.write
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _figures(summary: Mapping[str, Any]) -> dict[str, float]:
+    return {k: summary[k] for k in ("relevance_mean", "query_word_share", "format_valid")}
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Per task: the teacher's share from the request, the model's at each bonus, the choice."""
+    grid = report["grid"]
+    lines = ["| task | teacher share (format) | " + " | ".join(f"bonus {b:g}" for b in grid) + " | chosen |",
+             "|" + " --- |" * (len(grid) + 3)]
+    for task, bonus in report["chosen"].items():
+        t = report["teacher"][task]
+        cells = [f"{s['query_word_share']:.3f} ({s['format_valid']:.0%}) rel {s['relevance_mean']:.3f}"
+                 for s in (report["model_at"][str(b)][task] for b in grid)]
+        lines.append(f"| {task} | {t['query_word_share']:.3f} ({t['format_valid']:.0%}) | " + " | ".join(cells)
+                     + f" | **{bonus:g}** |")
+    lines += ["", f"Cells: the model's share of output words taken from the request (format valid) and its "
+                  f"relevance, on {report['requests']} requests over held-out queries "
+                  f"{report['queries'][0]} to {report['queries'][1] - 1}."]
+    return "\n".join(lines) + "\n"
