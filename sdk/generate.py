@@ -5,13 +5,14 @@ then repeatedly pick a token from the logits and step. The **length guard** enfo
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
 words, and generation stops before a token that would start one word too many; a separator it
 leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
-word comes. Where the model would end too early, the guard lets only tokens that start a new word
-through: otherwise the best token after a forbidden end is glued-on junk ("Party!!s!)!"). **Query focus**
-adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it off) to the first token of each
-content word of the query, spelled as the model writes a word (" blueberry", " Blueberry"), for as
-long as the output does not contain that word: a small policy's rare-word knowledge is weak, and
-this keeps it on the subject it was asked about without letting it repeat a word to score. The
-text is the generated tokens' bytes decoded as UTF-8, so characters split across tokens stream whole.
+word comes. Where the model would end too early, the guard lets only tokens that start a new
+word through: otherwise the best token after a forbidden end is glued-on junk ("Party!!s!)!").
+**Query focus** adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it
+off) to the first token of each content word of the query, spelled as the model writes a word
+(" blueberry", " Blueberry"), for as long as the output does not contain that word: a small
+policy's rare-word knowledge is weak, and this keeps it on the subject it was asked about without
+letting it repeat a word to score. The text is the generated tokens' bytes decoded as UTF-8, so
+characters split across tokens stream whole.
 """
 
 from __future__ import annotations

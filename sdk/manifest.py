@@ -55,7 +55,6 @@ EOS_TOKEN = "<|endoftext|>"
 # request, so relevance cannot choose the bonus; `udrl focus` (trainer/focus.py) does, beside the
 # teacher. These defaults are what it chose for the mini model (trainer/recipes/mini-notes.md).
 FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 1.0, "tags": 8.0}
-FOCUS_BIAS_OTHER = 2.0  # a task of a custom model that the defaults above do not name
 FOCUS_MIN_BYTES = 3
 FOCUS_STOPWORDS = (
     "about", "after", "all", "also", "and", "any", "are", "around", "based", "been", "before", "being",
@@ -154,7 +153,8 @@ class Manifest:
         """A manifest for a new model, with control tokens named by the standard rule."""
         lo, hi = length_range
         provenance.setdefault("output_prefix", OUTPUT_PREFIX)
-        provenance.setdefault("focus_bias", {t: FOCUS_BIAS.get(t, FOCUS_BIAS_OTHER) for t in tasks})
+        # A task of a custom model starts without focus, until `udrl focus` chooses its bonus.
+        provenance.setdefault("focus_bias", {t: FOCUS_BIAS.get(t, 0.0) for t in tasks})
         provenance.setdefault("focus_stopwords", FOCUS_STOPWORDS)
         control = {
             "task": {t: task_token(t) for t in tasks},

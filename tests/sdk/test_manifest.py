@@ -44,6 +44,9 @@ def test_new_models_get_query_focus_and_older_manifests_have_it_off():
     del older["focus"]
     legacy = Manifest.from_dict(older)
     assert legacy.focus_bias == {} and legacy.focus_stopwords == ()
+    # a task the defaults do not know starts without focus, until `udrl focus` chooses its bonus
+    custom = Manifest.new(tasks=["tags", "poster"], length_range=(1, 12), reward_edges=[0.5])
+    assert dict(custom.focus_bias) == {"tags": FOCUS_BIAS["tags"], "poster": 0.0}
 
 
 def test_round_trip_through_a_checkpoint_directory(tmp_path):
