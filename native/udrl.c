@@ -225,15 +225,25 @@ static size_t space_at(const unsigned char *s, size_t avail) {
     return 0;
 }
 
-static int count_words(const char *text, size_t len) {
+/* The next word of text[0..len) from *pos, as Python's str.split() finds them: its start and
+   length; 0 when there is none left. */
+static int next_word(const char *text, size_t len, size_t *pos, size_t *start, size_t *wlen) {
     const unsigned char *s = (const unsigned char *)text;
-    size_t i = 0;
-    int words = 0, in_word = 0;
-    while (i < len) {
-        size_t w = space_at(s + i, len - i);
-        if (w) { in_word = 0; i += w; }
-        else { if (!in_word) words++; in_word = 1; i++; }
-    }
+    size_t i = *pos, w;
+    while (i < len && (w = space_at(s + i, len - i)) > 0) i += w;
+    *pos = i;
+    if (i >= len) return 0;
+    *start = i;
+    while (i < len && !space_at(s + i, len - i)) i++;
+    *wlen = i - *start;
+    *pos = i;
+    return 1;
+}
+
+static int count_words(const char *text, size_t len) {
+    size_t pos = 0, start, wlen;
+    int words = 0;
+    while (next_word(text, len, &pos, &start, &wlen)) words++;
     return words;
 }
 
@@ -255,21 +265,6 @@ static char *normalize_spaces(const char *text) {
     }
     out[o] = '\0';
     return out;
-}
-
-/* The next word of text[0..len) from *pos, as Python's str.split() finds them: its start and
-   length; 0 when there is none left. */
-static int next_word(const char *text, size_t len, size_t *pos, size_t *start, size_t *wlen) {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t i = *pos, w;
-    while (i < len && (w = space_at(s + i, len - i)) > 0) i += w;
-    *pos = i;
-    if (i >= len) return 0;
-    *start = i;
-    while (i < len && !space_at(s + i, len - i)) i++;
-    *wlen = i - *start;
-    *pos = i;
-    return 1;
 }
 
 /* Python's string.punctuation: the ASCII punctuation query focus strips from words. */
@@ -773,11 +768,11 @@ static int is_stopword(const udrl_model *m, const char *key) {
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
     focus_word *words = NULL;
-    int i, k;
+    int i, k, most = count_words(query, len);
     *n = 0;
     *status = UDRL_OK;
-    if (count_words(query, len) == 0) return NULL;
-    if (!(words = calloc((size_t)count_words(query, len), sizeof *words))) {
+    if (most == 0) return NULL;
+    if (!(words = calloc((size_t)most, sizeof *words))) {
         *status = fail(m, UDRL_E_MEMORY, "out of memory");
         return NULL;
     }
