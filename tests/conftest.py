@@ -37,6 +37,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> 
 
 
 @pytest.fixture(scope="session")
+def tiny_second_stage(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path, tiny_run: Path) -> Path:
+    """A 40-step second stage of the tiny run, started from its final model; returns its run directory."""
+    from udrl.trainer import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny-stage2"
+    train(TrainConfig(
+        data=[str(synthetic_data)], out_dir=str(run), init=str(tiny_run / "model"), length_max=16,
+        max_steps=40, lr=5e-4, warmup_steps=10, eval_interval=20, checkpoint_interval=20, adherence_samples=16,
+        threads=2,
+    ))
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_artifacts(tiny_run, tmp_path_factory) -> dict[str, Path]:
     """The tiny run exported to f32 GGUF and fp32 ONNX, next to a copy of its checkpoint."""
     import shutil

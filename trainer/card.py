@@ -57,17 +57,34 @@ def _load_json(path: str | Path) -> Any:
 
 
 def _run_info(run_dir: Path) -> dict[str, Any]:
-    """Configuration, final validation figures and wall-clock time of one training run."""
+    """Configuration, final validation figures and wall-clock time of one training run.
+
+    A second stage (a run started with ``--init`` from another run's model) carries its first stage
+    under ``"stages"``, and its curves continue the first stage's steps.
+    """
     config = _load_json(run_dir / "train_config.json")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r for r in rows if "val_loss" in r]
     manifest = _load_json(run_dir / "model" / "udrl.json")
-    # Wall clock from the run directory: the config is written at the start, the model published at the end.
-    seconds = (run_dir / "model" / "udrl.json").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
+    # Wall clock from the run directory: the config is written at the start, the weights at the end
+    # (not udrl.json, which `udrl focus --write` rewrites later).
+    seconds = (run_dir / "model" / "model.safetensors").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
+    parent_run = Path(config["init"]).parent if config.get("init") else None
+    stages: list[dict[str, Any]] = []
+    if parent_run is not None and (parent_run / "train_config.json").exists():
+        first = _run_info(parent_run)
+        stages = first["stages"] + [{"config": config, "seconds": seconds}]
+        offset = first["train"][-1]["step"] if first["train"] else 0
+        rows = first["evals"] + first["train"] + [{**r, "step": r["step"] + offset} for r in rows]
+    else:
+        stages = [{"config": config, "seconds": seconds}]
+    evals = [r for r in rows if "val_loss" in r]
     return {"config": config, "final": evals[-1] if evals else {}, "evals": evals,
-            "train": [r for r in rows if "train_loss" in r], "manifest": manifest, "seconds": seconds}
+            "train": [r for r in rows if "train_loss" in r], "manifest": manifest,
+            "seconds": sum(stage["seconds"] for stage in stages), "stages": stages}
 
 
+# The recipe of each training stage, in order (`make model`).
+RECIPES = ("trainer/recipes/mini.json", "trainer/recipes/mini-stage2.json")
 RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
                "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
 # Manifest fields that fix how a run's prompts were written.
@@ -78,6 +95,8 @@ def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> li
     """How an ablation run's recipe, prompt format and training data differ from the shipped run's (empty if none)."""
     diffs = [f"{k} {run['config'].get(k)!r} (shipped {shipped['config'].get(k)!r})"
              for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
+    if len(run["stages"]) != len(shipped["stages"]):
+        diffs.append(f"training stages {len(run['stages'])} (shipped {len(shipped['stages'])})")
     diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
               for k in FORMAT_KEYS if run["manifest"].get(k, "") != shipped["manifest"].get(k, "")]
     # The data path stays the same when the committed dataset grows; its digest does not.
@@ -85,6 +104,11 @@ def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> li
     if ran_on != shipped_on:
         diffs.append(f"training data {str(ran_on)[:19]} (shipped {str(shipped_on)[:19]})")
     return diffs
+
+
+def _stage_minutes(run: Mapping[str, Any]) -> str:
+    """A run's wall clock, stage by stage: "77 + 56 min"."""
+    return " + ".join(f"{stage['seconds'] / 60:.0f}" for stage in run["stages"]) + " min"
 
 
 def _variant(conditioning: Sequence[str]) -> str:
@@ -293,18 +317,27 @@ def build_card(config: CardConfig) -> Path:
 
     main = shipped_run or next(iter(runs.values()), None)
     if main:
-        c, m = main["config"], main["manifest"]
-        timing = (f"the shipped run took {main['seconds'] / 60:.0f} min on {c.get('threads') or 'default'} thread(s)"
-                  if config.shipped_run else
-                  f"`make model` trains the variants side by side, {c.get('threads') or 'default'} thread(s) each: "
-                  + ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in runs.items()))
+        c, m, stages = main["config"], main["manifest"], main["stages"]
+        threads = c.get("threads") or "default"
+        timing = (f"the shipped run took {_stage_minutes(main)} on {threads} thread(s)" if config.shipped_run else
+                  f"`make model` trains the variants side by side, {threads} thread(s) each: "
+                  + ", ".join(f"{name} {_stage_minutes(info)}" for name, info in runs.items()))
+        recipes = [f"`{RECIPES[i]}`" if i < len(RECIPES) else f"stage {i + 1}" for i in range(len(stages))]
+        how = (f"{recipes[0]}, trained from scratch on CPU" if len(stages) == 1 else
+               f"trained on CPU in {len(stages)} stages, each after the first starting from the previous one's "
+               f"weights with a warm-up and cosine cycle of its own: {', then '.join(recipes)}")
         lines += ["## Training recipe", "",
-                  f"`trainer/recipes/mini.json`, trained from scratch on CPU: {m['model'].get('n_params', 0) / 1e6:.2f}M "
+                  f"{how}: {m['model'].get('n_params', 0) / 1e6:.2f}M "
                   f"parameters ({m['model'].get('n_layer')} layers, {m['model'].get('n_embd')} wide, context "
                   f"{m['model'].get('n_ctx')}), byte-level BPE of {m['model'].get('vocab_size', 0):,} tokens trained on the data; "
                   "loss on output tokens only; AdamW, warm-up then cosine decay; prompt "
                   f"`{m.get('template')}`, output prefix {m.get('output_prefix', '')!r}. Wall clock: {timing}.", ""]
-        lines += _table(["option", "value"], [(k, c[k]) for k in RECIPE_KEYS if k in c])
+        if len(stages) == 1:
+            lines += _table(["option", "value"], [(k, c[k]) for k in RECIPE_KEYS if k in c])
+        else:
+            keys = [k for k in RECIPE_KEYS if any(k in stage["config"] for stage in stages)]
+            lines += _table(["option", *(f"stage {i + 1}" for i in range(len(stages)))],
+                            [(k, *(stage["config"].get(k, "") for stage in stages)) for k in keys])
         if plotted:
             lines += ["", "![training](card-loss.png)", ""]
 
@@ -327,7 +360,7 @@ def build_card(config: CardConfig) -> Path:
                 raise UdrlError(f"cannot read the card notes {config.notes}: {exc}") from None
         lines += [""]
 
-    lines += ["## Reproduce", "", "```bash", "make model   # train the three variants, export, evaluate, write this card",
+    lines += ["## Reproduce", "", "```bash", "make model   # train the three variants (two stages each), export, evaluate, write this card",
               "```", "", "## Limitations", "",
               "- Trained on outputs of a 270M teacher: it inherits the teacher's style and mistakes, and relevance is "
               "measured by the same small judge that labelled the data.",

@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.errors import ConfigError, DatasetError
-from udrl.manifest import Manifest, file_digest, write_atomic
+from udrl.manifest import MANIFEST_FILENAME, Manifest, file_digest, load_manifest, write_atomic
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -260,6 +260,15 @@ def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: S
     return PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
 
 
+def _preset_of(config: TrainConfig) -> str | None:
+    """The architecture preset of the model a run trains: a second stage (``--init`` a udrl checkpoint)
+    keeps its parent's; a foreign pretrained GPT-2 has none."""
+    if not config.init:
+        return config.preset
+    parent = Path(config.init) / MANIFEST_FILENAME
+    return load_manifest(parent).model.get("preset") if parent.exists() else None
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a run; returns the directory of the final checkpoint (``run/model``)."""
     config = _resolve_config(config)
@@ -330,7 +339,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     n_ctx = model.config.n_positions
     manifest = manifest.replace(model={
         "architecture": "gpt2",
-        "preset": None if config.init else config.preset,
+        "preset": _preset_of(config),
         "n_params": count_parameters(model),
         "n_layer": model.config.n_layer,
         "n_head": model.config.n_head,

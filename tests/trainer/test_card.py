@@ -1,4 +1,6 @@
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -62,7 +64,7 @@ def test_card_cli_checks_name_path_pairs(reports, tmp_path):
 
 def test_card_says_when_the_ablation_ran_an_earlier_recipe_or_dataset_than_the_shipped_model(reports, tiny_run, tmp_path):
     older = tmp_path / "older-run"
-    (older / "model").mkdir(parents=True)
+    shutil.copytree(tiny_run / "model", older / "model")
     config = json.loads((tiny_run / "train_config.json").read_text())
     (older / "train_config.json").write_text(json.dumps({**config, "max_steps": config["max_steps"] // 2}))
     (older / "metrics.jsonl").write_text((tiny_run / "metrics.jsonl").read_text())
@@ -100,3 +102,15 @@ def test_card_shows_how_the_query_focus_bonus_was_chosen(reports, tmp_path):
     assert "## Query focus: how the bonus was chosen" in text
     assert "| tags | 0.900 (100%) | 0.600 (90%) rel 0.500 | 0.850 (95%) rel 0.700 | **4** |" in text
     assert "held-out queries 100 to 101" in text
+
+
+def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_second_stage, tmp_path):
+    text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
+                                 ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(tiny_run)},
+                                 shipped_run=str(tiny_second_stage))).read_text()
+    assert "in 2 stages" in text and "`trainer/recipes/mini.json`, then `trainer/recipes/mini-stage2.json`" in text
+    assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 200 | 40 |" in text
+    assert re.search(r"the shipped run took \d+ \+ \d+ min", text)
+    # the one-stage ablation run is not the shipped recipe, and the card says how
+    assert "training stages 1 (shipped 2)" in text and "max_steps 200 (shipped 40)" in text
+    assert (tmp_path / "card" / "card-loss.png").stat().st_size > 0

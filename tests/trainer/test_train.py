@@ -184,6 +184,22 @@ def test_a_word_copied_from_the_query_is_the_same_token_in_the_output(tiny_run):
     assert tokenizer.decode(example.output[:-1]) == " summer, flyer, camp"
 
 
+def test_a_second_stage_starts_where_the_first_ended(tiny_run, tiny_second_stage):
+    """--init with a udrl checkpoint continues it: same weights, tokenizer and preset, a new schedule."""
+    first = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (tiny_second_stage / "metrics.jsonl").read_text().splitlines()]
+    first_val = [r["val_loss"] for r in first if "val_loss" in r]
+    second_val = [r["val_loss"] for r in second if "val_loss" in r]
+    # Step 0 of the second stage evaluates the first stage's final weights on the same held-out split.
+    assert second[0]["step"] == 0 and second_val[0] == pytest.approx(first_val[-1], abs=1e-6)
+    manifest = load_manifest(tiny_second_stage / "model")
+    assert manifest.parent == str(tiny_run / "model") and manifest.model["preset"] == "tiny"
+    parent_model, parent_tokenizer, parent_manifest = load_checkpoint(tiny_run / "model")
+    model, tokenizer, _ = load_checkpoint(tiny_second_stage / "model")
+    assert tokenizer.get_vocab() == parent_tokenizer.get_vocab() and manifest.token_ids == parent_manifest.token_ids
+    assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, parent_model.transformer.h[0].attn.c_attn.weight)
+
+
 def test_manifest_reads_back_from_the_checkpoint(tiny_run):
     assert load_manifest(tiny_run / "model") == verify_checkpoint(tiny_run / "model")
 
