@@ -93,8 +93,11 @@ FORMAT_KEYS = ("template", "output_prefix")
 
 def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> list[str]:
     """How an ablation run's recipe, prompt format and training data differ from the shipped run's (empty if none)."""
-    diffs = [f"{k} {run['config'].get(k)!r} (shipped {shipped['config'].get(k)!r})"
-             for k in RECIPE_KEYS if k != "threads" and run["config"].get(k) != shipped["config"].get(k)]
+    # Stage by stage: a one-stage run is compared with the shipped run's first stage.
+    staged = len(run["stages"]) > 1 or len(shipped["stages"]) > 1
+    diffs = [f"{f'stage {i + 1} ' if staged else ''}{k} {mine['config'].get(k)!r} (shipped {theirs['config'].get(k)!r})"
+             for i, (mine, theirs) in enumerate(zip(run["stages"], shipped["stages"]))
+             for k in RECIPE_KEYS if k != "threads" and mine["config"].get(k) != theirs["config"].get(k)]
     if len(run["stages"]) != len(shipped["stages"]):
         diffs.append(f"training stages {len(run['stages'])} (shipped {len(shipped['stages'])})")
     diffs += [f"prompt {k} {run['manifest'].get(k, '')!r} (shipped {shipped['manifest'].get(k, '')!r})"
@@ -324,8 +327,8 @@ def build_card(config: CardConfig) -> Path:
                   + ", ".join(f"{name} {_stage_minutes(info)}" for name, info in runs.items()))
         recipes = [f"`{RECIPES[i]}`" if i < len(RECIPES) else f"stage {i + 1}" for i in range(len(stages))]
         how = (f"{recipes[0]}, trained from scratch on CPU" if len(stages) == 1 else
-               f"trained on CPU in {len(stages)} stages, each after the first starting from the previous one's "
-               f"weights with a warm-up and cosine cycle of its own: {', then '.join(recipes)}")
+               f"Trained on CPU in {len(stages)} stages ({', then '.join(recipes)}), each after the first "
+               "starting from the previous one's weights with a warm-up and cosine cycle of its own")
         lines += ["## Training recipe", "",
                   f"{how}: {m['model'].get('n_params', 0) / 1e6:.2f}M "
                   f"parameters ({m['model'].get('n_layer')} layers, {m['model'].get('n_embd')} wide, context "
