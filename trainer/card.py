@@ -68,15 +68,13 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     # Wall clock from the run directory: the config is written at the start, the weights at the end
     # (not udrl.json, which `udrl focus --write` rewrites later).
     seconds = (run_dir / "model" / "model.safetensors").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
+    stages = [{"config": config, "seconds": seconds}]
     parent_run = Path(config["init"]).parent if config.get("init") else None
-    stages: list[dict[str, Any]] = []
     if parent_run is not None and (parent_run / "train_config.json").exists():
         first = _run_info(parent_run)
-        stages = first["stages"] + [{"config": config, "seconds": seconds}]
+        stages = first["stages"] + stages
         offset = first["train"][-1]["step"] if first["train"] else 0
         rows = first["evals"] + first["train"] + [{**r, "step": r["step"] + offset} for r in rows]
-    else:
-        stages = [{"config": config, "seconds": seconds}]
     evals = [r for r in rows if "val_loss" in r]
     return {"config": config, "final": evals[-1] if evals else {}, "evals": evals,
             "train": [r for r in rows if "train_loss" in r], "manifest": manifest,
