@@ -102,7 +102,8 @@ def _cmd_focus(args: argparse.Namespace) -> int:
     from .focus import DEFAULT_GRID, FocusConfig, markdown, tune_focus
 
     config = FocusConfig(model=args.model, data=args.data, first_query=args.first_query, queries=args.queries,
-                         grid=args.grid or DEFAULT_GRID, threads=args.threads, write=args.write, out=args.out)
+                         grid=args.grid or DEFAULT_GRID, refine=args.refine, threads=args.threads, write=args.write,
+                         out=args.out)
     print(markdown(tune_focus(config)))
     return 0
 
@@ -203,6 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--first-query", type=int, default=100, help="first held-out query (eval uses the first 100)")
     f.add_argument("--queries", type=int, default=100)
     f.add_argument("--grid", type=float, nargs="+", metavar="BONUS", help="bonuses to try (default 0-6, 8, 10)")
+    f.add_argument("--refine", type=int, default=3, metavar="N",
+                   help="halvings of the grid step above each task's choice (default 3; 0 keeps the grid's choice)")
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
     f.add_argument("--out", help="JSON report path")

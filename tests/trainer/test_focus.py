@@ -4,7 +4,7 @@ import pytest
 
 from udrl.errors import ManifestError
 from udrl.manifest import load_manifest
-from udrl.trainer.focus import FocusConfig, choose, markdown, tune_focus
+from udrl.trainer.focus import FocusConfig, choose, markdown, refine, tune_focus
 from udrl.trainer.judge import Judge
 
 
@@ -22,6 +22,29 @@ def test_the_largest_bonus_that_copies_no_more_than_the_teacher_and_stays_well_f
     assert choose({0.0: row(0.7, 1.0), 2.0: row(0.8, 1.0)}, teacher) == 0.0
 
 
+def test_refining_bisects_the_step_above_the_grid_choice_and_keeps_the_rule():
+    teacher = row(0.55, 1.0)
+    tried = []
+
+    def run(bonus: float) -> dict:  # share grows with the bonus; format drops past 2.7
+        tried.append(bonus)
+        return row(0.3 + 0.1 * bonus, 1.0 if bonus < 2.7 else 0.9)
+
+    rows = {b: run(b) for b in (0.0, 1.0, 2.0, 3.0)}
+    tried.clear()
+    assert refine(rows, teacher, run, rounds=3) == 2.5
+    assert tried == [2.5, 2.75, 2.625] and set(rows) == {0.0, 1.0, 2.0, 3.0, 2.5, 2.75, 2.625}
+    # the refined choice is the grid rule applied to everything tried
+    assert choose(rows, teacher) == 2.5
+    teacher = row(0.62, 1.0)  # share fits up to 3.2, but format drops past 2.7
+    rows = {b: run(b) for b in (0.0, 1.0, 2.0, 3.0)}
+    assert refine(rows, teacher, run, rounds=4) == 2.6875
+    # nothing above the grid's choice: nothing to refine, no runs
+    tried.clear()
+    assert refine({0.0: row(0.3, 1.0), 1.0: row(0.4, 1.0)}, teacher, run, rounds=3) == 1.0 and not tried
+    assert refine({0.0: row(0.7, 1.0), 1.0: row(0.8, 1.0)}, teacher, run, rounds=0) == 0.0
+
+
 def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artifacts, synthetic_data, tmp_path):
     checkpoint = tmp_path / "model"
     shutil.copytree(tiny_artifacts["torch"], checkpoint)
@@ -30,9 +53,12 @@ def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artif
     report = tune_focus(config, judge=Judge(threads=2))
     assert report["queries"] == [2, 4] and report["grid"] == [0.0, 50.0]
     tasks = ("image", "search", "headline", "tags")
-    assert set(report["chosen"]) == set(tasks) and all(b in (0.0, 50.0) for b in report["chosen"].values())
-    for task in tasks:  # the choice follows the rule on the figures the report shows
+    assert set(report["chosen"]) == set(tasks) and all(0.0 <= b <= 50.0 for b in report["chosen"].values())
+    for task in tasks:  # the choice follows the rule on the figures the report shows, refinements included
         at = {b: report["model_at"][str(b)][task] for b in report["grid"]}
+        refined = report["refined"][task]
+        assert len(refined) in (0, 3) and all(0.0 < float(b) < 50.0 for b in refined)
+        at.update({float(b): s for b, s in refined.items()})
         assert report["chosen"][task] == choose(at, report["teacher"][task])
     # a random-weight model copies more of the request when focused
     assert sum(report["model_at"]["50.0"][t]["query_word_share"] for t in tasks) > \
