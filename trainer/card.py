@@ -81,12 +81,30 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
             "seconds": sum(stage["seconds"] for stage in stages), "stages": stages}
 
 
-# The recipe of each training stage, in order (`make model`).
-RECIPES = ("trainer/recipes/mini.json", "trainer/recipes/mini-stage2.json")
+# The committed training recipes (`make model` runs them in order, one stage each).
+RECIPE_DIR = Path(__file__).parent / "recipes"
 RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
                "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
 # Manifest fields that fix how a run's prompts were written.
 FORMAT_KEYS = ("template", "output_prefix")
+
+
+def recipe_of(stage_config: Mapping[str, Any], recipe_dir: Path = RECIPE_DIR) -> str | None:
+    """The committed recipe a training stage ran (``trainer/recipes/NAME.json``), or None.
+
+    A run stores its resolved configuration, not the file it came from; a recipe matches when every
+    option it sets, except the data paths and the thread count (a run may be given more threads),
+    has the stage's value.
+    """
+    for path in sorted(recipe_dir.glob("*.json")):
+        try:
+            recipe = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(recipe, dict) and all(stage_config.get(k) == v for k, v in recipe.items()
+                                            if k not in ("data", "threads")):
+            return f"trainer/recipes/{path.name}"
+    return None
 
 
 def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> list[str]:
@@ -278,7 +296,8 @@ def build_card(config: CardConfig) -> Path:
                   "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
                   "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
                   "share of its output words from the request than the teacher does and writes no fewer well-formed "
-                  "outputs than with focus off (0 when none qualifies). Relevance, which only rises with the bonus, "
+                  "outputs than with focus off (0 when none qualifies), refined per task by halving the step above "
+                  "the grid's choice (when the report has refinements). Relevance, which only rises with the bonus, "
                   "plays no part.", "", focus_markdown(_load_json(config.focus)).rstrip(), ""]
 
     if ablation:
@@ -323,7 +342,8 @@ def build_card(config: CardConfig) -> Path:
         timing = (f"the shipped run took {_stage_minutes(main)} on {threads} thread(s)" if config.shipped_run else
                   f"`make model` trains the variants side by side, {threads} thread(s) each: "
                   + ", ".join(f"{name} {_stage_minutes(info)}" for name, info in runs.items()))
-        recipes = [f"`{RECIPES[i]}`" if i < len(RECIPES) else f"stage {i + 1}" for i in range(len(stages))]
+        recipes = [f"`{name}`" if (name := recipe_of(stage["config"])) else f"stage {i + 1} (no committed recipe)"
+                   for i, stage in enumerate(stages)]
         how = (f"{recipes[0]}, trained from scratch on CPU" if len(stages) == 1 else
                f"Trained on CPU in {len(stages)} stages ({', then '.join(recipes)}), each after the first "
                "starting from the previous one's weights with a warm-up and cosine cycle of its own")
@@ -361,7 +381,10 @@ def build_card(config: CardConfig) -> Path:
                 raise UdrlError(f"cannot read the card notes {config.notes}: {exc}") from None
         lines += [""]
 
-    lines += ["## Reproduce", "", "```bash", "make model   # train the three variants (two stages each), export, evaluate, write this card",
+    stage_count = len(main["stages"]) if main else 1
+    stages_each = f"{stage_count} stage{'s' * (stage_count > 1)} each"
+    lines += ["## Reproduce", "", "```bash",
+              f"make model   # train the three variants ({stages_each}), export, evaluate, write this card",
               "```", "", "## Limitations", "",
               "- Trained on outputs of a 270M teacher: it inherits the teacher's style and mistakes, and relevance is "
               "measured by the same small judge that labelled the data.",

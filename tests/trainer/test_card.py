@@ -3,11 +3,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from udrl.errors import UdrlError
-from udrl.trainer.card import CardConfig, build_card, targets
+from udrl.trainer import card as card_module
+from udrl.trainer.card import CardConfig, build_card, recipe_of, targets
 from udrl.trainer.judge import Judge
 from udrl.trainer.quality import EvalConfig, evaluate_quality
 
@@ -108,7 +110,9 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
     text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
                                  ablation={"udrl": str(reports / "abl.json")}, runs={"udrl": str(tiny_run)},
                                  shipped_run=str(tiny_second_stage))).read_text()
-    assert "in 2 stages" in text and "`trainer/recipes/mini.json`, then `trainer/recipes/mini-stage2.json`" in text
+    # the tiny test stages ran none of the committed recipes, and the card does not pretend they did
+    assert "in 2 stages (stage 1 (no committed recipe), then stage 2 (no committed recipe))" in text
+    assert "train the three variants (2 stages each)" in text
     assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 200 | 40 |" in text
     assert re.search(r"the shipped run took \d+ \+ \d+ min", text)
     # the one-stage ablation run is not the shipped recipe, and the card says how
@@ -116,3 +120,17 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
     assert "than the shipped model's (below), so their rows compare with each other, not with the shipped model: " \
         "training stages 1 (shipped 2)." in text
     assert (tmp_path / "card" / "card-loss.png").stat().st_size > 0
+
+
+def test_a_stage_is_named_by_the_committed_recipe_whose_options_it_ran(tmp_path):
+    recipes = Path(card_module.__file__).parent / "recipes"
+    for name in ("mini.json", "mini-stage2.json", "mini-stage3.json"):
+        recipe = json.loads((recipes / name).read_text())
+        # a run's resolved config: every option, the recipe's among them; more threads than the recipe's
+        ran = {**recipe, "init": "runs/x/model", "out_dir": "runs/y", "threads": 2, "grad_clip": 1.0}
+        assert recipe_of(ran) == f"trainer/recipes/{name}"
+        assert recipe_of({**ran, "lr": recipe["lr"] / 3}) is None
+    (tmp_path / "a.json").write_text(json.dumps({"lr": 0.1, "max_steps": 5}))
+    (tmp_path / "broken.json").write_text("{not json")
+    assert recipe_of({"lr": 0.1, "max_steps": 5, "seed": 1}, tmp_path) == "trainer/recipes/a.json"
+    assert recipe_of({"lr": 0.1}, tmp_path) is None  # the recipe sets max_steps too
