@@ -5,8 +5,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 MODEL  ?= runs/model
 SHIPPED := sdk/models/udrl-mini-q8_0.gguf
-TRAIN  := OMP_NUM_THREADS=1 $(BIN)/udrl train --config trainer/recipes/mini.json
-STAGE2 := OMP_NUM_THREADS=1 $(BIN)/udrl train --config trainer/recipes/mini-stage2.json
+# The shipped model's training stages, in order: each after the first starts from the previous
+# stage's weights with a warm-up and cosine cycle of its own.
+RECIPES ?= trainer/recipes/mini.json trainer/recipes/mini-stage2.json trainer/recipes/mini-stage3.json \
+           trainer/recipes/mini-stage3.json
+STAGES := $(words $(RECIPES))
 
 .PHONY: setup run demo test test-slow model model-artifacts data bench clean
 
@@ -43,22 +46,23 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-# The shipped default model and its card, from the committed data (about 7 hours on two cores): the
-# three ablation variants of one recipe trained side by side (one thread each) in two stages (mini.json
-# from scratch, then mini-stage2.json from its weights: a second warm-up and cosine cycle), the UDRL
+# The shipped default model and its card, from the committed data (about 11 hours on two cores): the
+# three ablation variants of one recipe trained side by side (one thread each), stage by stage through
+# $(RECIPES) (the last stage's runs in $(MODEL)/NAME, earlier ones in $(MODEL)/stageN/NAME), the UDRL
 # one's query-focus bonus chosen beside the teacher (`udrl focus`, about 10 minutes), exported to GGUF
 # q8_0 (shipped), ONNX int8 and Core ML int8 (verified), everything evaluated on held-out queries (the
 # shipped model beside the teacher), then the card in sdk/models/README.md.
 model: setup
-	rm -rf $(MODEL) && mkdir -p $(MODEL)/stage1
-	train() { stage=$$1 name=$$2; shift 2; \
-	    if [ $$stage = 1 ]; then $(TRAIN) --out $(MODEL)/stage1/$$name "$$@"; \
-	    else $(STAGE2) --init $(MODEL)/stage1/$$name/model --out $(MODEL)/$$name "$$@"; fi \
+	rm -rf $(MODEL) && mkdir -p $(MODEL)
+	run_dir() { if [ $$1 = $(STAGES) ]; then echo $(MODEL)/$$2; else echo $(MODEL)/stage$$1/$$2; fi; }; \
+	train() { stage=$$1 recipe=$$2 name=$$3; shift 3; \
+	    if [ $$stage = 1 ]; then init=; else init="--init $$(run_dir $$((stage - 1)) $$name)/model"; fi; \
+	    OMP_NUM_THREADS=1 $(BIN)/udrl train --config $$recipe $$init --out $$(run_dir $$stage $$name) "$$@" \
 	        > $(MODEL)/$$name.stage$$stage.log 2>&1; }; \
-	for stage in 1 2; do \
-	    train $$stage udrl --conditioning length reward & a=$$!; \
-	    train $$stage noreward --conditioning length & b=$$!; \
-	    train $$stage nocmd --conditioning & c=$$!; \
+	stage=0; for recipe in $(RECIPES); do stage=$$((stage + 1)); \
+	    train $$stage $$recipe udrl --conditioning length reward & a=$$!; \
+	    train $$stage $$recipe noreward --conditioning length & b=$$!; \
+	    train $$stage $$recipe nocmd --conditioning & c=$$!; \
 	    wait $$a && wait $$b && wait $$c || exit 1; \
 	done
 	$(MAKE) model-artifacts
