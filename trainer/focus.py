@@ -12,9 +12,9 @@ a grid and the teacher answers once, and per task the chosen bonus is the larges
 0 (off) when no bonus qualifies. The grid is coarse, and a task's share can sit a hair above or below
 the teacher's at a grid point, so the choice is then refined per task: ``refine`` times, the model
 answers that task's requests halfway between the best qualifying bonus so far and the next bonus
-up that does not qualify, and the half that keeps the rule is kept. The chosen bonus thus lands
-within 1/8 of a grid step of where the model's share meets the teacher's, instead of a whole step
-below it. ``--write DIR`` puts the result into a checkpoint directory's
+up that does not qualify, and the half that keeps the rule is kept. With the default three
+halvings the chosen bonus lands within 1/8 of a grid step of where the model's share meets the
+teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a checkpoint directory's
 manifest, so every artifact exported from it afterwards carries it.
 
     udrl focus runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write runs/mini/model
@@ -92,6 +92,8 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
     grid = sorted({float(b) for b in config.grid} | {0.0})
     if any(b < 0 for b in grid):
         raise UdrlError(f"focus bonuses must be >= 0, got {list(config.grid)}")
+    if config.refine < 0:
+        raise UdrlError(f"refine is a number of halvings, 0 or more; got {config.refine}")
     write_to = None
     if config.write:
         write_to = load_manifest(config.write)  # fail before the long run, not after it

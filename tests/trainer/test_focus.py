@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from udrl.errors import ManifestError
+from udrl.errors import ManifestError, UdrlError
 from udrl.manifest import load_manifest
 from udrl.trainer.focus import FocusConfig, choose, markdown, refine, tune_focus
 from udrl.trainer.judge import Judge
@@ -70,3 +70,5 @@ def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artif
 def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts, synthetic_data, tmp_path):
     with pytest.raises(ManifestError, match="no udrl manifest"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], write=str(tmp_path)))
+    with pytest.raises(UdrlError, match="refine is a number of halvings, 0 or more; got -1"):
+        tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
