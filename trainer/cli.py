@@ -108,6 +108,15 @@ def _cmd_focus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from .rollout import RolloutConfig, rollout
+
+    rollout(RolloutConfig(model=args.model, data=args.data, out=args.out, tasks=args.tasks, samples=args.samples,
+                          temperature=args.temperature, top_p=args.top_p, queries=args.queries, seed=args.seed,
+                          threads=args.threads))
+    return 0
+
+
 def _cmd_card(args: argparse.Namespace) -> int:
     from .card import CardConfig, build_card
 
@@ -210,6 +219,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
     f.add_argument("--out", help="JSON report path")
     f.set_defaults(func=_cmd_focus)
+
+    r = sub.add_parser("rollout", help="a second UDRL round: the student answers its training queries, "
+                       "judged and relabelled (resumable)")
+    r.add_argument("model", help="the trained student artifact (.gguf fastest)")
+    r.add_argument("--data", action="append", required=True, help="the data it was trained on (its training split)")
+    r.add_argument("--out", required=True, help="records to write (.jsonl or .jsonl.gz); resumed if its log exists")
+    r.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to ask (default: all of the model's)")
+    r.add_argument("--samples", type=int, default=8, help="outputs per query, task and length (default 8)")
+    r.add_argument("--temperature", type=float, default=0.8)
+    r.add_argument("--top-p", type=float, default=0.95)
+    r.add_argument("--queries", type=int, help="only the first N training queries (default: all)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=2)
+    r.set_defaults(func=_cmd_rollout)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")
     s.add_argument("out", help="JSONL file to write")

@@ -51,8 +51,12 @@ def read_raw(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig) -> tuple[list[dict], dict]:
-    """Score, filter and relabel; returns the training records and the counts for the card."""
+def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig,
+            edges: Sequence[float] | None = None) -> tuple[list[dict], dict]:
+    """Score, filter and relabel; returns the training records and the counts for the card.
+
+    The reward edges are quantiles of these scores unless ``edges`` fixes them (a later round of
+    data relabelled on the scale of the first)."""
     dropped: collections.Counter[str] = collections.Counter()
     candidates = []
     for row in rows:
@@ -72,7 +76,7 @@ def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig)
     relevance = judge.relevance([r["query"] for r in candidates], [r["output"] for r in candidates])
     # Edges from the scores as written, so that the trainer recomputes exactly the same ones.
     scores = [round(float(s), 5) for s in relevance]
-    edges = quantile_edges(scores, config.reward_levels)
+    edges = list(edges) if edges is not None else quantile_edges(scores, config.reward_levels)
     records = [
         {"query": r["query"], "task": r["task"], "output": r["output"], "words": count_words(r["output"]),
          "score": s, "reward": reward_level_for(edges, s), "requested": r["requested"]}

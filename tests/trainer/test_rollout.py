@@ -1,0 +1,65 @@
+import dataclasses
+import gzip
+import json
+
+import pytest
+
+from udrl.artifacts import read_manifest
+from udrl.commands import count_words, reward_level_for
+from udrl.errors import ConfigError
+from udrl.trainer.dataset import read_records, split_by_query
+from udrl.trainer.judge import Judge
+from udrl.trainer.rollout import RolloutConfig, plan_jobs, rollout
+
+TASKS = ["headline", "tags"]
+
+
+def read_gz(path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_the_student_answers_training_queries_and_its_outputs_are_relabelled_on_its_own_scale(
+        tiny_artifacts, synthetic_data, tmp_path):
+    model = tiny_artifacts["llama"]
+    manifest = read_manifest(model)
+    lengths = (manifest.length_min, manifest.length_max)
+    config = RolloutConfig(model=str(model), data=[str(synthetic_data)], out=str(tmp_path / "r" / "round2.jsonl.gz"),
+                           tasks=TASKS, samples=3, queries=5)
+    judge = Judge(threads=2)
+    path = rollout(config, judge=judge)
+    records = read_gz(path)
+
+    _, held_out = split_by_query(read_records([synthetic_data], manifest.tasks, lengths, skip_invalid=True).records, 0.05)
+    assert records and not {r["query"] for r in records} & {r.query for r in held_out}
+    assert {r["task"] for r in records} <= set(TASKS) and len({r["query"] for r in records}) <= 5
+    for r in records:  # the model's edges, not quantiles of these scores
+        assert r["reward"] == reward_level_for(manifest.reward_edges, r["score"])
+        assert r["words"] == count_words(r["output"]) and r["requested"] == r["words"]  # the length guard holds
+    assert len({(r["query"], r["task"], r["output"].lower()) for r in records}) == len(records)  # no duplicates
+    # the records are valid training data as they are
+    assert len(read_records([path], manifest.tasks, lengths).records) == len(records)
+
+    jobs = plan_jobs(config, manifest, TASKS)
+    raw = tmp_path / "r" / "round2.raw.jsonl"
+    assert len(raw.read_text().splitlines()) == len(jobs) == 3 * len({(j.task, j.query, j.length) for j in jobs})
+
+    # killed half-way (log cut, torn last line): the run resumes and ends with the same records
+    lines = raw.read_text().splitlines(keepends=True)
+    raw.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:12])
+    assert read_gz(rollout(config, judge=judge)) == records
+    assert len(raw.read_text().splitlines()) == len(jobs)
+
+    with pytest.raises(ConfigError, match="other settings or another model"):
+        rollout(dataclasses.replace(config, samples=4), judge=judge)
+
+
+def test_bad_rollout_settings_are_refused_with_what_is_allowed(tiny_artifacts, synthetic_data, tmp_path):
+    base = RolloutConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], out=str(tmp_path / "x.jsonl"))
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        rollout(dataclasses.replace(base, temperature=0.0))
+    with pytest.raises(ConfigError, match="samples, batch_size and queries must be at least 1"):
+        rollout(dataclasses.replace(base, samples=0))
+    with pytest.raises(ConfigError, match=r"no task\(s\) \['poems'\]; it knows \['image', 'search', 'headline', 'tags'\]"):
+        rollout(dataclasses.replace(base, tasks=["poems"]))
+    assert not (tmp_path / "x.jsonl").exists()

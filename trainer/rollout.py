@@ -1,0 +1,153 @@
+"""A second UDRL round: the trained student answers its own training queries, and its outputs are
+judged and relabelled like the teacher's.
+
+For every (query, task, achieved length) of the training split, the student is asked at the top
+reward level and sampled ``samples`` times. Each output is checked like a teacher's (format,
+length range, duplicates), scored by the same judge, and given the reward level its score falls in
+under the model's own edges (those of the teacher data), so the new records mean what the old ones
+mean. Train on both with the edges fixed (``reward_edges`` in the recipe), or the trainer would
+recompute them over the mixture. Held-out queries (the same hash split, ``val_fraction``) are never
+asked, so evaluation stays clean.
+
+Resumable like distillation: every sample goes to an append-only log next to the output
+(``NAME.raw.jsonl``), keyed by a stable id and seeded from it; a restarted run continues with the
+samples not logged yet and ends with the same records.
+
+    udrl rollout runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --tasks headline \\
+        --samples 8 --out data/rollout/headline.jsonl.gz
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from udrl.errors import ConfigError
+from udrl.manifest import Manifest, file_digest, write_atomic
+
+from .dataset import read_records, split_by_query
+from .distill import JsonlLog, _bar, _batches, _stable_int
+from .judge import Judge
+from .relabel import RelabelConfig, relabel, write_records
+
+
+@dataclasses.dataclass
+class RolloutConfig:
+    model: str  # the student artifact (a GGUF is fastest)
+    data: list[str]  # the data it was trained on (its training split is asked)
+    out: str  # records to write (.jsonl or .jsonl.gz); the log goes next to it
+    tasks: list[str] | None = None  # default: every task of the model
+    samples: int = 8  # outputs per (query, task, length)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    queries: int | None = None  # ask only the first N training queries (by hash order); None: all
+    seed: int = 0
+    val_fraction: float = 0.05  # must match the training run's, so held-out queries stay unseen
+    batch_size: int = 64  # samples per fsynced append
+    threads: int = 2
+
+    def validate(self) -> None:
+        if self.samples < 1 or self.batch_size < 1 or (self.queries is not None and self.queries < 1):
+            raise ConfigError("samples, batch_size and queries must be at least 1")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"a rollout samples: temperature must be > 0 and top_p in (0, 1], got "
+                              f"{self.temperature} and {self.top_p}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    query: str
+    task: str
+    length: int
+
+
+def plan_jobs(config: RolloutConfig, manifest: Manifest, tasks: list[str]) -> list[Job]:
+    """Every (training query, task, achieved length) of the data, ``samples`` times, in a stable order."""
+    # Split over every task's records, as the trainer did, so the held-out queries are the same.
+    records = read_records(config.data, manifest.tasks, (manifest.length_min, manifest.length_max),
+                           skip_invalid=True).records
+    train, _ = split_by_query(records, config.val_fraction)
+    queries = sorted({r.query for r in train}, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+    asked = set(queries[: config.queries] if config.queries else queries)
+    keys = sorted({(r.task, r.query, r.words) for r in train if r.query in asked and r.task in tasks})
+    return [Job(f"{task}:{hashlib.sha1(query.encode()).hexdigest()[:16]}:{words}:{k}", query, task, words)
+            for task, query, words in keys for k in range(config.samples)]
+
+
+def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
+    """Run (or resume) a rollout; returns the path of the relabelled records."""
+    import udrl
+    from udrl.artifacts import read_manifest
+
+    config.validate()
+    manifest = read_manifest(config.model)
+    tasks = list(config.tasks or manifest.tasks)
+    unknown = [t for t in tasks if t not in manifest.tasks]
+    if unknown:
+        raise ConfigError(f"the model has no task(s) {unknown}; it knows {list(manifest.tasks)}")
+    if not manifest.reward_edges:
+        raise ConfigError(f"{config.model} has no reward levels: a rollout relabels by reward, "
+                          "so it needs a model trained with the reward command")
+    out = Path(config.out)
+    stem = out.name.split(".")[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("threads", "batch_size")},
+                "model_digest": file_digest(_files(Path(config.model)))}
+    saved = out.parent / f"{stem}.rollout.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise ConfigError(f"{saved} records a rollout with other settings or another model; resume it with "
+                          "the same ones, or choose another --out")
+    write_atomic(saved, json.dumps(settings, indent=2) + "\n")
+
+    t0 = time.time()
+    jobs = plan_jobs(config, manifest, tasks)
+    log = JsonlLog(out.parent / f"{stem}.raw.jsonl")
+    pending = [j for j in jobs if j.id not in log.ids]
+    bar = _bar(len(jobs), len(jobs) - len(pending), "rollout")
+    with udrl.load(config.model, threads=config.threads) as model:
+        for batch in _batches(pending, config.batch_size):
+            log.append([{"id": j.id, "query": j.query, "task": j.task, "requested": j.length,
+                         "output": model.generate(j.query, task=j.task, length=j.length,
+                                                  temperature=config.temperature, top_p=config.top_p,
+                                                  seed=_stable_int(config.seed, j.id)).text}
+                        for j in batch])
+            bar.update(len(batch))
+    bar.close()
+
+    planned = {j.id for j in jobs}
+    seen: set[tuple[str, str, str]] = set()
+    rows: list[dict[str, Any]] = []
+    left_out = {"empty": 0, "duplicate": 0}
+    for row in log.rows:
+        key = (row["query"], row["task"], row["output"].lower())
+        if row["id"] not in planned:
+            continue
+        if not row["output"].strip() or key in seen:
+            left_out["empty" if not row["output"].strip() else "duplicate"] += 1
+            continue
+        seen.add(key)
+        rows.append(row)
+    records, stats = relabel(rows, judge or Judge(threads=config.threads),
+                             RelabelConfig(reward_levels=manifest.reward_levels, length_min=manifest.length_min,
+                                           length_max=manifest.length_max), edges=manifest.reward_edges)
+    stats["dropped"].update({k: n for k, n in left_out.items() if n})
+    path = write_records(records, out)
+    levels = {lvl: sum(r["reward"] == lvl for r in records) for lvl in range(manifest.reward_levels)}
+    print(f"{len(records)} records from {len(jobs)} samples ({json.dumps(stats['dropped'])} left out) in "
+          f"{time.time() - t0:.0f} s -> {path}; records per reward level {levels} under edges "
+          f"{list(manifest.reward_edges)}")
+    return path
+
+
+def _files(path: Path) -> list[Path]:
+    """The files an artifact is made of (a GGUF or ONNX file, or a checkpoint directory)."""
+    if not path.exists():
+        raise ConfigError(f"model not found: {path}")
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
