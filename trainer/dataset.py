@@ -123,9 +123,14 @@ def read_records(
     return LoadReport(records, skipped)
 
 
+def query_hash(query: str) -> str:
+    """The stable order of queries that the held-out split takes its first ones from."""
+    return hashlib.sha256(query.encode()).hexdigest()
+
+
 def split_by_query(records: Sequence[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
     """Hold out whole queries (never seen in training), chosen by a stable hash of the query."""
-    queries = sorted({r.query for r in records}, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+    queries = sorted({r.query for r in records}, key=query_hash)
     n_val = math.ceil(val_fraction * len(queries)) if val_fraction > 0 else 0
     if n_val >= len(queries):
         raise DatasetError(

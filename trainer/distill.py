@@ -97,6 +97,11 @@ class JsonlLog:
         self.ids.update(r["id"] for r in fresh)
 
 
+def query_id(query: str) -> str:
+    """A short stable id of a query, the middle part of job ids."""
+    return hashlib.sha1(query.encode()).hexdigest()[:16]
+
+
 def _stable_int(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
@@ -179,7 +184,7 @@ def plan_jobs(queries: Sequence[str], config: DistillConfig) -> list[Job]:
     for task in config.tasks:
         lo, hi = LENGTH_SPREAD[task]
         for query in queries:
-            qid = hashlib.sha1(query.encode()).hexdigest()[:16]
+            qid = query_id(query)
             for k in range(config.samples_per_task):
                 job_id = f"{task}:{qid}:{k}"
                 requested = lo + _stable_int(config.seed, job_id) % (hi - lo + 1)

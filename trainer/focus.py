@@ -14,8 +14,8 @@ the teacher's at a grid point, so the choice is then refined per task: ``refine`
 answers that task's requests halfway between the best qualifying bonus so far and the next bonus
 up that does not qualify, and the half that keeps the rule is kept. With the default three
 halvings the chosen bonus lands within 1/8 of a grid step of where the model's share meets the
-teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a checkpoint directory's
-manifest, so every artifact exported from it afterwards carries it.
+teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a
+checkpoint directory's manifest, so every artifact exported from it afterwards carries it.
 
     udrl focus runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write runs/mini/model
 """

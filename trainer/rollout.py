@@ -20,7 +20,6 @@ samples not logged yet and ends with the same records.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from typing import Any
 from udrl.errors import ConfigError
 from udrl.manifest import Manifest, file_digest, write_atomic
 
-from .dataset import read_records, split_by_query
-from .distill import JsonlLog, _bar, _batches, _stable_int
+from .dataset import query_hash, read_records, split_by_query
+from .distill import JsonlLog, _bar, _batches, _stable_int, query_id
 from .judge import Judge
 from .relabel import RelabelConfig, relabel, write_records
 
@@ -74,10 +73,10 @@ def plan_jobs(config: RolloutConfig, manifest: Manifest, tasks: list[str]) -> li
     records = read_records(config.data, manifest.tasks, (manifest.length_min, manifest.length_max),
                            skip_invalid=True).records
     train, _ = split_by_query(records, config.val_fraction)
-    queries = sorted({r.query for r in train}, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+    queries = sorted({r.query for r in train}, key=query_hash)
     asked = set(queries[: config.queries] if config.queries else queries)
     keys = sorted({(r.task, r.query, r.words) for r in train if r.query in asked and r.task in tasks})
-    return [Job(f"{task}:{hashlib.sha1(query.encode()).hexdigest()[:16]}:{words}:{k}", query, task, words)
+    return [Job(f"{task}:{query_id(query)}:{words}:{k}", query, task, words)
             for task, query, words in keys for k in range(config.samples)]
 
 
@@ -125,12 +124,11 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
     seen: set[tuple[str, str, str]] = set()
     rows: list[dict[str, Any]] = []
     left_out = {"empty": 0, "duplicate": 0}
-    for row in log.rows:
+    for row in (r for r in log.rows if r["id"] in planned):
         key = (row["query"], row["task"], row["output"].lower())
-        if row["id"] not in planned:
-            continue
-        if not row["output"].strip() or key in seen:
-            left_out["empty" if not row["output"].strip() else "duplicate"] += 1
+        reason = "empty" if not row["output"].strip() else "duplicate" if key in seen else None
+        if reason:
+            left_out[reason] += 1
             continue
         seen.add(key)
         rows.append(row)

@@ -3,13 +3,11 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from udrl.errors import UdrlError
-from udrl.trainer import card as card_module
-from udrl.trainer.card import CardConfig, build_card, recipe_of, targets
+from udrl.trainer.card import RECIPE_DIR, CardConfig, build_card, recipe_of, targets
 from udrl.trainer.judge import Judge
 from udrl.trainer.quality import EvalConfig, evaluate_quality
 
@@ -123,9 +121,8 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
 
 
 def test_a_stage_is_named_by_the_committed_recipe_whose_options_it_ran(tmp_path):
-    recipes = Path(card_module.__file__).parent / "recipes"
     for name in ("mini.json", "mini-stage2.json", "mini-stage3.json"):
-        recipe = json.loads((recipes / name).read_text())
+        recipe = json.loads((RECIPE_DIR / name).read_text())
         # a run's resolved config: every option, the recipe's among them; more threads than the recipe's
         ran = {**recipe, "init": "runs/x/model", "out_dir": "runs/y", "threads": 2, "grad_clip": 1.0}
         assert recipe_of(ran) == f"trainer/recipes/{name}"
