@@ -113,7 +113,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     rollout(RolloutConfig(model=args.model, data=args.data, out=args.out, tasks=args.tasks, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, queries=args.queries, seed=args.seed,
-                          threads=args.threads))
+                          threads=args.threads, copy_guard=args.copy_guard))
     return 0
 
 
@@ -232,6 +232,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--queries", type=int, help="only the first N training queries (default: all)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--no-copy-guard", dest="copy_guard", action="store_false",
+                   help="keep every reward level, even one whose records copy more of the request than the "
+                        "data's at that task and level (default: such levels are left out)")
     r.set_defaults(func=_cmd_rollout)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")

@@ -5,7 +5,9 @@ For every (query, task, achieved length) of the training split, the student is a
 reward level and sampled ``samples`` times. Each output is checked like a teacher's (format,
 length range, duplicates), scored by the same judge, and given the reward level its score falls in
 under the model's own edges (those of the teacher data), so the new records mean what the old ones
-mean. Train on both with the edges fixed (``reward_edges`` in the recipe), or the trainer would
+mean. The judge favours outputs that repeat the request, so the student's best samples can teach it
+to copy more than the teacher's data does: a copy guard keeps a (task, reward level) only if its
+records copy no larger mean share of the request than the data's records of that task and level. Train on both with the edges fixed (``reward_edges`` in the recipe), or the trainer would
 recompute them over the mixture. Held-out queries (the same hash split, ``val_fraction``) are never
 asked, so evaluation stays clean.
 
@@ -19,18 +21,21 @@ samples not logged yet and ends with the same records.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from udrl.commands import reward_level_for
 from udrl.errors import ConfigError
 from udrl.manifest import Manifest, file_digest, write_atomic
 
-from .dataset import query_hash, read_records, split_by_query
+from .dataset import Record, query_hash, read_records, split_by_query
 from .distill import JsonlLog, _bar, _batches, _stable_int, query_id
 from .judge import Judge
+from .quality import query_word_share
 from .relabel import RelabelConfig, relabel, write_records
 
 
@@ -48,6 +53,7 @@ class RolloutConfig:
     val_fraction: float = 0.05  # must match the training run's, so held-out queries stay unseen
     batch_size: int = 64  # samples per fsynced append
     threads: int = 2
+    copy_guard: bool = True  # drop (task, level) groups that copy more of the request than the data's
 
     def validate(self) -> None:
         if self.samples < 1 or self.batch_size < 1 or (self.queries is not None and self.queries < 1):
@@ -67,12 +73,17 @@ class Job:
     length: int
 
 
-def plan_jobs(config: RolloutConfig, manifest: Manifest, tasks: list[str]) -> list[Job]:
-    """Every (training query, task, achieved length) of the data, ``samples`` times, in a stable order."""
+def training_split(config: RolloutConfig, manifest: Manifest) -> list[Record]:
+    """The records the model was trained on: the data less its held-out queries."""
     # Split over every task's records, as the trainer did, so the held-out queries are the same.
     records = read_records(config.data, manifest.tasks, (manifest.length_min, manifest.length_max),
                            skip_invalid=True).records
-    train, _ = split_by_query(records, config.val_fraction)
+    return split_by_query(records, config.val_fraction)[0]
+
+
+def plan_jobs(config: RolloutConfig, manifest: Manifest, tasks: list[str]) -> list[Job]:
+    """Every (training query, task, achieved length) of the data, ``samples`` times, in a stable order."""
+    train = training_split(config, manifest)
     queries = sorted({r.query for r in train}, key=query_hash)
     asked = set(queries[: config.queries] if config.queries else queries)
     keys = sorted({(r.task, r.query, r.words) for r in train if r.query in asked and r.task in tasks})
@@ -97,7 +108,9 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
     out = Path(config.out)
     stem = out.name.split(".")[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("threads", "batch_size")},
+    # What changes the samples; the copy guard only filters them at the end.
+    settings = {"config": {k: v for k, v in dataclasses.asdict(config).items()
+                           if k not in ("threads", "batch_size", "copy_guard")},
                 "model_digest": file_digest(_files(Path(config.model)))}
     saved = out.parent / f"{stem}.rollout.json"
     if saved.exists() and json.loads(saved.read_text()) != settings:
@@ -136,12 +149,39 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
                              RelabelConfig(reward_levels=manifest.reward_levels, length_min=manifest.length_min,
                                            length_max=manifest.length_max), edges=manifest.reward_edges)
     stats["dropped"].update({k: n for k, n in left_out.items() if n})
+    shares = copy_shares(records, training_split(config, manifest), manifest.reward_edges)
+    counts = collections.Counter((r["task"], r["reward"]) for r in records)
+    guarded = set()
+    for (task, level), (share, data_share) in sorted(shares.items()):
+        if config.copy_guard and (data_share is None or share > data_share):
+            guarded.add((task, level))
+            stats["dropped"][f"copy guard: {task} level {level}"] = counts[task, level]
+        print(f"{task} level {level}: {counts[task, level]} records copy {share:.3f} of the request, the data's "
+              f"{'-' if data_share is None else f'{data_share:.3f}'}"
+              f"{' -> left out (copy guard)' if (task, level) in guarded else ''}")
+    records = [r for r in records if (r["task"], r["reward"]) not in guarded]
     path = write_records(records, out)
     levels = {lvl: sum(r["reward"] == lvl for r in records) for lvl in range(manifest.reward_levels)}
     print(f"{len(records)} records from {len(jobs)} samples ({json.dumps(stats['dropped'])} left out) in "
           f"{time.time() - t0:.0f} s -> {path}; records per reward level {levels} under edges "
           f"{list(manifest.reward_edges)}")
     return path
+
+
+def copy_shares(records: list[dict[str, Any]], data: list[Record],
+                edges: list[float]) -> dict[tuple[str, int], tuple[float, float | None]]:
+    """Per (task, reward level) of the new records: their mean share of words taken from the request,
+    and the data's records' at the same task and level (None where the data has none)."""
+    def means(rows: list[tuple[str, int, float]]) -> dict[tuple[str, int], float]:
+        groups: dict[tuple[str, int], list[float]] = {}
+        for task, level, share in rows:
+            groups.setdefault((task, level), []).append(share)
+        return {k: sum(v) / len(v) for k, v in groups.items()}
+
+    new = means([(r["task"], r["reward"], query_word_share(r["query"], r["output"])) for r in records])
+    old = means([(r.task, reward_level_for(edges, r.score), query_word_share(r.query, r.output))
+                 for r in data if (r.task, reward_level_for(edges, r.score)) in new])
+    return {k: (share, old.get(k)) for k, share in new.items()}
 
 
 def _files(path: Path) -> list[Path]:

@@ -7,9 +7,9 @@ import pytest
 from udrl.artifacts import read_manifest
 from udrl.commands import count_words, reward_level_for
 from udrl.errors import ConfigError
-from udrl.trainer.dataset import read_records, split_by_query
+from udrl.trainer.dataset import Record, read_records, split_by_query
 from udrl.trainer.judge import Judge
-from udrl.trainer.rollout import RolloutConfig, plan_jobs, rollout
+from udrl.trainer.rollout import RolloutConfig, copy_shares, plan_jobs, rollout
 
 TASKS = ["headline", "tags"]
 
@@ -50,8 +50,32 @@ def test_the_student_answers_training_queries_and_its_outputs_are_relabelled_on_
     assert read_gz(rollout(config, judge=judge)) == records
     assert len(raw.read_text().splitlines()) == len(jobs)
 
+    # the copy guard only filters the same samples: switching it off resumes the run, keeps more or the
+    # same, and what the guard kept copies no more of the request than the data at its task and level
+    unguarded = read_gz(rollout(dataclasses.replace(config, copy_guard=False), judge=judge))
+    assert len(raw.read_text().splitlines()) == len(jobs)
+    assert [r for r in unguarded if r in records] == records
+    train = split_by_query(read_records([synthetic_data], manifest.tasks, lengths, skip_invalid=True).records, 0.05)[0]
+    for (task, level), (share, data_share) in copy_shares(unguarded, train, manifest.reward_edges).items():
+        kept = [r for r in records if (r["task"], r["reward"]) == (task, level)]
+        assert bool(kept) == (data_share is not None and share <= data_share)
+
     with pytest.raises(ConfigError, match="other settings or another model"):
         rollout(dataclasses.replace(config, samples=4), judge=judge)
+
+
+def test_copy_shares_compare_each_task_and_level_with_the_data():
+    data = [Record("red fox jumps", "headline", "red fox", 2, 0.9),  # level 2, share 1.0
+            Record("red fox jumps", "headline", "a quick animal", 3, 0.9),  # level 2, share 0.0
+            Record("blue sky", "headline", "weather", 1, 0.1),  # level 0, share 0.0
+            Record("blue sky", "tags", "sky, blue", 2, 0.9)]  # another task
+    new = [{"query": "green tree", "task": "headline", "output": "green tree now", "reward": 2},  # 2/3
+           {"query": "green tree", "task": "headline", "output": "tall forest", "reward": 2},  # 0
+           {"query": "old car", "task": "headline", "output": "old car", "reward": 0},  # 1
+           {"query": "old car", "task": "search", "output": "car", "reward": 1}]  # no data at search
+    shares = copy_shares(new, data, edges=[0.3, 0.6])
+    assert shares == {("headline", 2): (pytest.approx(1 / 3), 0.5), ("headline", 0): (1.0, 0.0),
+                      ("search", 1): (1.0, None)}
 
 
 def test_bad_rollout_settings_are_refused_with_what_is_allowed(tiny_artifacts, synthetic_data, tmp_path):
