@@ -26,7 +26,7 @@ class TrainConfig:
     length_min: int = 1
     length_max: int = 48
     reward_levels: int = 3
-    reward_edges: list[float] | None = None  # default: quantiles of the training scores
+    reward_edges: list[float] | None = None  # default: the --init model's, else quantiles of the scores
     conditioning: list[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))
     # model and tokenizer
     preset: str = "tiny"

@@ -269,6 +269,16 @@ def _preset_of(config: TrainConfig) -> str | None:
     return load_manifest(parent).model.get("preset") if parent.exists() else None
 
 
+def _parent_edges(config: TrainConfig) -> list[float] | None:
+    """A later stage keeps its parent's reward edges, so each reward level keeps its meaning: added data
+    (a rollout's records, relabelled on the parent's edges) would otherwise move the quantiles."""
+    parent = Path(config.init) / MANIFEST_FILENAME if config.init else None
+    if parent is None or not parent.exists():
+        return None
+    edges = list(load_manifest(parent).reward_edges)
+    return edges if len(edges) + 1 == config.reward_levels else None
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a run; returns the directory of the final checkpoint (``run/model``)."""
     config = _resolve_config(config)
@@ -301,7 +311,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     if report.skipped:
         log(f"skipped {len(report.skipped)} invalid line(s); first: {report.skipped[0]}")
     train_records, val_records = split_by_query(report.records, config.val_fraction)
-    edges = config.reward_edges
+    edges = config.reward_edges or _parent_edges(config)
     if edges is None:
         # Over the whole dataset, as `udrl judge` does, so the buckets match the relabelled data.
         edges = quantile_edges([r.score for r in report.records], config.reward_levels)

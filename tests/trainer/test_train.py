@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from udrl import CheckpointError, ConfigError, DatasetError, Manifest, ManifestError, load_manifest
 from udrl.trainer import TrainConfig, train
+from udrl.trainer.dataset import quantile_edges
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 
 
@@ -198,6 +199,21 @@ def test_a_second_stage_starts_where_the_first_ended(tiny_run, tiny_second_stage
     model, tokenizer, _ = load_checkpoint(tiny_second_stage / "model")
     assert tokenizer.get_vocab() == parent_tokenizer.get_vocab() and manifest.token_ids == parent_manifest.token_ids
     assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, parent_model.transformer.h[0].attn.c_attn.weight)
+
+
+def test_a_later_stage_keeps_its_parents_reward_edges_when_data_is_added(tiny_run, synthetic_data, tmp_path):
+    """Added records (a rollout's, judged high) would move the score quantiles; the levels must not move."""
+    records = [json.loads(line) for line in synthetic_data.read_text().splitlines()]
+    added = tmp_path / "rollout.jsonl"
+    added.write_text("".join(json.dumps({**r, "score": 0.99}) + "\n" for r in records[:1200]))
+    parent = load_manifest(tiny_run / "model")
+    shifted = quantile_edges([r["score"] for r in records] + [0.99] * 1200, len(parent.reward_edges) + 1)
+    assert list(parent.reward_edges) != shifted  # the mixture's own quantiles differ
+
+    run = train(TrainConfig(data=[str(synthetic_data), str(added)], out_dir=str(tmp_path / "run"),
+                            init=str(tiny_run / "model"), length_max=16, max_steps=2, warmup_steps=1, eval_interval=2,
+                            checkpoint_interval=2, eval_batches=1, adherence_samples=0, threads=2))
+    assert load_manifest(run).reward_edges == parent.reward_edges
 
 
 def test_manifest_reads_back_from_the_checkpoint(tiny_run):
