@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,30 @@ def query_word_share(query: str, output: str) -> float:
     return sum(w in asked for w in words) / len(words) if words else 0.0
 
 
+# Upper edges of the query-word-share bins for relevance at equal copying (the last bin holds 1.0).
+SHARE_BINS = (0.2, 0.4, 0.6, 0.8, math.inf)
+
+
+def share_bin(share: float) -> int:
+    return next(i for i, edge in enumerate(SHARE_BINS) if share < edge)
+
+
+def copy_matched(model: Mapping[str, Any], teacher: Mapping[str, Any]) -> float | None:
+    """The model's relevance at the teacher's copying: its mean relevance within each bin of query-word
+    share, weighted by the share of the teacher's outputs in that bin (bins the model never reaches are
+    left out and the weights renormalised). The judge rewards repeating the request, so a model that
+    copies more than the teacher can outscore it without writing better; this figure cannot.
+
+    >>> copy_matched({"relevance_by_share": [{"n": 1, "mean": 0.2}, {"n": 3, "mean": 0.8}]},
+    ...              {"relevance_by_share": [{"n": 3, "mean": 0.3}, {"n": 1, "mean": 0.7}]})
+    0.35
+    """
+    pairs = [(t["n"], m["mean"]) for m, t in zip(model["relevance_by_share"], teacher["relevance_by_share"])
+             if m["n"] and t["n"]]
+    weight = sum(n for n, _ in pairs)
+    return round(sum(n * mean for n, mean in pairs) / weight, 6) if weight else None
+
+
 def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Sequence[float],
           judge: Judge) -> dict[str, Any]:
     """Per-task and overall figures for one system's outputs."""
@@ -90,6 +115,10 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
         rows.append({"task": r.task, "relevance": float(rel), "error": error,
                      "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o,
                      "copied": query_word_share(r.query, o)})
+
+    def by_share(part: list[dict], b: int) -> dict[str, Any]:
+        rel = [x["relevance"] for x in part if share_bin(x["copied"]) == b]
+        return {"n": len(rel), "mean": statistics.mean(rel) if rel else None}
 
     def summary(part: list[dict]) -> dict[str, Any]:
         rel = [x["relevance"] for x in part]
@@ -102,6 +131,7 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
             "format_valid": sum(x["valid"] for x in part) / len(part),
             "distinct_2": distinct_2([x["text"] for x in part]),
             "query_word_share": statistics.mean(x["copied"] for x in part),
+            "relevance_by_share": [by_share(part, b) for b in range(len(SHARE_BINS))],
             "latency_p50_s": statistics.median(x["latency"] for x in part),
         }
 
@@ -163,6 +193,9 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
             "relevance_per_task": {k: u["per_task"][k]["relevance_mean"] / t["per_task"][k]["relevance_mean"]
                                    for k in u["per_task"]},
             "teacher_latency_over_udrl": t["overall"]["latency_p50_s"] / u["overall"]["latency_p50_s"],
+            "copy_matched_per_task": {k: (m / t["per_task"][k]["relevance_mean"]
+                                          if (m := copy_matched(u["per_task"][k], t["per_task"][k])) is not None
+                                          else None) for k in u["per_task"]},
         }
         if about.get("n_params") and report["n_params"]:
             report["ratios"]["teacher_over_udrl_parameters"] = about["n_params"] / report["n_params"]
@@ -195,4 +228,10 @@ def markdown(report: dict[str, Any]) -> str:
                      + f". Teacher latency / udrl: {r['teacher_latency_over_udrl']:.1f}x"
                      + (f"; teacher / udrl parameters: {r['teacher_over_udrl_parameters']:.1f}x."
                         if "teacher_over_udrl_parameters" in r else "."))
+        if r.get("copy_matched_per_task"):
+            lines.append("")
+            lines.append("At the teacher's copying (udrl's relevance within bins of query-word share 0-0.2, 0.2-0.4, "
+                         "... 0.8-1, weighted by the teacher's outputs per bin) / teacher relevance: "
+                         + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
+                                     for k, v in r["copy_matched_per_task"].items()) + ".")
     return "\n".join(lines) + "\n"

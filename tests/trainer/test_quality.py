@@ -4,7 +4,8 @@ import pytest
 
 from udrl.trainer.dataset import read_records, split_by_query
 from udrl.trainer.judge import Judge
-from udrl.trainer.quality import EvalConfig, distinct_2, evaluate_quality, markdown, plan_requests, query_word_share
+from udrl.trainer.quality import (EvalConfig, copy_matched, distinct_2, evaluate_quality, markdown, plan_requests,
+                                  query_word_share)
 
 TASKS = ["image", "search", "headline", "tags"]
 
@@ -45,3 +46,23 @@ def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, s
     assert report["teacher_model"]["n_params"] > 200e6  # Gemma 3 270M
     assert report["ratios"]["teacher_over_udrl_parameters"] == report["teacher_model"]["n_params"] / report["n_params"]
     assert all(f"| {s} | all |" in markdown(report) for s in ("udrl", "udrl_focus_off", "teacher"))
+    for system in ("udrl", "teacher"):  # every output falls in one share bin
+        for part in report[system]["per_task"].values():
+            assert sum(b["n"] for b in part["relevance_by_share"]) == part["n"]
+    assert set(report["ratios"]["copy_matched_per_task"]) == set(TASKS)
+    assert "At the teacher's copying" in markdown(report)
+
+
+def test_relevance_at_equal_copying_reweights_the_model_by_the_teachers_share_bins():
+    def bins(*cells):  # (n, mean) per share bin 0-0.2, 0.2-0.4, ... 0.8-1
+        return {"relevance_by_share": [{"n": n, "mean": m} for n, m in cells]}
+
+    # the model copies more (most outputs in the top bin, where relevance is high); at the teacher's
+    # copying it scores its low-bin relevance for the teacher's mostly low-bin outputs
+    model = bins((1, 0.30), (0, None), (0, None), (0, None), (9, 0.80))
+    teacher = bins((8, 0.35), (0, None), (0, None), (0, None), (2, 0.75))
+    assert copy_matched(model, teacher) == pytest.approx((8 * 0.30 + 2 * 0.80) / 10)
+    # a bin the model never reaches is left out, the rest renormalised
+    assert copy_matched(bins((0, None), (4, 0.5), (0, None), (0, None), (1, 0.9)),
+                        bins((5, 0.2), (5, 0.4), (0, None), (0, None), (0, None))) == pytest.approx(0.5)
+    assert copy_matched(bins((1, 0.5), *[(0, None)] * 4), bins((0, None), (3, 0.5), *[(0, None)] * 3)) is None
