@@ -357,8 +357,10 @@ def build_card(config: CardConfig) -> Path:
             lines += _table(["option", "value"], [(k, c[k]) for k in RECIPE_KEYS if k in c])
         else:
             keys = [k for k in RECIPE_KEYS if any(k in stage["config"] for stage in stages)]
+            # File names only: a rollout's records live under the run directory of whoever trained it.
+            data = [", ".join(Path(p).name for p in stage["config"].get("data", [])) for stage in stages]
             lines += _table(["option", *(f"stage {i + 1}" for i in range(len(stages)))],
-                            [(k, *(stage["config"].get(k, "") for stage in stages)) for k in keys])
+                            [("data", *data), *((k, *(stage["config"].get(k, "") for stage in stages)) for k in keys)])
         if plotted:
             lines += ["", "![training](card-loss.png)", ""]
 
@@ -382,9 +384,9 @@ def build_card(config: CardConfig) -> Path:
         lines += [""]
 
     stage_count = len(main["stages"]) if main else 1
-    stages_each = f"{stage_count} stage{'s' * (stage_count > 1)} each"
     lines += ["## Reproduce", "", "```bash",
-              f"make model   # train the three variants ({stages_each}), export, evaluate, write this card",
+              (f"make model   # train this model ({stage_count} stage{'s' * (stage_count > 1)}) and the ablation "
+               "variants, export, evaluate, write this card"),
               "```", "", "## Limitations", "",
               "- Trained on outputs of a 270M teacher: it inherits the teacher's style and mistakes, and relevance is "
               "measured by the same small judge that labelled the data.",

@@ -110,8 +110,9 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
                                  shipped_run=str(tiny_second_stage))).read_text()
     # the tiny test stages ran none of the committed recipes, and the card does not pretend they did
     assert "in 2 stages (stage 1 (no committed recipe), then stage 2 (no committed recipe))" in text
-    assert "train the three variants (2 stages each)" in text
+    assert "train this model (2 stages) and the ablation variants" in text
     assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 200 | 40 |" in text
+    assert "| data | synthetic.jsonl | synthetic.jsonl |" in text
     assert re.search(r"the shipped run took \d+ \+ \d+ min", text)
     # the one-stage ablation run is not the shipped recipe, and the card says how
     # (its one stage is the shipped run's first stage, so the stage count is the only difference)
@@ -121,7 +122,7 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
 
 
 def test_a_stage_is_named_by_the_committed_recipe_whose_options_it_ran(tmp_path):
-    for name in ("mini.json", "mini-stage2.json", "mini-stage3.json"):
+    for name in ("mini.json", "mini-stage2.json", "mini-stage3.json", "mini-round2.json"):
         recipe = json.loads((RECIPE_DIR / name).read_text())
         # a run's resolved config: every option, the recipe's among them; more threads than the recipe's
         ran = {**recipe, "init": "runs/x/model", "out_dir": "runs/y", "threads": 2, "grad_clip": 1.0}
