@@ -83,7 +83,9 @@ model: setup
 	    --data data/udrl-gemma.jsonl.gz --data $(MODEL)/rollout/round2.jsonl.gz
 	$(MAKE) model-artifacts
 
-# Everything after training (also useful alone when the runs exist).
+# Everything after training (also useful alone when the runs exist). The ablation compares the three
+# variants after the same stages, so the UDRL one is its run before the second round.
+ABLATION_RUNS = udrl=$(MODEL)/stage$(STAGES)/udrl noreward=$(MODEL)/noreward nocmd=$(MODEL)/nocmd
 model-artifacts: setup
 	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force
 	$(BIN)/udrl focus $(MODEL)/udrl/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(MODEL)/udrl/model \
@@ -91,15 +93,15 @@ model-artifacts: setup
 	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force --report $(MODEL)/export-gguf.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
-	for v in noreward nocmd; do $(BIN)/udrl export $(MODEL)/$$v/model --format gguf --quant q8_0 --force; done
 	mkdir -p sdk/models && cp $(MODEL)/udrl/model-q8_0.gguf $(SHIPPED).tmp && mv $(SHIPPED).tmp $(SHIPPED)
 	$(BIN)/udrl eval $(SHIPPED) --data data/udrl-gemma.jsonl.gz --out $(MODEL)/eval.json
-	for v in udrl noreward nocmd; do \
-	    $(BIN)/udrl eval $(MODEL)/$$v/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
-	        --no-length-guard --out $(MODEL)/ablation-$$v.json || exit 1; done
+	for v in $(ABLATION_RUNS); do name=$${v%%=*} run=$${v#*=}; \
+	    $(BIN)/udrl export $$run/model --format gguf --quant q8_0 --force && \
+	    $(BIN)/udrl eval $$run/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
+	        --no-length-guard --out $(MODEL)/ablation-$$name.json || exit 1; done
 	$(BIN)/udrl card --eval $(MODEL)/eval.json --data-card data/udrl-gemma.card.json --notes trainer/recipes/mini-notes.md \
-	    --focus $(MODEL)/focus.json \
-	    $(foreach v,udrl noreward nocmd,--ablation $(v)=$(MODEL)/ablation-$(v).json --run $(v)=$(MODEL)/$(v)) \
+	    --shipped-run $(MODEL)/udrl --focus $(MODEL)/focus.json \
+	    $(foreach v,$(ABLATION_RUNS),--ablation $(firstword $(subst =, ,$(v)))=$(MODEL)/ablation-$(firstword $(subst =, ,$(v))).json --run $(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
 # The committed dataset, from scratch: about 75 minutes of Gemma 3 270M on two cores (resumable).
