@@ -331,6 +331,7 @@ struct udrl_model {
     size_t output_prefix_len;
     int focus_min_bytes;
     const jval *focus_stopwords; /* array of strings, or NULL */
+    const jval *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
     int cond_length, cond_reward;
     llama_token *special_ids;
     const char **special_tokens;
@@ -338,6 +339,7 @@ struct udrl_model {
     llama_token eos_id;
     int n_ctx, n_vocab;
     unsigned char *word_start; /* per token: its piece starts a new word (generate.WORD_START) */
+    unsigned char *end_word;   /* per token: a whole word of end_stopwords (generate.end_word_tokens) */
     char error[512];
 };
 
@@ -396,9 +398,18 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user_da
 }
 
 /* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
+/* Whether key is one of the strings of a manifest word list (NULL: none). */
+static int in_words(const jval *words, const char *key) {
+    size_t i;
+    for (i = 0; words && i < words->n; i++)
+        if (!strcmp(j_str(&words->items[i]), key)) return 1;
+    return 0;
+}
+
 static udrl_status parse_manifest(udrl_model *m) {
     jparser ps;
-    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model, *focus;
+    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model, *focus,
+        *guard;
     const jval *focus_bias = NULL;
     int i, version;
     ps.p = m->manifest_json;
@@ -441,6 +452,16 @@ static udrl_status parse_manifest(udrl_model *m) {
         for (i = 0; i < (int)stop->n; i++)
             if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "focus stopwords must be strings");
         m->focus_stopwords = stop;
+    }
+    guard = j_get(&m->manifest, "length_guard"); /* absent in older manifests: no end words */
+    m->end_stopwords = NULL;
+    if (guard) {
+        const jval *stop = j_get(guard, "end_stopwords");
+        if (guard->type != J_OBJ || !stop || stop->type != J_ARR)
+            return fail(m, UDRL_E_MANIFEST, "the manifest's length_guard field is malformed");
+        for (i = 0; i < (int)stop->n; i++)
+            if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "length_guard end_stopwords must be strings");
+        m->end_stopwords = stop;
     }
     if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
         !ct_rew || !ids || ids->type != J_OBJ || !cond || cond->type != J_ARR || !m->sep_token || !m->eos_token ||
@@ -550,13 +571,23 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     if ((status = parse_manifest(m)) != UDRL_OK) goto error;
     m->vocab = llama_model_get_vocab(m->lm);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
-    if (!(m->word_start = calloc((size_t)m->n_vocab, 1))) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
+    if (!(m->word_start = calloc((size_t)m->n_vocab, 1)) || !(m->end_word = calloc((size_t)m->n_vocab, 1))) {
+        status = fail(m, UDRL_E_MEMORY, "out of memory");
+        goto error;
+    }
     for (i = 0; i < m->n_vocab; i++) {
-        char buf[256];
+        char buf[256], key[257];
         int32_t n_piece = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
         int k, more = 0;
+        size_t w = 0, a, b;
         for (k = 1; k < n_piece; k++) more |= !is_word_space(buf[k]);
         m->word_start[i] = (unsigned char)(n_piece > 1 && is_word_space(buf[0]) && more);
+        if (!m->word_start[i] || !m->end_stopwords) continue;
+        while (w < (size_t)n_piece && is_word_space(buf[w])) w++;
+        focus_trim(buf + w, (size_t)n_piece - w, &a, &b);
+        for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(buf[w + a + (size_t)k]);
+        key[b - a] = '\0';
+        m->end_word[i] = (unsigned char)in_words(m->end_stopwords, key);
     }
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)m->n_ctx;
@@ -587,6 +618,7 @@ void udrl_model_free(udrl_model *m) {
     free(m->special_ids);
     free((void *)m->special_tokens);
     free(m->word_start);
+    free(m->end_word);
     free(m);
 }
 
@@ -760,13 +792,6 @@ static void free_focus(focus_word *words, int n) {
     free(words);
 }
 
-static int is_stopword(const udrl_model *m, const char *key) {
-    size_t i;
-    for (i = 0; m->focus_stopwords && i < m->focus_stopwords->n; i++)
-        if (!strcmp(j_str(&m->focus_stopwords->items[i]), key)) return 1;
-    return 0;
-}
-
 /* The query's content words and their tokens (generate.focus_tokens); NULL with *n = 0 when none. */
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
@@ -793,7 +818,7 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
         for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(query[start + a + (size_t)k]);
         key[b - a] = '\0';
         for (i = 0; i < *n; i++) dup |= !strcmp(words[i].key, key);
-        if (dup || is_stopword(m, key)) {
+        if (dup || in_words(m->focus_stopwords, key)) {
             free(key);
             free(spelling);
             continue;
@@ -850,6 +875,16 @@ static void word_instead_of_end(const udrl_model *m, float *logits) {
     if (!any) return;
     for (i = 0; i < m->n_vocab; i++)
         if (!m->word_start[i]) logits[i] = -INFINITY;
+}
+
+/* The last word the guard allows may not be one that leaves the output unfinished ("at the"), as
+   the SDK; unless nothing else is left. */
+static void ban_end_words(const udrl_model *m, float *logits) {
+    int i, any = 0;
+    for (i = 0; i < m->n_vocab && !any; i++) any = !m->end_word[i] && i != m->eos_id && logits[i] > -INFINITY;
+    if (!any) return;
+    for (i = 0; i < m->n_vocab; i++)
+        if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
 /* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
@@ -1014,6 +1049,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
         if (s.length_guard && count_words(text, len) < r.length) {
+            if (count_words(text, len) == r.length - 1) ban_end_words(m, logits);
             word_instead_of_end(m, logits);
             logits[m->eos_id] = -INFINITY;
         }

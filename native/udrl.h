@@ -76,7 +76,8 @@ typedef struct {
     float top_p;         /* 1: off */
     uint64_t seed;       /* for temperature > 0 */
     int max_tokens;      /* 0: 3 * requested length + 8, within the context */
-    int length_guard;    /* 1: no end before the requested word count, stop at it (the default) */
+    int length_guard;    /* 1: no end before the requested word count, stop at it, and never end on
+                            one of the manifest's end_stopwords (the default) */
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
                             model's loops such as a tag list repeating one tag); 0: off */
     float focus;         /* query focus: bonus to the query's content words the output lacks so far

@@ -7,6 +7,8 @@ words, and generation stops before a token that would start one word too many; a
 leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
 word comes. Where the model would end too early, the guard lets only tokens that start a new
 word through: otherwise the best token after a forbidden end is glued-on junk ("Party!!s!)!").
+And the last word it allows may not be one of the manifest's ``end_stopwords`` ("the", "and"):
+cut at the requested count, a model that meant a longer phrase would stop on "Festival at the".
 **Query focus** adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it
 off) to the first token of each content word of the query, spelled as the model writes a word
 (" blueberry", " Blueberry"), for as long as the output does not contain that word: a small
@@ -48,6 +50,23 @@ def word_start_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
         starts = np.array([p[:1] != b"" and p[0] in WORD_START and p.strip(WORD_START) != b"" for p in pieces])
         _word_starts[backend] = starts
     return starts
+
+
+_end_words: weakref.WeakKeyDictionary[Backend, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def end_word_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
+    """Per token id, whether the token starts a new word that is whole one of the manifest's
+    ``end_stopwords`` (compared as query focus compares words); computed once per backend."""
+    ends = _end_words.get(backend)
+    if ends is None or len(ends) != n_vocab:
+        words = set(backend.manifest.end_stopwords)
+        starts = word_start_tokens(backend, n_vocab)
+        ends = np.array([bool(words) and bool(start) and focus_key(
+            backend.token_bytes(t).strip(WORD_START).decode("utf-8", errors="replace")) in words
+            for t, start in enumerate(starts)])
+        _end_words[backend] = ends
+    return ends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,12 +216,23 @@ class _Decoder:
         if banned:
             logits[banned] = -np.inf
         if self.guard and count_words(self.text) < self.command.length:
+            if count_words(self.text) == self.command.length - 1:  # the next word is the last
+                self.ban_end_words(logits)
             if int(np.argmax(logits)) == self.eos:  # the model would end: ask for a word, not junk
                 starts = word_start_tokens(self.backend, len(logits))
                 if np.isfinite(logits[starts]).any():
                     logits[~starts] = -np.inf
             logits[self.eos] = -np.inf
         return logits
+
+    def ban_end_words(self, logits: np.ndarray) -> None:
+        """The last word may not be one that leaves the output unfinished ("at the", "colors and"),
+        unless nothing else is left."""
+        ends = end_word_tokens(self.backend, len(logits))
+        others = np.isfinite(logits) & ~ends
+        others[self.eos] = False
+        if ends.any() and others.any():
+            logits[ends] = -np.inf
 
     def repeats(self) -> list[int]:
         """Tokens that would complete an n-gram already generated (small models loop without this)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from udrl.manifest import END_STOPWORDS, focus_key
+
 FormatCheck = Callable[[str], list[str]]
 FORMAT_CHECKS: dict[str, FormatCheck] = {}
 
@@ -22,8 +24,11 @@ def register(task: str) -> Callable[[FormatCheck], FormatCheck]:
 
 def _common(text: str) -> list[str]:
     problems = []
-    if not text.strip():
+    words = text.split()
+    if not words:
         problems.append("empty output")
+    elif focus_key(words[-1]) in END_STOPWORDS:
+        problems.append(f"an output does not end on {focus_key(words[-1])!r}, which leaves it unfinished")
     if "\n" in text.strip():
         problems.append("more than one line")
     if not any(c.isalnum() for c in text):

@@ -189,3 +189,21 @@ def test_the_guard_asks_for_a_word_where_the_model_would_end_early_as_the_sdk(ex
             want = model.generate(query, task="headline", length=length, focus=2).text
             got = run(exe, "--model", str(path), query, "--task", "headline", "--length", str(length), "--focus", "2")
             assert got.returncode == 0 and got.stdout.rstrip("\n") == want
+
+
+def test_the_guard_never_ends_on_an_end_stopword_as_the_sdk(exe, gguf):
+    from udrl.manifest import focus_key
+    from udrl.model import default_model_path
+
+    queries = ["poster for a summer jazz festival by the sea", "flyer for a hiking club", "bakery logo"]
+    for path in (gguf, default_model_path()):
+        with udrl.load(path) as model:
+            stops = set(model.manifest.end_stopwords)
+            assert stops  # both models carry the list
+            for query in queries:
+                for task in model.manifest.tasks:
+                    for length in (4, 9):
+                        want = model.generate(query, task=task, length=length).text
+                        assert focus_key(want.split()[-1]) not in stops, want
+                        got = run(exe, "--model", str(path), query, "--task", task, "--length", str(length))
+                        assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, task, got.stderr)

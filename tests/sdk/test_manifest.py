@@ -41,9 +41,11 @@ def test_new_models_get_query_focus_and_older_manifests_have_it_off():
     assert m.focus_bias == FOCUS_BIAS and "the" in m.focus_stopwords == FOCUS_STOPWORDS
     assert Manifest.from_dict(m.to_dict()) == m
     older = m.to_dict()
-    del older["focus"]
+    del older["focus"], older["length_guard"]
     legacy = Manifest.from_dict(older)
     assert legacy.focus_bias == {} and legacy.focus_stopwords == ()
+    # the length guard's end words likewise: new models have them, older manifests none
+    assert "the" in m.end_stopwords and legacy.end_stopwords == ()
     # a task the defaults do not know starts without focus, until `udrl focus` chooses its bonus
     custom = Manifest.new(tasks=["tags", "poster"], length_range=(1, 12), reward_edges=[0.5])
     assert dict(custom.focus_bias) == {"tags": FOCUS_BIAS["tags"], "poster": 0.0}
@@ -79,7 +81,8 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d["focus"]["bias"].update(tags=-1.0), "focus bias for 'tags' must be a finite number >= 0"),
         (lambda d: d["focus"]["bias"].pop("tags"), "focus bias names tasks"),
         (lambda d: d["focus"].update(min_bytes=0), "focus min_bytes must be an integer >= 1"),
-        (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be non-empty words"),
+        (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be single non-empty words"),
+        (lambda d: d["length_guard"].update(end_stopwords=["of the"]), "length_guard end_stopwords must be single"),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):

@@ -159,3 +159,30 @@ def test_close_releases_and_further_use_is_an_error(tiny_artifacts):
         assert m.generate("poster", task="search", length=2).words == 2
     with pytest.raises(udrl.UdrlError, match="closed"):
         m.generate("poster")
+
+
+def test_the_length_guard_never_ends_on_a_word_of_the_manifests_end_stopwords(tiny_run, tmp_path):
+    import shutil
+
+    from udrl.manifest import MANIFEST_FILENAME, focus_key, load_manifest, write_atomic
+
+    ckpt = tmp_path / "model"
+    shutil.copytree(tiny_run / "model", ckpt)
+    manifest = load_manifest(ckpt)
+    queries = ["poster for a summer festival", "banner for a wedding", "flyer for a hiking club", "bakery logo",
+               "jazz night at the harbour", "sale on winter coats"]
+    requests = [(q, task, n) for q in queries for task in manifest.tasks for n in (2, 5, 9)]
+
+    def last_words(end_stopwords: tuple[str, ...]) -> list[str]:
+        write_atomic(ckpt / MANIFEST_FILENAME, manifest.replace(end_stopwords=end_stopwords).to_json())
+        with udrl.load(ckpt, backend="torch") as model:
+            results = [model.generate(q, task=t, length=n) for q, t, n in requests]
+        assert all(r.words == n for r, (_, _, n) in zip(results, requests))  # the length still holds
+        return [focus_key(r.text.split()[-1]) for r in results]
+
+    free = last_words(())
+    common = tuple(sorted({w for w in free if w and free.count(w) >= 2}))  # the model's usual last words
+    assert common
+    banned = last_words(common)
+    assert not set(banned) & set(common)
+    assert banned != free

@@ -56,3 +56,12 @@ def test_query_cleaning_and_list_splitting():
     assert [clean_query(i) for i in items] == ["neon sign for a late night ramen bar", None, None,
                                                "flyer for a yoga retreat in bali"]
     assert build_query_prompt("ramen bar").endswith("Topic: ramen bar\n-")
+
+
+@pytest.mark.parametrize("task", list(LENGTH_SPREAD))
+def test_an_output_cut_after_a_word_that_leaves_it_unfinished_is_not_well_formed(task):
+    assert not is_valid_format(task, "summer jazz festival at the")
+    assert not is_valid_format(task, "bright colors, soft light and")
+    assert not is_valid_format(task, "tickets for (and")
+    assert is_valid_format(task, "jazz, summer festival, sea" if task == "tags" else "summer jazz festival by the sea")
+
