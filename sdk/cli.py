@@ -40,6 +40,9 @@ def _print_info(report: dict) -> None:
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
     focus = m["focus"]["bias"]
     print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) if any(focus.values()) else "off"))
+    ends = m.get("length_guard", {}).get("end_stopwords", [])
+    print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends
+          else "never ends on (no end words: an older manifest)")
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")
     print(f"template      {m['template']!r}, output prefix {m.get('output_prefix', '')!r}")
     if m["default_length"]:
