@@ -7,9 +7,10 @@ length range, duplicates), scored by the same judge, and given the reward level 
 under the model's own edges (those of the teacher data), so the new records mean what the old ones
 mean. The judge favours outputs that repeat the request, so the student's best samples can teach it
 to copy more than the teacher's data does: a copy guard keeps a (task, reward level) only if its
-records copy no larger mean share of the request than the data's records of that task and level. Train on both with the edges fixed (``reward_edges`` in the recipe), or the trainer would
-recompute them over the mixture. Held-out queries (the same hash split, ``val_fraction``) are never
-asked, so evaluation stays clean.
+records copy no larger mean share of the request than the data's records of that task and level.
+Train one more stage from the model on both files (``udrl train --init``): it keeps the model's
+reward edges, where a fresh run would recompute them over the mixture. Held-out queries (the same
+hash split, ``val_fraction``) are never asked, so evaluation stays clean.
 
 Resumable like distillation: every sample goes to an append-only log next to the output
 (``NAME.raw.jsonl``), keyed by a stable id and seeded from it; a restarted run continues with the
