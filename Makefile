@@ -15,6 +15,12 @@ STAGES := $(words $(RECIPES))
 # (`udrl rollout`, judged, copy-guarded), and one more stage trains on the data plus those records.
 ROUND2_TASKS ?= headline
 ROUND2 ?= trainer/recipes/mini-round2.json
+# $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher
+# (`udrl focus`, about 12 minutes) and written into the checkpoint, and the GGUF again, carrying it.
+# The last command is the export, so a caller may append export options.
+focus_tuned = $(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force && \
+	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) && \
+	$(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force
 
 .PHONY: setup run demo test test-slow model model-artifacts data bench clean
 
@@ -73,10 +79,7 @@ model: setup
 	    wait $$a && wait $$b && wait $$c || exit 1; \
 	done; \
 	last=$$(run_dir $(STAGES) udrl); \
-	$(BIN)/udrl export $$last/model --format gguf --quant q8_0 --force && \
-	$(BIN)/udrl focus $$last/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $$last/model \
-	    --out $(MODEL)/focus-stage$(STAGES).json && \
-	$(BIN)/udrl export $$last/model --format gguf --quant q8_0 --force && \
+	$(call focus_tuned,$$last,$(MODEL)/focus-stage$(STAGES).json) && \
 	$(BIN)/udrl rollout $$last/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --tasks $(ROUND2_TASKS) \
 	    --samples 8 --out $(MODEL)/rollout/round2.jsonl.gz && \
 	train $$(($(STAGES) + 1)) $(ROUND2) udrl --conditioning length reward \
@@ -87,10 +90,7 @@ model: setup
 # variants after the same stages, so the UDRL one is its run before the second round.
 ABLATION_RUNS = udrl=$(MODEL)/stage$(STAGES)/udrl noreward=$(MODEL)/noreward nocmd=$(MODEL)/nocmd
 model-artifacts: setup
-	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force
-	$(BIN)/udrl focus $(MODEL)/udrl/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(MODEL)/udrl/model \
-	    --out $(MODEL)/focus.json
-	$(BIN)/udrl export $(MODEL)/udrl/model --format gguf --quant q8_0 --force --report $(MODEL)/export-gguf.json
+	$(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json) --report $(MODEL)/export-gguf.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
 	$(BIN)/udrl export $(MODEL)/udrl/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
 	mkdir -p sdk/models && cp $(MODEL)/udrl/model-q8_0.gguf $(SHIPPED).tmp && mv $(SHIPPED).tmp $(SHIPPED)
