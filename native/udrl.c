@@ -1046,10 +1046,12 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     while (generated < budget) {
         float *logits = llama_get_logits_ith(m->ctx, -1);
         size_t before = len;
+        int words;
         if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
-        if (s.length_guard && count_words(text, len) < r.length) {
-            if (count_words(text, len) == r.length - 1) ban_end_words(m, logits);
+        words = s.length_guard ? count_words(text, len) : 0;
+        if (s.length_guard && words < r.length) {
+            if (words == r.length - 1) ban_end_words(m, logits); /* the next word is the last */
             word_instead_of_end(m, logits);
             logits[m->eos_id] = -INFINITY;
         }

@@ -215,8 +215,9 @@ class _Decoder:
         banned = self.repeats()
         if banned:
             logits[banned] = -np.inf
-        if self.guard and count_words(self.text) < self.command.length:
-            if count_words(self.text) == self.command.length - 1:  # the next word is the last
+        words = count_words(self.text) if self.guard else 0
+        if self.guard and words < self.command.length:
+            if words == self.command.length - 1:  # the next word is the last
                 self.ban_end_words(logits)
             if int(np.argmax(logits)) == self.eos:  # the model would end: ask for a word, not junk
                 starts = word_start_tokens(self.backend, len(logits))

@@ -82,9 +82,9 @@ def training_split(config: RolloutConfig, manifest: Manifest) -> list[Record]:
     return split_by_query(records, config.val_fraction)[0]
 
 
-def plan_jobs(config: RolloutConfig, manifest: Manifest, tasks: list[str]) -> list[Job]:
-    """Every (training query, task, achieved length) of the data, ``samples`` times, in a stable order."""
-    train = training_split(config, manifest)
+def plan_jobs(config: RolloutConfig, train: list[Record], tasks: list[str]) -> list[Job]:
+    """Every (training query, task, achieved length) of ``train`` (`training_split`), ``samples`` times, in
+    a stable order."""
     queries = sorted({r.query for r in train}, key=query_hash)
     asked = set(queries[: config.queries] if config.queries else queries)
     keys = sorted({(r.task, r.query, r.words) for r in train if r.query in asked and r.task in tasks})
@@ -120,7 +120,8 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
     write_atomic(saved, json.dumps(settings, indent=2) + "\n")
 
     t0 = time.time()
-    jobs = plan_jobs(config, manifest, tasks)
+    train = training_split(config, manifest)
+    jobs = plan_jobs(config, train, tasks)
     log = JsonlLog(out.parent / f"{stem}.raw.jsonl")
     pending = [j for j in jobs if j.id not in log.ids]
     bar = _bar(len(jobs), len(jobs) - len(pending), "rollout")
@@ -150,7 +151,7 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
                              RelabelConfig(reward_levels=manifest.reward_levels, length_min=manifest.length_min,
                                            length_max=manifest.length_max), edges=manifest.reward_edges)
     stats["dropped"].update({k: n for k, n in left_out.items() if n})
-    shares = copy_shares(records, training_split(config, manifest), manifest.reward_edges)
+    shares = copy_shares(records, train, manifest.reward_edges)
     counts = collections.Counter((r["task"], r["reward"]) for r in records)
     guarded = set()
     for (task, level), (share, data_share) in sorted(shares.items()):
@@ -180,8 +181,7 @@ def copy_shares(records: list[dict[str, Any]], data: list[Record],
         return {k: sum(v) / len(v) for k, v in groups.items()}
 
     new = means([(r["task"], r["reward"], query_word_share(r["query"], r["output"])) for r in records])
-    old = means([(r.task, reward_level_for(edges, r.score), query_word_share(r.query, r.output))
-                 for r in data if (r.task, reward_level_for(edges, r.score)) in new])
+    old = means([(r.task, reward_level_for(edges, r.score), query_word_share(r.query, r.output)) for r in data])
     return {k: (share, old.get(k)) for k, share in new.items()}
 
 

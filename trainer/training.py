@@ -260,23 +260,27 @@ def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: S
     return PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
 
 
+def _parent_manifest(config: TrainConfig) -> Manifest | None:
+    """The manifest of the udrl checkpoint a later stage starts from (None: no --init, or a foreign GPT-2)."""
+    parent = Path(config.init) / MANIFEST_FILENAME if config.init else None
+    return load_manifest(parent) if parent is not None and parent.exists() else None
+
+
 def _preset_of(config: TrainConfig) -> str | None:
     """The architecture preset of the model a run trains: a second stage (``--init`` a udrl checkpoint)
     keeps its parent's; a foreign pretrained GPT-2 has none."""
     if not config.init:
         return config.preset
-    parent = Path(config.init) / MANIFEST_FILENAME
-    return load_manifest(parent).model.get("preset") if parent.exists() else None
+    parent = _parent_manifest(config)
+    return parent.model.get("preset") if parent else None
 
 
 def _parent_edges(config: TrainConfig) -> list[float] | None:
     """A later stage keeps its parent's reward edges, so each reward level keeps its meaning: added data
     (a rollout's records, relabelled on the parent's edges) would otherwise move the quantiles."""
-    parent = Path(config.init) / MANIFEST_FILENAME if config.init else None
-    if parent is None or not parent.exists():
-        return None
-    edges = list(load_manifest(parent).reward_edges)
-    return edges if len(edges) + 1 == config.reward_levels else None
+    parent = _parent_manifest(config)
+    edges = list(parent.reward_edges) if parent else []
+    return edges if edges and len(edges) + 1 == config.reward_levels else None
 
 
 def train(config: TrainConfig) -> Path:

@@ -9,7 +9,7 @@ from udrl.commands import count_words, reward_level_for
 from udrl.errors import ConfigError
 from udrl.trainer.dataset import Record, read_records, split_by_query
 from udrl.trainer.judge import Judge
-from udrl.trainer.rollout import RolloutConfig, copy_shares, plan_jobs, rollout
+from udrl.trainer.rollout import RolloutConfig, copy_shares, plan_jobs, rollout, training_split
 
 TASKS = ["headline", "tags"]
 
@@ -40,7 +40,7 @@ def test_the_student_answers_training_queries_and_its_outputs_are_relabelled_on_
     # the records are valid training data as they are
     assert len(read_records([path], manifest.tasks, lengths).records) == len(records)
 
-    jobs = plan_jobs(config, manifest, TASKS)
+    jobs = plan_jobs(config, training_split(config, manifest), TASKS)
     raw = tmp_path / "r" / "round2.raw.jsonl"
     assert len(raw.read_text().splitlines()) == len(jobs) == 3 * len({(j.task, j.query, j.length) for j in jobs})
 
