@@ -197,15 +197,16 @@ def worker_udrl(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
-    """Plain llama-cpp-python: no udrl code in the generation loop (udrl only renders the prompt text)."""
-    from llama_cpp import Llama
+    """Plain llama-cpp-python: no udrl code in the generation loop (udrl only renders the prompt text;
+    `open_llama` only chooses the model's weight buffers where llama.cpp's AMX kernels crash)."""
+    from udrl.backend_llama import open_llama
 
     from udrl.artifacts import read_manifest
     from udrl.commands import make_command, render_prompt
 
     m = read_manifest(spec["path"])
     t = time.perf_counter()
-    llm = Llama(model_path=spec["path"], n_ctx=int(m.model["n_ctx"]), n_threads=spec["threads"],
+    llm = open_llama(spec["path"], n_ctx=int(m.model["n_ctx"]), n_threads=spec["threads"],
                 n_threads_batch=spec["threads"], verbose=False)
     load_s = time.perf_counter() - t
     ban_eos = {m.eos_id: float("-inf")}
@@ -280,14 +281,14 @@ def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_teacher(spec: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp
-    from llama_cpp import Llama
 
+    from udrl.backend_llama import open_llama
     from udrl.trainer.prompts import STOP, build_prompt
     from udrl.trainer.teachers import gemma_path
 
     path = gemma_path()
     t = time.perf_counter()
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=spec["threads"], n_threads_batch=spec["threads"],
+    llm = open_llama(path, n_ctx=1024, n_threads=spec["threads"], n_threads_batch=spec["threads"],
                 verbose=False)
     load_s = time.perf_counter() - t
     latency: dict[str, list[float]] = {}

@@ -164,11 +164,11 @@ class GGUFExporter(Exporter):
             f32.unlink(missing_ok=True)
 
     def verify(self, source: Source, quant: str, path: Path) -> dict[str, Any]:
-        from llama_cpp import Llama
+        from udrl.backend_llama import open_llama
 
         failures: list[str] = []
         tok, model, manifest = source.tokenizer, source.model, source.manifest
-        llm = Llama(model_path=str(path), n_ctx=model.config.n_positions, logits_all=True, n_threads=2,
+        llm = open_llama(path, n_ctx=model.config.n_positions, logits_all=True, n_threads=2,
                     verbose=False)
         try:
             stored = json.loads(read_manifest_json(path))

@@ -554,6 +554,10 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     fclose(probe);
     mp = llama_model_default_params();
     mp.n_gpu_layers = p.n_gpu_layers;
+    /* llama.cpp's AMX matrix kernel segfaults on the first decode (llama.cpp issue 20824): where the
+       CPU has AMX, keep the weights in plain CPU buffers. The SDK applies the same rule
+       (backend_llama.cpu_repacks_for_amx). */
+    if (strstr(llama_print_system_info(), "AMX_INT8 = 1")) mp.use_extra_bufts = false;
     m->lm = llama_model_load_from_file(path, mp);
     if (!m->lm) {
         status = fail(m, UDRL_E_IO, "llama.cpp cannot load %s: not a valid GGUF model", path);

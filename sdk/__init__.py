@@ -9,6 +9,7 @@ The SDK is the runtime half of udrl-edge: the command schema, the artifact manif
 the converters, so an app that embeds it installs only what inference needs.
 """
 
+from .artifacts import read_manifest
 from .commands import Command, count_words, make_command, render_prompt
 from .errors import (
     BackendError,
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .generate import GenerationResult
 from .manifest import Manifest, load_manifest, save_manifest
-from .model import CommandSpace, Model, Request, load
+from .model import CommandSpace, Model, Request, Stream, load
 
 __version__ = "0.1.0"
 
@@ -38,11 +39,13 @@ __all__ = [
     "ManifestError",
     "Model",
     "Request",
+    "Stream",
     "UdrlError",
     "count_words",
     "load",
     "load_manifest",
     "make_command",
+    "read_manifest",
     "render_prompt",
     "save_manifest",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +36,49 @@ def quiet_llama_logs(llama_cpp) -> None:
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+def cpu_repacks_for_amx(llama_cpp) -> bool:
+    """Whether llama.cpp would move weights into its AMX buffers on this CPU. Its AMX matrix
+    kernel segfaults on the first decode (llama.cpp issue 20824, seen here on a Sapphire Rapids
+    VM with q8_0 and f32 models), so udrl loads models without llama.cpp's extra buffer types
+    there: the plain CPU kernels, a little slower, never crash. native/udrl.c applies the same rule."""
+    return b"AMX_INT8 = 1" in (llama_cpp.llama_print_system_info() or b"")
+
+
+@contextlib.contextmanager
+def _model_params_without_amx(llama_cpp) -> Iterator[None]:
+    # llama_cpp.Llama builds its model parameters inside __init__ from llama_model_default_params;
+    # wrapping that one call is the only way to set use_extra_bufts through the high-level object.
+    if not cpu_repacks_for_amx(llama_cpp):
+        yield
+        return
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def without_extra_buffers():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    with _OPEN_LOCK:
+        module.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
+def open_llama(model_path: str | os.PathLike[str], **kwargs: Any):
+    """``llama_cpp.Llama(model_path, **kwargs)``, safe on CPUs whose AMX kernels crash
+    (`cpu_repacks_for_amx`). Every udrl module that opens a GGUF with llama-cpp-python uses this."""
+    import llama_cpp
+
+    with _model_params_without_amx(llama_cpp):
+        return llama_cpp.Llama(model_path=str(model_path), **kwargs)
+
+
 @register
 class LlamaCppBackend(Backend):
     name = "llama"
@@ -52,7 +98,7 @@ class LlamaCppBackend(Backend):
         threads = options.threads or min(4, os.cpu_count() or 1)
         gpu_layers = 0 if options.device == "cpu" else -1  # offload everything where a GPU build exists
         try:
-            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_batch=self.n_ctx,
+            self.llm = open_llama(path, n_ctx=self.n_ctx, n_batch=self.n_ctx,
                                        n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers,
                                        logits_all=False, verbose=False)
         except ValueError as exc:
@@ -104,6 +150,9 @@ class LlamaCppBackend(Backend):
             params.n_batch = params.n_ubatch = self.n_ctx * self.max_batch
             params.n_threads = params.n_threads_batch = self._threads
             params.kv_unified = False  # each sequence gets its own n_ctx slots
+            # As the single-request context (llama-cpp-python's default) and native/udrl.c: the same
+            # attention kernels, so that a near-tie between two tokens breaks the same way.
+            params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             self._batch_ctx = lc.llama_init_from_model(self.llm.model, params)
             if not self._batch_ctx:
                 raise BackendError("llama.cpp could not create a batch context (out of memory?)")
@@ -134,6 +183,9 @@ class LlamaCppBackend(Backend):
         lc = self._llama_cpp
         return np.stack([np.ctypeslib.as_array(lc.llama_get_logits_ith(self._batch_ctx, j), shape=(self._n_vocab,))
                          for j in rows]).copy()
+
+    def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:
+        return [self.n_ctx - n for n in prompt_lengths]  # one KV-cache sequence of n_ctx cells each
 
     def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
         if len(prompts) > self.max_batch:

@@ -30,7 +30,10 @@ class OnnxBackend(Backend):
         providers = ["CPUExecutionProvider"]
         if options.device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, ...)
+            raise BackendError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if TOKENIZER_METADATA_KEY not in meta:
             raise BackendError(f"{path} has no embedded tokenizer ({TOKENIZER_METADATA_KEY}); re-export it")

@@ -73,6 +73,12 @@ class Backend:
         """One token per sequence of the batch: logits [batch, vocab]."""
         raise NotImplementedError
 
+    def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:
+        """Per prompt of a batch, how many tokens it may generate. Left padding aligns every
+        prompt's end, so by default the longest prompt bounds them all."""
+        room = self.n_ctx - max(prompt_lengths)
+        return [room] * len(prompt_lengths)
+
     def close(self) -> None:
         """Release native memory; the backend cannot be used afterwards."""
 

@@ -1,8 +1,13 @@
 """The ``udrl`` command line. Each subcommand parses arguments and calls one library function.
 
-Subcommands that live outside the SDK (``udrl train`` in the trainer, later ``udrl export`` in the
-converters) register through the ``udrl.cli`` entry-point group, so the SDK never imports them;
-a subcommand whose extra is not installed reports which one to install.
+Subcommands that live outside the SDK (``udrl train`` in the trainer, ``udrl export`` in the
+converters, ``udrl bench``) register through the ``udrl.cli`` entry-point group, so the SDK never
+imports them; a subcommand whose extra is not installed reports which one to install.
+
+User input never ends in a traceback: an error prints one line on stderr and exits with a status
+per kind (`EXIT_CODES`): 1 any other udrl error (an unreadable --file, --threads out of range), 2 usage, 3 a request or input the model does not
+accept, 4 a corrupted artifact or manifest, 5 a runtime missing or unable to run it, 6 a training
+configuration or dataset, 130 interrupted, 141 standard output closed by its reader.
 """
 
 from __future__ import annotations
@@ -10,13 +15,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from . import __version__
-from .errors import UdrlError
+from .errors import BackendError, CheckpointError, CommandError, ConfigError, DatasetError, ManifestError, UdrlError
+
+# Exit status per error kind; argparse's usage errors exit 2. The README lists the same table.
+EXIT_CODES: dict[type[UdrlError], int] = {
+    CommandError: 3,  # a request, option or input file the model does not accept
+    ManifestError: 4,  # an artifact that is corrupted or carries no valid manifest
+    BackendError: 5,  # a runtime that is missing or cannot run the artifact here
+    ConfigError: 6,  # a training or export configuration
+    DatasetError: 6,
+    CheckpointError: 4,
+}
 from .artifacts import artifact_size, read_manifest
 
 
@@ -65,24 +81,44 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_queries(args: argparse.Namespace) -> list[str]:
-    if args.query and args.file:
+def _source_name(args: argparse.Namespace) -> str:
+    return "standard input" if args.file == "-" else str(args.file)
+
+
+def _read_queries(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """(line number, query) pairs: the query argument (line 0) or every non-blank line of --file."""
+    if args.query is not None and args.file:
         raise UdrlError("give a query or --file, not both")
-    if args.query:
-        return [args.query]
-    if args.file:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        queries = [line.strip() for line in text.splitlines() if line.strip()]
-        if not queries:
-            raise UdrlError(f"no queries in {'standard input' if args.file == '-' else args.file}")
-        return queries
-    raise UdrlError("give a query, or --file FILE (one query per line; '-' for standard input)")
+    if args.query is not None:
+        return [(0, args.query)]
+    if not args.file:
+        raise UdrlError("give a query, or --file FILE (one query per line; '-' for standard input)")
+    where = _source_name(args)
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except IsADirectoryError:
+        raise UdrlError(f"--file {args.file} is a directory; give a text file with one query per line") from None
+    except OSError as exc:
+        raise UdrlError(f"cannot read --file {args.file}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UdrlError(f"line {line} of {where} is not UTF-8 text (byte {data[exc.start]:#04x}); "
+                        "save the file as UTF-8") from None
+    queries = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not queries:
+        raise UdrlError(f"no queries in {where}")
+    return queries
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .model import Request, load
 
-    queries = _read_queries(args)
+    from .errors import CommandError
+
+    lines = _read_queries(args)
+    queries = [q for _, q in lines]
     options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                    max_tokens=args.max_tokens, length_guard=not args.no_length_guard,
                    no_repeat_ngram=args.no_repeat_ngram, focus=args.focus)
@@ -93,7 +129,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             print()
             return 0
         requests = [Request(q, args.task, args.length, args.reward) for q in queries]
-        for result in model.generate_batch(requests, **options):
+        try:
+            results = model.generate_batch(requests, **options)
+        except CommandError as exc:
+            if exc.index is None or not args.file:
+                raise
+            message = str(exc).removeprefix(f"request {exc.index}: ")
+            raise CommandError(f"line {lines[exc.index][0]} of {_source_name(args)}: {message}") from None
+        for result in results:
             if args.json:
                 d = result.to_dict()
                 d["command"] = dataclasses.asdict(result.command)
@@ -141,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(exc: UdrlError) -> int:
+    """The documented exit status for an error kind (see the module docstring)."""
+    return next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -148,10 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return status
     except UdrlError as exc:
-        print(f"udrl {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        # One line: a multi-line message (a manifest's list of problems) is joined with "; ".
+        message = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
+        print(f"udrl {args.command}: error: {message}", file=sys.stderr)
+        return exit_code(exc)
+    except BrokenPipeError:
+        # The reader went away (`udrl generate --json | head -c 5`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"udrl {args.command}: interrupted", file=sys.stderr)
         return 130

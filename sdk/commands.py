@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import unicodedata
 from collections.abc import Sequence
 
 from .errors import CommandError
@@ -79,8 +80,15 @@ def check_query(manifest: Manifest, query: str) -> str:
     """Return the query stripped; refuse an empty one or one that smuggles in control tokens."""
     if not isinstance(query, str):
         raise CommandError(f"query must be a string, got {type(query).__name__}")
+    for i, ch in enumerate(query):
+        if "\ud800" <= ch <= "\udfff":
+            raise CommandError(f"query is not valid Unicode: a lone surrogate U+{ord(ch):04X} at character {i} "
+                               "(decode the text as UTF-8 before passing it)")
+        if unicodedata.category(ch) == "Cc" and not ch.isspace():
+            raise CommandError(f"query contains the control character U+{ord(ch):04X} at character {i}; "
+                               "only printable text, spaces, tabs and newlines are allowed")
     stripped = " ".join(query.split())
-    if not stripped:
+    if not any(unicodedata.category(ch)[0] not in "CZ" for ch in stripped):  # nothing visible
         raise CommandError("query is empty: give the design request the prompt is for")
     for token in manifest.special_tokens:
         if token in stripped:

@@ -12,7 +12,12 @@ class ManifestError(UdrlError):
 
 
 class CommandError(UdrlError, ValueError):
-    """A command (task, length, reward) or query is not allowed by the model's manifest."""
+    """A command (task, length, reward), query or option is not allowed by the model's manifest.
+    In a batch, ``index`` is the position of the request at fault (None otherwise)."""
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index
 
 
 class DatasetError(UdrlError, ValueError):

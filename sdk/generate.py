@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import resource
 import sys
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -69,8 +71,26 @@ def end_word_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
     return ends
 
 
+def _integer(name: str, value: object, low: int, none_ok: bool = False, hint: str = "") -> int | None:
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        allowed = f"an integer >= {low}" + (" or None" if none_ok else "")
+        raise CommandError(f"{name} must be {allowed}{hint}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: object, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise CommandError(f"{name} must be a finite number {hint}, got {value!r}")
+    return float(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
+    """How to decode; every field is checked here, at the boundary, with a `CommandError` that
+    names it and what is allowed."""
+
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
@@ -81,11 +101,26 @@ class GenerationOptions:
     focus: float | None = None  # query focus bonus; None: the manifest's focus_bias for the task, 0: off
 
     def __post_init__(self) -> None:
-        if self.no_repeat_ngram < 0:
-            raise CommandError(f"no_repeat_ngram must be >= 0 (0 disables it), got {self.no_repeat_ngram}")
-        if self.focus is not None and (isinstance(self.focus, bool) or not isinstance(self.focus, (int, float))
-                                       or not math.isfinite(self.focus) or self.focus < 0):
-            raise CommandError(f"focus must be a finite number >= 0 (0 turns query focus off), got {self.focus!r}")
+        checked = dict(
+            temperature=_real("temperature", self.temperature, ">= 0 (0 is greedy)"),
+            top_k=_integer("top_k", self.top_k, 0, hint=" (0 disables it)"),
+            top_p=_real("top_p", self.top_p, "in (0, 1]"),
+            seed=_integer("seed", self.seed, 0, none_ok=True),
+            max_tokens=_integer("max_tokens", self.max_tokens, 1, none_ok=True),
+            no_repeat_ngram=_integer("no_repeat_ngram", self.no_repeat_ngram, 0, hint=" (0 disables it)"),
+        )
+        if checked["temperature"] < 0:
+            raise CommandError(f"temperature must be a finite number >= 0 (0 is greedy), got {self.temperature!r}")
+        if not 0 < checked["top_p"] <= 1:
+            raise CommandError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.length_guard, bool):
+            raise CommandError(f"length_guard must be True or False, got {self.length_guard!r}")
+        if self.focus is not None:
+            checked["focus"] = _real("focus", self.focus, ">= 0 (0 turns query focus off)")
+            if checked["focus"] < 0:
+                raise CommandError(f"focus must be a finite number >= 0 (0 turns query focus off), got {self.focus!r}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def sampler(self, offset: int = 0) -> Sampler:
         seed = None if self.seed is None else self.seed + offset
@@ -274,14 +309,25 @@ class _Decoder:
         return _without_dangling_end(self.text) if self.finish == "length" else self.text.strip()
 
 
+class TokenRunner(Protocol):
+    """Where one request's tokens are run: the backend itself, or a `Model`'s shared sequence that
+    restores a paused stream's KV cache after another request has used the backend."""
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray: ...
+
+    def step(self, token: int) -> np.ndarray: ...
+
+
 def stream_tokens(backend: Backend, query: str, command: Command, options: GenerationOptions,
-                  stats: dict) -> Iterator[str]:
-    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) as it goes."""
+                  stats: dict, sequence: TokenRunner | None = None) -> Iterator[str]:
+    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) as it goes.
+    ``sequence`` runs the tokens (default: ``backend``)."""
     start = time.perf_counter()
+    run = sequence or backend
     prompt, budget = prepare(backend, query, command, options.max_tokens)
     sample = options.sampler()
     decoder = _Decoder(backend, query, command, options)
-    logits = backend.prefill(prompt)
+    logits = run.prefill(prompt)
     stats.update(prompt_tokens=len(prompt), prompt_s=time.perf_counter() - start, first_token_s=0.0)
     for _ in range(budget):
         token = sample(decoder.mask(logits))
@@ -293,7 +339,7 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
         if piece:
             yield piece
         if len(decoder.ids) < budget:
-            logits = backend.step(token)
+            logits = run.step(token)
     else:
         decoder.finish = "max_tokens"
     tail = decoder.result()[len(decoder.emitted):]
@@ -303,11 +349,24 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
                  finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - start)
 
 
+def batch_fits(backend: Backend, requests: Sequence[tuple[str, Command]], options: GenerationOptions) -> list[bool]:
+    """Per request, whether its whole token budget fits beside the others in one batch (on a
+    left-padded backend every sequence shares the longest prompt's width; on llama.cpp each
+    sequence has its own context). A request that does not fit runs alone, with its full budget."""
+    prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
+    rooms = backend.batch_room([len(p) for p, _ in prepared])
+    return [budget <= room for (_, budget), room in zip(prepared, rooms)]
+
+
 def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
                           options: GenerationOptions) -> list[dict]:
     """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
     start = time.perf_counter()
     prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
+    rooms = backend.batch_room([len(p) for p, _ in prepared])
+    short = [i for i, ((_, budget), room) in enumerate(zip(prepared, rooms)) if budget > room]
+    if short:  # the caller runs such requests alone (`batch_fits`): a batch never cuts a budget silently
+        raise CommandError(f"requests {short} need more tokens than this batch leaves them; run them alone")
     decoders = [_Decoder(backend, q, c, options) for q, c in requests]
     samplers = [options.sampler(offset=i) for i in range(len(requests))]
     logits = backend.prefill_batch([p for p, _ in prepared])
@@ -315,8 +374,7 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
     first = [0.0] * len(requests)
     active = [True] * len(requests)
     last = [backend.manifest.eos_id] * len(requests)
-    # Left padding aligns every prompt's end, so the longest prompt bounds the steps for all.
-    steps = min(max(b for _, b in prepared), backend.n_ctx - max(len(p) for p, _ in prepared))
+    steps = max(b for _, b in prepared)  # each request stops at its own budget
     for _ in range(steps):
         for i, d in enumerate(decoders):
             if not active[i]:

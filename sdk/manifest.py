@@ -299,12 +299,14 @@ class Manifest:
                 model=dict(data.get("model", {})),
                 version=version,
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ManifestError(f"{source}: manifest is missing or mistypes field {exc}") from None
         try:
             manifest.validate()
         except ManifestError as exc:
             raise ManifestError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape, e.g. a list of lists
+            raise ManifestError(f"{source}: manifest mistypes a field ({type(exc).__name__}: {exc})") from None
         return manifest
 
     @classmethod
@@ -313,6 +315,8 @@ class Manifest:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{source}: manifest is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ManifestError(f"{source}: manifest JSON is nested too deeply to be a udrl manifest") from None
         return cls.from_dict(data, source)
 
 
@@ -445,7 +449,16 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
             f"no udrl manifest in {where}: expected {MANIFEST_FILENAME}. Only artifacts written "
             "by the udrl trainer or converters can be loaded."
         )
-    return Manifest.from_json(file.read_text(encoding="utf-8"), source=str(file))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f"{file} is not a udrl.json manifest (not UTF-8 text); to read the manifest an artifact "
+            "(.gguf, .onnx, .mlpackage) carries, use udrl.read_manifest"
+        ) from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    return Manifest.from_json(text, source=str(file))
 
 
 def file_digest(paths: Iterable[str | os.PathLike[str]]) -> str:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,10 +22,12 @@ Sampler = Callable[[np.ndarray], int]
 def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Sampler:
     """A function from logits to a token id. ``temperature=0`` is greedy (and ignores the rest);
     ``top_k=0`` and ``top_p=1`` disable those filters. The same seed gives the same choices."""
-    if temperature < 0:
-        raise CommandError(f"temperature must be >= 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise CommandError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k < 0:
         raise CommandError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+    if seed is not None and seed < 0:
+        raise CommandError(f"seed must be an integer >= 0, got {seed}")
     if not 0 < top_p <= 1:
         raise CommandError(f"top_p must be in (0, 1], got {top_p}")
     if temperature == 0:

@@ -135,13 +135,13 @@ class LlamaCppTeacher(Teacher):
     """A local GGUF model run by llama.cpp (through llama-cpp-python)."""
 
     def __init__(self, model: str, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int = 0):
-        from llama_cpp import Llama
+        from udrl.backend_llama import open_llama
 
         if not Path(model).is_file():
             raise TeacherError(f"teacher model file not found: {model}")
         self.path = Path(model)
         try:
-            self.llm = Llama(model_path=str(model), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers,
+            self.llm = open_llama(model, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers,
                              verbose=False)
         except ValueError as exc:
             raise TeacherError(f"llama.cpp cannot load {model}: {exc}") from None

@@ -2,7 +2,7 @@ import json
 import re
 
 import pytest
-from llama_cpp import Llama
+from udrl.backend_llama import open_llama
 
 from udrl.artifacts import read_manifest
 from udrl.checkpoint import load_checkpoint
@@ -25,7 +25,8 @@ def test_each_variant_loads_in_stock_llama_cpp_and_generates(ggufs, checkpoint, 
     assert manifest.quantization == quant and manifest.parent == str(checkpoint)
     assert json.loads(read_manifest_json(result.path))["quantization"] == quant
 
-    llm = Llama(model_path=str(result.path), n_ctx=128, verbose=False)  # stock llama-cpp-python, no udrl
+    # stock llama-cpp-python's Llama, no udrl code (open_llama only avoids the AMX kernels that crash)
+    llm = open_llama(result.path, n_ctx=128, verbose=False)
     try:
         prompt = "<|task:tags|><|len:4|><|rew:2|>poster for a bakery<|sep|>"
         ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
@@ -60,7 +61,7 @@ def test_f32_gguf_greedy_matches_torch(ggufs, checkpoint):
         ref = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
                              eos_token_id=manifest.eos_id, pad_token_id=manifest.eos_id)[0, len(ids):].tolist()
     ref = ref[: ref.index(manifest.eos_id)] if manifest.eos_id in ref else ref
-    llm = Llama(model_path=str(ggufs["f32"].path), n_ctx=128, verbose=False)
+    llm = open_llama(ggufs["f32"].path, n_ctx=128, verbose=False)
     got = []
     for t in llm.generate(ids, top_k=1, temp=0.0):
         if t == manifest.eos_id or len(got) == 12:

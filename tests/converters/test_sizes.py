@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from llama_cpp import Llama
+from udrl.backend_llama import open_llama
 
 from udrl.checkpoint import load_checkpoint
 from udrl.converters import export
@@ -26,7 +26,7 @@ def test_larger_presets_export_to_gguf_and_onnx(preset, checkpoint, tmp_path):
     assert q8.size_bytes < 0.6 * f16.size_bytes
     assert onnx.checks["greedy agreement (KV cache)"].startswith("100%")
 
-    llm = Llama(model_path=str(q8.path), n_ctx=256, verbose=False)
+    llm = open_llama(q8.path, n_ctx=256, verbose=False)
     start = time.perf_counter()
     out = llm.create_completion("<|task:image|><|len:12|><|rew:2|>poster<|sep|>", max_tokens=32, temperature=0,
                                 logit_bias={manifest.eos_id: -100.0})
