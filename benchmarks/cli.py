@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import argparse
 
+DEFAULT_OUT = "benchmarks/results/latest"
+
+
+def _busy_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--busy takes counts separated by commas, such as 0,1,2,3,4; got {text!r}")
+    if not counts or any(not 0 <= n <= 64 for n in counts):
+        raise argparse.ArgumentTypeError(f"--busy counts must be from 0 to 64, got {text!r}")
+    return counts
+
+
+def _cmd_contention(args: argparse.Namespace) -> int:
+    from .contention import ContentionConfig, markdown, run_contention
+
+    if len(args.artifacts) != 1:
+        from udrl.errors import UdrlError
+
+        raise UdrlError("--contention measures one artifact; give exactly one")
+    out = args.out if args.out != DEFAULT_OUT else "benchmarks/results/contention"
+    result = run_contention(ContentionConfig(artifact=args.artifacts[0], busy=args.busy, out=out))
+    print(markdown(result))
+    print(f"written: {out}.json, .md")
+    return 0
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .harness import BenchConfig, run
     from .report import markdown
+
+    if args.contention:
+        return _cmd_contention(args)
 
     config = BenchConfig(artifacts=args.artifacts, checkpoint=args.checkpoint, teacher=not args.no_teacher,
                          raw_llama=not args.no_raw, hf_eager=not args.no_hf, threads=args.threads, reps=args.reps,
@@ -29,5 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-teacher", action="store_true", help="skip the Gemma teacher baseline")
     p.add_argument("--no-raw", action="store_true", help="skip raw llama-cpp-python")
     p.add_argument("--no-hf", action="store_true", help="skip HF transformers eager")
-    p.add_argument("--out", default="benchmarks/results/latest", help="output path without extension")
+    p.add_argument("--contention", action="store_true",
+                   help="per-request latency beside busy processes: default threads against 1 and 2")
+    p.add_argument("--busy", type=_busy_counts, default=(0, 1, 2, 3, 4), metavar="N,N,...",
+                   help="busy-process counts for --contention (default 0,1,2,3,4)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="output path without extension")
     p.set_defaults(func=_cmd_bench)

@@ -37,6 +37,37 @@ def quiet_llama_logs(llama_cpp) -> None:
 
 
 _OPEN_LOCK = threading.Lock()
+MAX_AUTO_THREADS = 4  # a model this small gains nothing from more
+
+
+def other_runnable_threads() -> int | None:
+    """How many threads of other processes are runnable right now (Linux: /proc/loadavg's running
+    count less this process's own running threads, which include llama.cpp workers still spinning
+    after the last step); None where the system does not say."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            total = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(os.path.join(task.path, "stat"), encoding="ascii", errors="replace") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, total - own)
+
+
+def auto_threads(cpus: int | None = None) -> int:
+    """Threads for the next request when the caller chose none: every CPU that nothing else wants,
+    at least 1, at most `MAX_AUTO_THREADS`. llama.cpp's threads meet at a barrier after every
+    operation, so a thread that has to share its core with another process stalls its partner:
+    on two busy cores, two threads took 3 to 100 times longer per request than one (README)."""
+    cpus = cpus or os.cpu_count() or 1
+    others = other_runnable_threads()
+    free = cpus if others is None else cpus - others
+    return max(1, min(MAX_AUTO_THREADS, free))
 
 
 def cpu_repacks_for_amx(llama_cpp) -> bool:
@@ -95,7 +126,9 @@ class LlamaCppBackend(Backend):
         quiet_llama_logs(llama_cpp)
         self.manifest = manifest
         self.n_ctx = int(manifest.model.get("n_ctx") or 512)
-        threads = options.threads or min(4, os.cpu_count() or 1)
+        # threads=None: chosen per request from the CPUs other processes leave free (`auto_threads`).
+        self._auto = options.threads is None
+        threads = options.threads or min(MAX_AUTO_THREADS, os.cpu_count() or 1)
         gpu_layers = 0 if options.device == "cpu" else -1  # offload everything where a GPU build exists
         try:
             self.llm = open_llama(path, n_ctx=self.n_ctx, n_batch=self.n_ctx,
@@ -130,7 +163,18 @@ class LlamaCppBackend(Backend):
         ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
+    def _choose_threads(self) -> None:
+        if not self._auto:
+            return
+        threads = auto_threads()
+        if threads != self._threads:
+            self._threads = threads
+            self._llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
+            if self._batch_ctx is not None:
+                self._llama_cpp.llama_set_n_threads(self._batch_ctx, threads, threads)
+
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        self._choose_threads()
         self.llm.reset()
         self.llm.eval(list(ids))
         return self._last_logits()
@@ -191,15 +235,21 @@ class LlamaCppBackend(Backend):
         if len(prompts) > self.max_batch:
             raise BackendError(f"llama.cpp batches hold at most {self.max_batch} requests")
         ctx = self._context_for_batches()
+        self._choose_threads()
         self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(ctx), True)
         entries = [(t, pos, seq, pos == len(p) - 1) for seq, p in enumerate(prompts) for pos, t in enumerate(p)]
         self._batch_pos = [len(p) for p in prompts]
         return self._rows(self._decode(entries))
 
-    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
-        entries = [(t, self._batch_pos[seq], seq, True) for seq, t in enumerate(tokens)]
-        self._batch_pos = [p + 1 for p in self._batch_pos]
-        return self._rows(self._decode(entries))
+    def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        # Only live sequences step: a finished one would run on past its own context and abort llama.cpp.
+        live = [seq for seq, t in enumerate(tokens) if t is not None]
+        entries = [(tokens[seq], self._batch_pos[seq], seq, True) for seq in live]
+        for seq in live:
+            self._batch_pos[seq] += 1
+        logits = np.zeros((len(tokens), self._n_vocab), np.float32)
+        logits[live] = self._rows(self._decode(entries))
+        return logits
 
     def close(self) -> None:
         if self._batch_ctx is not None:

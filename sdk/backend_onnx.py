@@ -74,7 +74,8 @@ class OnnxBackend(Backend):
         self._past = [np.zeros(shape, self.dtype) for _ in range(2 * self.n_layer)]
         return self._run(ids, mask, positions)
 
-    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
+    def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        tokens = [self.manifest.eos_id if t is None else t for t in tokens]  # left padding: every row steps
         ids = np.array(tokens, np.int64)[:, None]
         mask = np.concatenate([self._mask, np.ones_like(ids)], axis=1)
         return self._run(ids, mask, self._positions + 1)

@@ -77,7 +77,8 @@ class TorchBackend(Backend):
         self._cache = None
         return self._run(ids, mask, positions)
 
-    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
+    def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        tokens = [self.manifest.eos_id if t is None else t for t in tokens]  # left padding: every row steps
         t = self.torch
         ids = t.tensor(list(tokens), dtype=t.long, device=self.device)[:, None]
         mask = t.cat([self._mask, t.ones_like(ids)], dim=1)

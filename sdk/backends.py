@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .artifacts import artifact_kind, read_manifest
-from .errors import BackendError
+from .errors import BackendError, ManifestError
 from .manifest import Manifest
 
 
@@ -69,8 +69,9 @@ class Backend:
         """Batched prefill: logits [batch, vocab]. Only where ``can_batch``."""
         raise NotImplementedError
 
-    def step_batch(self, tokens: Sequence[int]) -> np.ndarray:
-        """One token per sequence of the batch: logits [batch, vocab]."""
+    def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        """One token per sequence of the batch (None for a finished one): logits [batch, vocab];
+        a finished sequence's row is meaningless."""
         raise NotImplementedError
 
     def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:
@@ -165,7 +166,25 @@ def open_backend(path: str | os.PathLike[str], backend: str = "auto",
                            f"use backend='auto' (which picks {_DEFAULT_FOR_KIND[kind]!r})")
     manifest = read_manifest(p)  # refuses artifacts without a valid manifest, before loading weights
     opener: Callable[..., Backend] = cls  # each backend's __init__(path, manifest, options)
-    return opener(p, manifest, options)
+    opened = opener(p, manifest, options)
+    try:
+        check_control_tokens(opened, p)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def check_control_tokens(backend: Backend, path: Path) -> None:
+    """Every control string must encode to its one manifest id: a tokenizer that splits them
+    (a control token typed as a normal word) would feed the model text instead of commands."""
+    for token in backend.manifest.special_tokens:
+        got = backend.encode(token)
+        want = backend.manifest.token_ids.get(token)
+        if got != [want]:
+            raise ManifestError(f"{path}: the tokenizer encodes the control token {token!r} as {got[:8]}, not as "
+                                f"its manifest id [{want}]; the file is corrupted or was not written by "
+                                "`udrl export`: export it again")
 
 
 def require(module: str, extra: str) -> None:

@@ -389,8 +389,7 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
                 d.finish, active[i] = "max_tokens", False
         if not any(active):
             break
-        # Finished sequences keep stepping with a filler token; their logits are ignored.
-        logits = backend.step_batch(last)
+        logits = backend.step_batch([t if a else None for t, a in zip(last, active)])
     total = time.perf_counter() - start
     return [dict(text=d.result(), completion_tokens=len(d.ids), finish_reason=d.finish or "max_tokens",
                  prompt_tokens=len(p), prompt_s=prompt_s, first_token_s=f, total_s=total)

@@ -305,7 +305,7 @@ class Manifest:
             manifest.validate()
         except ManifestError as exc:
             raise ManifestError(f"{source}: {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape, e.g. a list of lists
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of the wrong shape
             raise ManifestError(f"{source}: manifest mistypes a field ({type(exc).__name__}: {exc})") from None
         return manifest
 
@@ -364,13 +364,14 @@ def _problems(m: Manifest) -> list[str]:
         if any(not isinstance(w, str) or not w or w != focus_key(w) or len(w.split()) != 1 for w in words):
             problems.append(f"{name} must be single non-empty words in the form query focus compares "
                             "(ASCII lowercase, no surrounding punctuation)")
-    problems.extend(_control_token_problems(m))
+    token_problems = _control_token_problems(m)
+    problems.extend(token_problems)
     for task, n in m.default_length.items():
         if task not in m.tasks:
             problems.append(f"default_length names unknown task {task!r}")
         elif not isinstance(n, int) or not m.length_min <= n <= m.length_max:
             problems.append(f"default_length[{task!r}] = {n!r} is outside the length range")
-    if m.token_ids:
+    if m.token_ids and not token_problems:  # the special tokens are only known once the groups are sound
         missing = [t for t in m.special_tokens if t not in m.token_ids]
         if missing:
             problems.append(f"token_ids lacks ids for {missing[:5]}{'...' if len(missing) > 5 else ''}")
