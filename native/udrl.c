@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "llama.h"
 
 /* ---------------------------------------------------------------- JSON (just enough) -------- */
@@ -527,6 +528,95 @@ static udrl_status parse_manifest(udrl_model *m) {
 
 static int is_special(const udrl_model *m, llama_token id);
 
+/* An integer GGUF key within [lo, hi], or -1. */
+static int64_t header_int(const struct gguf_context *g, const char *key, int64_t lo, int64_t hi) {
+    int64_t id = gguf_find_key(g, key), v;
+    if (id < 0) return -1;
+    switch (gguf_get_kv_type(g, id)) {
+    case GGUF_TYPE_UINT32: v = gguf_get_val_u32(g, id); break;
+    case GGUF_TYPE_INT32: v = gguf_get_val_i32(g, id); break;
+    case GGUF_TYPE_UINT64: v = (int64_t)(gguf_get_val_u64(g, id) & 0x7fffffffffffffffULL); break;
+    default: return -1;
+    }
+    return v >= lo && v <= hi ? v : -1;
+}
+
+/* Reads the manifest from the GGUF header and refuses what llama.cpp would abort on or run wrongly,
+   before it sees the file: the same checks as the SDK's gguf_file.check_gpt2_header (hyperparameters
+   in range and equal to the manifest's context, a finite layer-norm epsilon, every control token
+   typed CONTROL at its manifest id). */
+static udrl_status read_checked_header(udrl_model *m, const char *path) {
+    struct gguf_init_params gp = {true, NULL};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    udrl_status status = UDRL_OK;
+    int64_t key, n_embd, n_head, n_ctx, types;
+    static const char *const ints[] = {"gpt2.block_count", "gpt2.attention.head_count", "gpt2.embedding_length",
+                                       "gpt2.context_length", "gpt2.feed_forward_length"};
+    static const int64_t his[] = {512, 256, 1 << 16, 1 << 20, 1 << 18};
+    size_t i;
+    if (!g) return fail(m, UDRL_E_IO, "%s is not a valid GGUF model (truncated or corrupted): export it again", path);
+    key = gguf_find_key(g, UDRL_METADATA_KEY);
+    if (key < 0 || gguf_get_kv_type(g, key) != GGUF_TYPE_STRING) {
+        status = fail(m, UDRL_E_MANIFEST, "%s carries no udrl manifest (no %s metadata): export it with `udrl export`",
+                      path, UDRL_METADATA_KEY);
+        goto done;
+    }
+    if (!(m->manifest_json = malloc(strlen(gguf_get_val_str(g, key)) + 1))) {
+        status = fail(m, UDRL_E_MEMORY, "out of memory");
+        goto done;
+    }
+    strcpy(m->manifest_json, gguf_get_val_str(g, key));
+    if ((status = parse_manifest(m)) != UDRL_OK) goto done;
+    for (i = 0; i < sizeof ints / sizeof *ints; i++) {
+        if (header_int(g, ints[i], i == 3 ? 2 : 1, his[i]) < 0) {
+            status = fail(m, UDRL_E_MANIFEST, "%s: GGUF key %s is missing or out of range (1 to %lld)", path, ints[i],
+                          (long long)his[i]);
+            goto done;
+        }
+    }
+    for (i = 0; i < 3; i++) {  /* n_layer, n_head, n_embd: as the manifest says, where it says */
+        static const char *const fields[] = {"n_layer", "n_head", "n_embd"};  /* ints[0..2] */
+        int want;
+        if (j_int(j_get(j_get(&m->manifest, "model"), fields[i]), &want) && header_int(g, ints[i], 1, his[i]) != want) {
+            status = fail(m, UDRL_E_MANIFEST, "%s: GGUF key %s disagrees with the manifest's %s = %d: the file is "
+                          "corrupted", path, ints[i], fields[i], want);
+            goto done;
+        }
+    }
+    n_head = header_int(g, ints[1], 1, his[1]);
+    n_embd = header_int(g, ints[2], 1, his[2]);
+    n_ctx = header_int(g, ints[3], 2, his[3]);
+    if (n_embd % n_head || n_ctx != m->n_ctx) {
+        status = fail(m, UDRL_E_MANIFEST, "%s: GGUF hyperparameters disagree with its manifest (context %lld vs %d, "
+                      "width %lld over %lld heads): the file is corrupted", path, (long long)n_ctx, m->n_ctx,
+                      (long long)n_embd, (long long)n_head);
+        goto done;
+    }
+    key = gguf_find_key(g, "gpt2.attention.layer_norm_epsilon");
+    if (key < 0 || gguf_get_kv_type(g, key) != GGUF_TYPE_FLOAT32 || !isfinite(gguf_get_val_f32(g, key)) ||
+        !(gguf_get_val_f32(g, key) > 0.0f && gguf_get_val_f32(g, key) <= 0.1f)) {
+        status = fail(m, UDRL_E_MANIFEST, "%s: gpt2.attention.layer_norm_epsilon must be a number in (0, 0.1]", path);
+        goto done;
+    }
+    types = gguf_find_key(g, "tokenizer.ggml.token_type");
+    if (types < 0 || gguf_get_kv_type(g, types) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, types) != GGUF_TYPE_INT32) {
+        status = fail(m, UDRL_E_MANIFEST, "%s has no token types (tokenizer.ggml.token_type)", path);
+        goto done;
+    }
+    for (i = 0; i < (size_t)m->n_special; i++) {
+        const int32_t *t = gguf_get_arr_data(g, types);
+        if (m->special_ids[i] < 0 || (size_t)m->special_ids[i] >= gguf_get_arr_n(g, types) ||
+            t[m->special_ids[i]] != LLAMA_TOKEN_TYPE_CONTROL) {
+            status = fail(m, UDRL_E_MANIFEST, "%s: control token %s (id %d) is not typed CONTROL: llama.cpp would "
+                          "split it into text; export the file again", path, m->special_tokens[i], m->special_ids[i]);
+            goto done;
+        }
+    }
+done:
+    gguf_free(g);
+    return status;
+}
+
 udrl_status udrl_model_open(const char *path, const udrl_model_params *params, udrl_model **out, char *err,
                             size_t err_size) {
     udrl_model *m;
@@ -534,7 +624,6 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     struct llama_model_params mp;
     struct llama_context_params cp;
     udrl_status status;
-    int32_t n;
     int i;
     FILE *probe;
     if (err && err_size) err[0] = '\0';
@@ -552,6 +641,11 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
         goto error;
     }
     fclose(probe);
+    if (p.n_threads < 0 || p.n_threads > 512) {
+        status = fail(m, UDRL_E_ARGUMENT, "n_threads must be 0 (automatic) or 1 to 512, got %d", p.n_threads);
+        goto error;
+    }
+    if ((status = read_checked_header(m, path)) != UDRL_OK) goto error;
     mp = llama_model_default_params();
     mp.n_gpu_layers = p.n_gpu_layers;
     /* llama.cpp's AMX matrix kernel segfaults on the first decode (llama.cpp issue 20824): where the
@@ -563,16 +657,6 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
         status = fail(m, UDRL_E_IO, "llama.cpp cannot load %s: not a valid GGUF model", path);
         goto error;
     }
-    n = llama_model_meta_val_str(m->lm, UDRL_METADATA_KEY, NULL, 0);
-    if (n < 0) {
-        status = fail(m, UDRL_E_MANIFEST, "%s carries no udrl manifest (no %s metadata): export it with `udrl export`",
-                      path, UDRL_METADATA_KEY);
-        goto error;
-    }
-    m->manifest_json = malloc((size_t)n + 1);
-    if (!m->manifest_json) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
-    llama_model_meta_val_str(m->lm, UDRL_METADATA_KEY, m->manifest_json, (size_t)n + 1);
-    if ((status = parse_manifest(m)) != UDRL_OK) goto error;
     m->vocab = llama_model_get_vocab(m->lm);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
     if (!(m->word_start = calloc((size_t)m->n_vocab, 1)) || !(m->end_word = calloc((size_t)m->n_vocab, 1))) {

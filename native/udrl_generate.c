@@ -81,6 +81,7 @@ int main(int argc, char **argv) {
     udrl_model *model = NULL;
     int json = 0, stream = 0, prompt_tokens = 0, rc = 0, i, length_given = 0, reward_given = 0;
     char err[512];
+    udrl_status status;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -110,10 +111,10 @@ int main(int argc, char **argv) {
     }
     if (!model_path || (!query && !file) || (query && file)) { usage(); return 1; }
     udrl_backend_init();
-    if (udrl_model_open(model_path, &params, &model, err, sizeof err) != UDRL_OK) {
+    if ((status = udrl_model_open(model_path, &params, &model, err, sizeof err)) != UDRL_OK) {
         fprintf(stderr, "udrl-generate: error: %s\n", err);
         udrl_backend_free();
-        return strstr(err, "manifest") ? UDRL_E_MANIFEST : UDRL_E_IO;
+        return (int)status;  /* the exit status is the udrl_status code (udrl.h) */
     }
     /* In the C API 0 and -1 mean "default"; on the command line they are out of range, as in Python. */
     if (length_given && cmd.length == 0) {

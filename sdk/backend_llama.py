@@ -79,7 +79,9 @@ def cpu_repacks_for_amx(llama_cpp) -> bool:
 
 
 @contextlib.contextmanager
-def _model_params_without_amx(llama_cpp) -> Iterator[None]:
+def plain_weight_buffers(llama_cpp) -> Iterator[None]:
+    """While active, every ``llama_cpp.Llama`` made in this process keeps its weights out of the
+    AMX buffers where `cpu_repacks_for_amx` (a no-op elsewhere); wraps, e.g., llama-cpp-python's server."""
     # llama_cpp.Llama builds its model parameters inside __init__ from llama_model_default_params;
     # wrapping that one call is the only way to set use_extra_bufts through the high-level object.
     if not cpu_repacks_for_amx(llama_cpp):
@@ -106,7 +108,7 @@ def open_llama(model_path: str | os.PathLike[str], **kwargs: Any):
     (`cpu_repacks_for_amx`). Every udrl module that opens a GGUF with llama-cpp-python uses this."""
     import llama_cpp
 
-    with _model_params_without_amx(llama_cpp):
+    with plain_weight_buffers(llama_cpp):
         return llama_cpp.Llama(model_path=str(model_path), **kwargs)
 
 

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -132,10 +133,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         try:
             results = model.generate_batch(requests, **options)
         except CommandError as exc:
-            if exc.index is None or not args.file:
+            if exc.index is None:
                 raise
             message = str(exc).removeprefix(f"request {exc.index}: ")
-            raise CommandError(f"line {lines[exc.index][0]} of {_source_name(args)}: {message}") from None
+            where = f"line {lines[exc.index][0]} of {_source_name(args)}: " if args.file else ""
+            raise CommandError(where + message) from None
         for result in results:
             if args.json:
                 d = result.to_dict()
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except UdrlError as exc:
         # One line: a multi-line message (a manifest's list of problems) is joined with "; ".
-        message = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
+        message = "; ".join(re.sub(r"^\s*-\s+", "", line) for line in str(exc).splitlines() if line.strip())
         print(f"udrl {args.command}: error: {message}", file=sys.stderr)
         return exit_code(exc)
     except BrokenPipeError:

@@ -207,3 +207,19 @@ def test_the_guard_never_ends_on_an_end_stopword_as_the_sdk(exe, gguf):
                         assert focus_key(want.split()[-1]) not in stops, want
                         got = run(exe, "--model", str(path), query, "--task", task, "--length", str(length))
                         assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, task, got.stderr)
+
+
+def test_mutated_gguf_files_are_refused_by_the_c_layer_without_a_crash(exe, gguf, tmp_path):
+    """The SDK's mutation set (hyperparameters out of range, control tokens retyped, lengths that
+    overflow, truncations, flipped header bytes) through udrl-generate: an error code, never a signal."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+    from gguf_mutations import mutated_files
+
+    outcomes = {}
+    for what, path in mutated_files(Path(gguf), tmp_path, n_flips=30, n_truncations=20):
+        out = run(exe, "--model", str(path), "--max-tokens", "4", "poster")
+        assert out.returncode >= 0, f"{what}: killed by signal {-out.returncode}"
+        outcomes[what] = out.returncode
+        if what.startswith(("gpt2.block_count=", "gpt2.attention.layer_norm_epsilon=", "token ")):
+            assert out.returncode == 3 and "udrl-generate: error:" in out.stderr, (what, out.stderr)
+    assert sum(code != 0 for code in outcomes.values()) >= 0.8 * len(outcomes)

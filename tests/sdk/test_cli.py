@@ -47,6 +47,6 @@ def test_generate_takes_the_query_focus_and_info_shows_the_default(tiny_artifact
 
 def test_generate_errors_are_one_line(tiny_artifacts):
     out = udrl("generate", "poster", "--task", "video", "--model", str(tiny_artifacts["llama"]))
-    assert out.returncode == 1 and out.stderr.startswith("udrl generate: error: unknown task 'video'")
+    assert out.returncode == 3 and out.stderr.startswith("udrl generate: error: unknown task 'video'")
     assert "Traceback" not in out.stderr
     assert udrl("generate", "--model", str(tiny_artifacts["llama"])).returncode == 1

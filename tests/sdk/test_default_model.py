@@ -68,7 +68,7 @@ def test_no_repeat_ngram_stops_repetition_loops():
             assert abs(r.words - 8) <= 1
         batch = model.generate_batch([udrl.Request("poster for a jazz night", "tags", 8)], no_repeat_ngram=2)
         assert batch[0].text == model.generate("poster for a jazz night", task="tags", length=8, no_repeat_ngram=2).text
-        with pytest.raises(CommandError, match="no_repeat_ngram must be >= 0"):
+        with pytest.raises(CommandError, match="no_repeat_ngram must be an integer >= 0"):
             model.generate("x", task="tags", no_repeat_ngram=-1)
 
 

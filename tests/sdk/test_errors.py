@@ -35,7 +35,7 @@ def test_query_too_long_for_the_context_is_refused_not_cut(model):
 def test_bad_sampling_options(model):
     with pytest.raises(CommandError, match="top_p must be in"):
         model.generate("poster", temperature=0.5, top_p=0)
-    with pytest.raises(CommandError, match="max_tokens must be at least 1"):
+    with pytest.raises(CommandError, match="max_tokens must be an integer >= 1"):
         model.generate("poster", max_tokens=0)
 
 

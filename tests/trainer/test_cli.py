@@ -18,7 +18,7 @@ def test_info_prints_manifest_and_size(tiny_run):
 
 def test_info_on_a_directory_without_manifest_fails_clearly(tmp_path):
     out = udrl("info", str(tmp_path))
-    assert out.returncode == 1
+    assert out.returncode == 4  # ManifestError (README: exit statuses)
     assert "no udrl manifest" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -26,7 +26,7 @@ def test_train_cli_reports_bad_data_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "task": "image", "output": "a b", "words": 2, "score": 0.5}\n{oops\n')
     out = udrl("train", "--data", str(bad), "--out", str(tmp_path / "run"))
-    assert out.returncode == 1
+    assert out.returncode == 6  # DatasetError
     assert f"{bad}:2: not valid JSON" in out.stderr and "--skip-invalid" in out.stderr
     assert "Traceback" not in out.stderr
 

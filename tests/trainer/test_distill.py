@@ -69,4 +69,4 @@ def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path, kil
     assert sum(1 for r in rows if r["output"]) >= 0.8 * len(rows)
 
     again = subprocess.run(cmd + ["--seed", "1"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "other settings" in again.stderr
+    assert again.returncode == 6 and "other settings" in again.stderr

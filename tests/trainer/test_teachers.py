@@ -46,6 +46,12 @@ def test_gemma_file_is_assembled_once_and_checked(gemma):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.EXPECTED_SHA256
 
 
+# `python -m llama_cpp.server`, with weights kept out of llama.cpp's AMX buffers (which crash; see
+# udrl.backend_llama.cpu_repacks_for_amx).
+SERVER_WITHOUT_AMX = ("import runpy, llama_cpp\nfrom udrl.backend_llama import plain_weight_buffers\n"
+                      "with plain_weight_buffers(llama_cpp):\n    runpy.run_module('llama_cpp.server', run_name='__main__')")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +63,7 @@ def llama_server():
     """`python -m llama_cpp.server` serving the Gemma GGUF on 127.0.0.1, stopped afterwards."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gemma_path()), "--host", "127.0.0.1",
+        [sys.executable, "-c", SERVER_WITHOUT_AMX, "--model", str(gemma_path()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "gemma"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
