@@ -30,7 +30,7 @@ class ContentionConfig:
     task: str = "image"
     length: int = 20
     reps: int = 7
-    rounds: int = 2  # each setting is measured this many times per busy count, interleaved
+    rounds: int = 3  # each setting is measured this many times per busy count, interleaved
     busy_limit_s: float = 300.0
     out: str | None = None
 

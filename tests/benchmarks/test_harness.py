@@ -80,3 +80,25 @@ def test_cli_quick(tiny_artifacts, tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| row | kind |" in out.stdout and (tmp_path / "r.json").exists()
+
+
+def test_contention_run_times_every_setting_beside_busy_processes(tiny_artifacts, tmp_path):
+    from udrl.benchmarks.contention import ContentionConfig, run_contention
+
+    out = tmp_path / "contention"
+    result = run_contention(ContentionConfig(artifact=str(tiny_artifacts["llama"]), busy=(0, 1), length=8, reps=1,
+                                             rounds=1, busy_limit_s=30, out=str(out)))
+    assert [r["busy"] for r in result["rows"]] == [0, 1]
+    for row in result["rows"]:
+        assert set(row["latency_s"]) == {"default", "1 threads", "2 threads"}
+        assert all(v > 0 for v in row["latency_s"].values())
+    assert result["rows"][0]["vs_default_idle"]["default"] == 1.0
+    assert "| busy processes | default | 1 threads | 2 threads |" in (out.with_suffix(".md")).read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == result["rows"]
+
+
+def test_busy_spinners_are_bounded_in_time():
+    from udrl.benchmarks.contention import busy_processes
+
+    procs = busy_processes(1, limit_s=0.5)
+    assert procs[0].wait(timeout=30) == 0

@@ -397,3 +397,46 @@ def test_cli_into_a_closed_pipe(tiny_artifacts):
                  shell_tail=" | head -c 5")
     assert b"Traceback" not in done.stderr and done.stderr.strip() == b"", done.stderr
     assert done.stdout == b'{"tex'
+
+
+# -- threads on a busy machine --------------------------------------------------------------------
+
+
+def test_default_threads_leave_the_cpus_other_processes_use(monkeypatch):
+    from udrl import backend_llama
+
+    for others, cpus, want in [(0, 2, 2), (1, 2, 1), (4, 2, 1), (0, 16, 4), (3, 8, 4), (6, 8, 2), (None, 2, 2)]:
+        monkeypatch.setattr(backend_llama, "other_runnable_threads", lambda o=others: o)
+        assert backend_llama.auto_threads(cpus) == want, (others, cpus)
+
+
+def test_other_runnable_threads_sees_a_busy_process():
+    from udrl.backend_llama import other_runnable_threads
+    from udrl.benchmarks.contention import busy_processes
+
+    if other_runnable_threads() is None:
+        pytest.skip("this system does not report runnable threads (/proc/loadavg)")
+    procs = busy_processes(2, limit_s=20)
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert max(other_runnable_threads() for _ in range(20)) >= 1
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_plain_weight_buffers_where_the_cpu_has_amx(monkeypatch, tiny_artifacts):
+    import llama_cpp
+
+    from udrl import backend_llama
+
+    monkeypatch.setattr(backend_llama, "cpu_repacks_for_amx", lambda _: True)
+    with backend_llama.plain_weight_buffers(llama_cpp):
+        assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is False
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True  # restored
+    llm = backend_llama.open_llama(tiny_artifacts["llama"], n_ctx=64, verbose=False)
+    llm.eval(llm.tokenize(b" poster", add_bos=False))
+    llm.close()
