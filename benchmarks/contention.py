@@ -95,8 +95,9 @@ def markdown(result: dict[str, Any]) -> str:
     """The contention table: latency per setting, and its ratio to the default's idle latency."""
     labels = [_label(t) for t in result["config"]["threads"]]
     cfg = result["config"]
-    lines = [f"Per-request latency, one {cfg['task']} request of {cfg['length']} words, medians of "
-             f"{cfg['reps']} x {cfg['rounds']} rounds; in brackets: against the default's idle latency.", "",
+    title = (f"Per-request latency, one {cfg['task']} request of {cfg['length']} words, medians of "
+             f"{cfg['reps']} x {cfg['rounds']} rounds; in brackets: against the default's idle latency.")
+    lines = [title, "",
              "| busy processes | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
     for r in result["rows"]:
         cells = []

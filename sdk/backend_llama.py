@@ -17,7 +17,6 @@ from .backends import Backend, BackendOptions, register
 from .errors import BackendError
 from .manifest import Manifest
 
-
 _GGML_LOG_LEVEL_ERROR = 4  # ggml.h, enum ggml_log_level
 _LOG_CALLBACK = None
 

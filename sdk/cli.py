@@ -22,19 +22,19 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from . import __version__
-from .errors import BackendError, CheckpointError, CommandError, ConfigError, DatasetError, ManifestError, UdrlError
+from . import __version__, errors
+from .artifacts import artifact_size, read_manifest
+from .errors import UdrlError
 
 # Exit status per error kind; argparse's usage errors exit 2. The README lists the same table.
 EXIT_CODES: dict[type[UdrlError], int] = {
-    CommandError: 3,  # a request, option or input file the model does not accept
-    ManifestError: 4,  # an artifact that is corrupted or carries no valid manifest
-    BackendError: 5,  # a runtime that is missing or cannot run the artifact here
-    ConfigError: 6,  # a training or export configuration
-    DatasetError: 6,
-    CheckpointError: 4,
+    errors.CommandError: 3,  # a request or option the model does not accept
+    errors.ManifestError: 4,  # an artifact that is corrupted or carries no valid manifest
+    errors.CheckpointError: 4,
+    errors.BackendError: 5,  # a runtime that is missing or cannot run the artifact here
+    errors.ConfigError: 6,  # a training or export configuration, or a dataset
+    errors.DatasetError: 6,
 }
-from .artifacts import artifact_size, read_manifest
 
 
 def info(path: str) -> dict:
@@ -116,8 +116,6 @@ def _read_queries(args: argparse.Namespace) -> list[tuple[int, str]]:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .model import Request, load
 
-    from .errors import CommandError
-
     lines = _read_queries(args)
     queries = [q for _, q in lines]
     options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
@@ -132,12 +130,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         requests = [Request(q, args.task, args.length, args.reward) for q in queries]
         try:
             results = model.generate_batch(requests, **options)
-        except CommandError as exc:
+        except errors.CommandError as exc:
             if exc.index is None:
                 raise
             message = str(exc).removeprefix(f"request {exc.index}: ")
             where = f"line {lines[exc.index][0]} of {_source_name(args)}: " if args.file else ""
-            raise CommandError(where + message) from None
+            raise errors.CommandError(where + message) from None
         for result in results:
             if args.json:
                 d = result.to_dict()

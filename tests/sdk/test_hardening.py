@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 import udrl
 from udrl import CommandError, UdrlError
 
@@ -209,7 +208,7 @@ def test_mutated_gguf_files_never_kill_the_process(tiny_artifacts, tmp_path):
     subprocess; none dies by a signal, none raises anything but ManifestError or BackendError."""
     from gguf_mutations import mutated_files
 
-    files = dict((str(path), what) for what, path in mutated_files(Path(tiny_artifacts["llama"]), tmp_path))
+    files = {str(path): what for what, path in mutated_files(Path(tiny_artifacts["llama"]), tmp_path)}
     assert len(files) >= 200
     results = _run_worker(list(files), timeout=300)
     bad = {files[p]: r for p, r in results.items() if r["result"] not in ("ok", "ManifestError", "BackendError")}
@@ -430,7 +429,6 @@ def test_other_runnable_threads_sees_a_busy_process():
 
 def test_plain_weight_buffers_where_the_cpu_has_amx(monkeypatch, tiny_artifacts):
     import llama_cpp
-
     from udrl import backend_llama
 
     monkeypatch.setattr(backend_llama, "cpu_repacks_for_amx", lambda _: True)
