@@ -29,12 +29,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to GGUF, ONNX or Core ML (verified)")
-    p.add_argument("checkpoint", help="checkpoint directory written by udrl train (e.g. runs/x/model)")
+    p = sub.add_parser("export", help="export a checkpoint or a udrl GGUF to GGUF, ONNX or Core ML (verified)")
+    p.add_argument("checkpoint", help="checkpoint directory written by udrl train (e.g. runs/x/model), or a udrl "
+                   "GGUF such as the bundled sdk/models/udrl-mini-q8_0.gguf (its weights dequantized)")
     p.add_argument("--format", required=True, help="gguf, onnx or coreml")
     p.add_argument("--quant", nargs="+", help="variant(s): gguf f32 f16 q8_0 q6_k q5_k_m q4_k_m; "
                    "onnx fp32 int8 fp16; coreml fp16 int8 palette4 stateful (default: the format's first)")
-    p.add_argument("--out", help="output path (default: next to the checkpoint, named by variant)")
+    p.add_argument("--out", help="output path (default: next to the source, named by variant)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--report", metavar="JSON", help="also write each artifact's size and verification figures")
     p.add_argument("--no-verify", action="store_true",

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from udrl.artifacts import artifact_size
+import numpy as np
+
+from udrl.artifacts import artifact_size, read_manifest
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 from udrl.errors import UdrlError
 from udrl.manifest import Manifest
@@ -103,9 +105,53 @@ def _load_builtin() -> None:
         pass  # coremltools missing: the format is listed as unknown, and the CLI names the extra
 
 
-def default_output(checkpoint: Path, fmt: str, quant: str) -> Path:
+def default_output(source: Path, fmt: str, quant: str) -> Path:
+    """Next to the source: ``model-q8_0.gguf`` for a checkpoint ``model``; for a GGUF source
+    ``udrl-mini-q8_0.gguf``, ``udrl-mini-q8_0-int8.onnx``."""
     exporter = EXPORTERS[fmt]
-    return checkpoint.parent / f"{checkpoint.name}-{quant}{exporter.suffix}"
+    stem = source.stem if source.suffix == ".gguf" else source.name
+    return source.parent / f"{stem}-{quant}{exporter.suffix}"
+
+
+# Requests every parity check runs: each task at a short and a realistic length.
+PARITY_QUERIES = (
+    "minimalist poster for a summer jazz festival by the sea", "logo for a family owned vegan bakery",
+    "flyer for a lost golden retriever named biscuit", "menu for a mexican taqueria with vegetarian options",
+    "thumbnail for a beginner guitar lesson", "invitation to a winter wedding in the mountains",
+)
+
+
+def parity_with_gguf(gguf_path: Path, artifact: Path) -> dict[str, Any]:
+    """The artifact against the GGUF it was made from, through the SDK: greedy texts on a fixed
+    request set, and top-1 agreement on the GGUF's own greedy tokens (teacher-forced). Formats the
+    SDK cannot run on this machine (Core ML off macOS) are skipped with the reason."""
+    import udrl
+    from udrl.commands import make_command, render_prompt
+
+    try:
+        candidate = udrl.load(artifact)
+    except UdrlError as exc:
+        return {"parity with the source GGUF": f"skipped: {exc}"}
+    with udrl.load(gguf_path) as reference, candidate:
+        m = reference.manifest
+        requests = [(q, task, min(max(n, m.length_min), m.length_max))
+                    for q in PARITY_QUERIES for task in m.tasks for n in (4, 12)]
+        same = agree = total = 0
+        ref_backend, cand_backend = reference._live(), candidate._live()
+        for q, task, n in requests:
+            want = reference.generate(q, task=task, length=n)
+            got = candidate.generate(q, task=task, length=n)
+            same += want.text == got.text
+            prompt = ref_backend.encode(render_prompt(m, q, make_command(m, task, n)))
+            ids = ref_backend.encode(m.output_prefix + want.text)
+            logits = cand_backend.prefill(prompt)
+            expected = ref_backend.prefill(prompt)
+            for token in ids:
+                agree += int(np.argmax(logits)) == int(np.argmax(expected))
+                total += 1
+                logits, expected = cand_backend.step(token), ref_backend.step(token)
+    return {"greedy texts equal to the source GGUF": f"{same}/{len(requests)}",
+            "top-1 agreement with the source GGUF": f"{agree / max(total, 1):.1%} of {total} tokens"}
 
 
 def _remove(path: Path) -> None:
@@ -117,26 +163,44 @@ def _remove(path: Path) -> None:
 
 def export(checkpoint: str | Path, fmt: str, quant: str | None = None, out: str | Path | None = None,
            force: bool = False, verify: bool = True, log: Callable[[str], None] = print) -> ExportResult:
-    """Export a checkpoint directory to one artifact; see the module docstring."""
+    """Export a checkpoint directory, or a udrl GGUF (f32, f16, q8_0, ...), to one artifact; see the
+    module docstring. From a GGUF, the artifact is also checked against that file through the SDK."""
+    from .from_gguf import checkpoint_for
+
     exporter = get_exporter(fmt)
     quant = quant or exporter.default_quant
     if quant not in exporter.quants:
         raise ExportError(f"{fmt} has no quantization {quant!r}; choose one of: {', '.join(exporter.quants)}")
-    checkpoint = Path(checkpoint)
-    verify_checkpoint(checkpoint)  # cheap checks before anything heavy is loaded
-    target = Path(out) if out else default_output(checkpoint, fmt, quant)
+    origin = Path(checkpoint)
+    if origin.suffix == ".gguf":
+        if not origin.is_file():
+            raise ExportError(f"no such GGUF: {origin}")
+        read_manifest(origin)  # a corrupted or foreign GGUF is refused before anything heavy runs
+    else:
+        verify_checkpoint(origin)  # cheap checks before anything heavy is loaded
+    target = Path(out) if out else default_output(origin, fmt, quant)
     if target.exists() and not force:
         raise ExportError(f"{target} already exists; pass --force to replace it")
     if not target.parent.is_dir():
         raise ExportError(f"output directory {target.parent} does not exist")
+    if target.resolve() == origin.resolve():
+        raise ExportError(f"{target} is the source itself; choose another --out")
+    with checkpoint_for(origin) as directory:
+        return _export(origin, directory, exporter, fmt, quant, target, verify, log)
+
+
+def _export(origin: Path, checkpoint: Path, exporter: Exporter, fmt: str, quant: str, target: Path, verify: bool,
+            log: Callable[[str], None]) -> ExportResult:
     model, tokenizer, manifest = load_checkpoint(checkpoint)
-    source = Source(checkpoint, model, tokenizer, manifest)
+    source = Source(origin, model, tokenizer, manifest)
     # Keep the suffix: some writers (Core ML) insist on it.
     tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
     _remove(tmp)
     try:
         exporter.write(source, quant, tmp)
         checks = exporter.verify(source, quant, tmp) if verify else {"verified": False}
+        if verify and origin.suffix == ".gguf":
+            checks.update(parity_with_gguf(origin, tmp))
         for key, value in checks.items():
             log(f"  {key}: {value}")
         if target.exists():
@@ -148,7 +212,7 @@ def export(checkpoint: str | Path, fmt: str, quant: str | None = None, out: str 
             os.rename(tmp, target)
     finally:
         _remove(tmp)
-    checkpoint_bytes = (checkpoint / "model.safetensors").stat().st_size
+    checkpoint_bytes = (origin if origin.suffix == ".gguf" else checkpoint / "model.safetensors").stat().st_size
     result = ExportResult(target, fmt, quant, artifact_size(target), checkpoint_bytes, checks)
     log(result.summary())
     return result

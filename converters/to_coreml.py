@@ -30,6 +30,7 @@ from udrl.artifacts import artifact_size
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
+from .metadata import artifact_info
 from .gpt2 import GPT2Forward
 from .verify import compare_logits, logit_checks, prompt_set, reference_logits
 
@@ -160,9 +161,14 @@ class CoreMLExporter(Exporter):
 
     def write(self, source: Source, quant: str, path: Path) -> None:
         mlmodel = convert(source.model, quant)
-        mlmodel.user_defined_metadata[METADATA_KEY] = source.manifest_for(quant).to_json()
+        manifest = source.manifest_for(quant)
+        info = artifact_info(manifest)
+        mlmodel.user_defined_metadata[METADATA_KEY] = manifest.to_json()
         mlmodel.user_defined_metadata[TOKENIZER_METADATA_KEY] = source.tokenizer.backend_tokenizer.to_str()
-        mlmodel.short_description = "udrl command-conditioned prompt model (GPT-2)"
+        mlmodel.short_description = f"{info.name}: {info.description}"
+        mlmodel.author = info.author
+        mlmodel.license = f"{info.license_name} ({info.license_link})"
+        mlmodel.version = info.version
         mlmodel.save(str(path))
 
     def verify(self, source: Source, quant: str, path: Path) -> dict[str, Any]:

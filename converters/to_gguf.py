@@ -19,6 +19,7 @@ import numpy as np
 from udrl.manifest import METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
+from .metadata import artifact_info
 from .verify import (
     compare_logits,
     greedy_agreement,
@@ -28,21 +29,8 @@ from .verify import (
     tokenizer_corpus,
 )
 
-# Our tensor names -> llama.cpp's (gguf-py MODEL_TENSOR names for LLM_ARCH_GPT2).
-_LAYER_TENSORS = {
-    "ln_1.weight": "attn_norm.weight", "ln_1.bias": "attn_norm.bias",
-    "attn.c_attn.weight": "attn_qkv.weight", "attn.c_attn.bias": "attn_qkv.bias",
-    "attn.c_proj.weight": "attn_output.weight", "attn.c_proj.bias": "attn_output.bias",
-    "ln_2.weight": "ffn_norm.weight", "ln_2.bias": "ffn_norm.bias",
-    "mlp.c_fc.weight": "ffn_up.weight", "mlp.c_fc.bias": "ffn_up.bias",
-    "mlp.c_proj.weight": "ffn_down.weight", "mlp.c_proj.bias": "ffn_down.bias",
-}
-_GLOBAL_TENSORS = {
-    "transformer.wte.weight": "token_embd.weight",
-    "transformer.wpe.weight": "position_embd.weight",
-    "transformer.ln_f.weight": "output_norm.weight",
-    "transformer.ln_f.bias": "output_norm.bias",
-}
+# HF GPT-2 Conv1D weights are [in, out]; llama.cpp wants [out, in].
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 # Acceptance per variant: logits within atol * max|logit| (exact formats), or top-1 agreement.
 _LOGIT_TOLERANCE = {"f32": 1e-3, "f16": 3e-2}
@@ -60,15 +48,18 @@ def _llama_ftype(quant: str) -> int:
 
 
 def gguf_tensors(model: Any) -> dict[str, np.ndarray]:
-    """fp32 tensors under llama.cpp's names; HF Conv1D weights [in, out] become [out, in]."""
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    out = {ours: sd[theirs] for theirs, ours in _GLOBAL_TENSORS.items()}
-    for i in range(model.config.n_layer):
-        for theirs, ours in _LAYER_TENSORS.items():
-            w = sd[f"transformer.h.{i}.{theirs}"]
-            if theirs.endswith("weight") and w.ndim == 2:
-                w = w.T
-            out[f"blk.{i}.{ours}"] = np.ascontiguousarray(w)
+    """fp32 tensors under llama.cpp's names (gguf-py's GPT-2 tensor-name map); HF Conv1D weights
+    [in, out] become [out, in]. The output head is tied to the token embedding and not written."""
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, model.config.n_layer)
+    out = {}
+    for name, value in model.state_dict().items():
+        if name == "lm_head.weight" or name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        w = value.detach().float().numpy()
+        ours = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if ours is None:
+            raise ExportError(f"no llama.cpp name for tensor {name}: not a GPT-2 checkpoint")
+        out[ours] = np.ascontiguousarray(w.T if name.endswith(_CONV1D) else w)
     return out
 
 
@@ -83,8 +74,17 @@ def write_gguf(source: Source, path: Path, dtype: str, quant: str) -> None:
     model, tok = source.model, source.tokenizer
     c = model.config
     manifest = source.manifest_for(quant)
+    info = artifact_info(manifest)
     writer = gguf.GGUFWriter(str(path), "gpt2")
-    writer.add_name(f"udrl {manifest.model.get('preset') or 'gpt2'}")
+    writer.add_name(info.name)
+    writer.add_description(info.long_description())
+    writer.add_author(info.author)
+    writer.add_license(info.license)
+    writer.add_license_name(info.license_name)
+    writer.add_license_link(info.license_link)
+    writer.add_version(info.version)
+    writer.add_size_label(info.size_label)
+    writer.add_quantized_by(info.quantized_by)
     writer.add_context_length(c.n_positions)
     writer.add_embedding_length(c.n_embd)
     writer.add_feed_forward_length(c.n_inner or 4 * c.n_embd)

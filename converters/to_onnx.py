@@ -22,6 +22,7 @@ from udrl.backends import left_pad
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
+from .metadata import ArtifactInfo, artifact_info
 from .gpt2 import GPT2Forward
 from .verify import compare_logits, greedy_agreement, logit_checks, prompt_set, reference_logits
 
@@ -65,7 +66,8 @@ def export_fp32(model: Any, path: Path) -> None:
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def set_metadata(path: Path, entries: dict[str, str]) -> None:
+def set_metadata(path: Path, entries: dict[str, str], info: ArtifactInfo | None = None) -> None:
+    """Set ``metadata_props`` entries and, given ``info``, the model's producer, version and doc string."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -74,6 +76,11 @@ def set_metadata(path: Path, entries: dict[str, str]) -> None:
     proto.metadata_props.extend(kept)
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
+    if info is not None:
+        proto.producer_name = info.author
+        proto.producer_version = info.version
+        proto.model_version = info.onnx_model_version
+        proto.doc_string = f"{info.name}: {info.long_description()}"
     onnx.save(proto, str(path))
 
 
@@ -151,10 +158,11 @@ class ONNXExporter(Exporter):
         finally:
             if fp32 != path:
                 fp32.unlink(missing_ok=True)
+        manifest = source.manifest_for(quant)
         set_metadata(path, {
-            METADATA_KEY: source.manifest_for(quant).to_json(),
+            METADATA_KEY: manifest.to_json(),
             TOKENIZER_METADATA_KEY: source.tokenizer.backend_tokenizer.to_str(),
-        })
+        }, artifact_info(manifest))
 
     def verify(self, source: Source, quant: str, path: Path) -> dict[str, Any]:
         model, tok, manifest = source.model, source.tokenizer, source.manifest

@@ -35,10 +35,12 @@ def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192) 
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return _wrap(tok, manifest)
+    return wrap_tokenizer(tok, manifest)
 
 
-def _wrap(tok: Tokenizer, manifest: Manifest) -> PreTrainedTokenizerFast:
+def wrap_tokenizer(tok: Tokenizer, manifest: Manifest) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` BPE as the ``PreTrainedTokenizerFast`` checkpoints hold, with the manifest's
+    special tokens (eos doubles as bos, unk and pad)."""
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=manifest.eos_token,
