@@ -53,14 +53,18 @@ class ExportResult:
     size_bytes: int
     checkpoint_bytes: int
     checks: dict[str, Any]
+    source: Path | None = None  # what it was exported from: a checkpoint directory or a GGUF
 
     @property
     def compression(self) -> float:
+        """The source's bytes (the checkpoint's safetensors, or the GGUF) over the artifact's."""
         return self.checkpoint_bytes / max(self.size_bytes, 1)
 
     def summary(self) -> str:
-        return (f"{self.path}  {self.format}/{self.quant}  {self.size_bytes / 1e6:.2f} MB  "
-                f"({self.compression:.2f}x smaller than the safetensors checkpoint)")
+        head = f"{self.path}  {self.format}/{self.quant}  {self.size_bytes / 1e6:.2f} MB  "
+        if self.source is not None and self.source.suffix == ".gguf":
+            return head + f"({self.size_bytes / max(self.checkpoint_bytes, 1):.2f}x the size of the source GGUF)"
+        return head + f"({self.compression:.2f}x smaller than the safetensors checkpoint)"
 
 
 class Exporter:
@@ -213,6 +217,6 @@ def _export(origin: Path, checkpoint: Path, exporter: Exporter, fmt: str, quant:
     finally:
         _remove(tmp)
     checkpoint_bytes = (origin if origin.suffix == ".gguf" else checkpoint / "model.safetensors").stat().st_size
-    result = ExportResult(target, fmt, quant, artifact_size(target), checkpoint_bytes, checks)
+    result = ExportResult(target, fmt, quant, artifact_size(target), checkpoint_bytes, checks, origin)
     log(result.summary())
     return result

@@ -247,6 +247,37 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def front_matter(report: Mapping[str, Any], title: str) -> list[str]:
+    """The card's YAML front matter, as the Hugging Face hub reads it: licence, library, pipeline,
+    tags, data, and a model-index with the evaluation's relevance and length figures per task."""
+    import yaml
+
+    from udrl.converters.metadata import LICENSE, LICENSE_LINK, LICENSE_NAME
+
+    u, r = report["udrl"], report["ratios"]
+    results = []
+    for task, ratio in r["relevance_per_task"].items():
+        row = u["per_task"][task]
+        results.append({
+            "task": {"type": "text-generation", "name": f"{task} prompts from design requests"},
+            "dataset": {"name": f"udrl held-out queries ({report['queries']} queries, {report['requests']} requests)",
+                        "type": "udrl-gemma"},
+            "metrics": [
+                {"type": "cosine_similarity", "name": "MiniLM relevance", "value": round(row["relevance_mean"], 4)},
+                {"type": "ratio", "name": "relevance / teacher (Gemma 3 270M)", "value": round(ratio, 4)},
+                {"type": "accuracy", "name": "length within 1 word", "value": round(row["length_within1"], 4)},
+            ],
+        })
+    data = {
+        "license": LICENSE, "license_name": LICENSE_NAME, "license_link": LICENSE_LINK,
+        "library_name": "udrl-edge", "pipeline_tag": "text-generation", "language": ["en"],
+        "tags": ["gguf", "onnx", "coreml", "gpt2", "upside-down-rl", "prompt-generation", "on-device"],
+        "datasets": ["udrl-gemma"],
+        "model-index": [{"name": title, "results": results}],
+    }
+    return ["---", yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+
+
 def build_card(config: CardConfig) -> Path:
     """Write README.md and the plots into ``config.out``; returns the card's path."""
     from .quality import markdown
@@ -267,7 +298,7 @@ def build_card(config: CardConfig) -> Path:
         plot_losses(plotted, out / "card-loss.png")
 
     shipped = Path(report["model"]).name
-    lines = [f"# {config.title}: the default udrl-edge model", ""]
+    lines = front_matter(report, config.title) + [f"# {config.title}: the default udrl-edge model", ""]
     lines += [f"A {report['n_params'] / 1e6:.1f}M-parameter GPT-2 policy trained with upside-down reinforcement "
               "learning to write prompts on command — text-to-image prompts, search queries, headlines and tags "
               "— from a design request, at a requested length in words and relevance level. It ships inside "

@@ -132,3 +132,22 @@ def test_a_stage_is_named_by_the_committed_recipe_whose_options_it_ran(tmp_path)
     (tmp_path / "broken.json").write_text("{not json")
     assert recipe_of({"lr": 0.1, "max_steps": 5, "seed": 1}, tmp_path) == "trainer/recipes/a.json"
     assert recipe_of({"lr": 0.1}, tmp_path) is None  # the recipe sets max_steps too
+
+
+def test_card_front_matter_is_yaml_the_hub_reads(reports, tmp_path):
+    import yaml
+
+    card = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card")))
+    text = card.read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["license"] == "gemma" and meta["license_link"] == "https://ai.google.dev/gemma/terms"
+    assert meta["library_name"] and meta["pipeline_tag"] == "text-generation" and "gguf" in meta["tags"]
+    assert meta["datasets"] == ["udrl-gemma"]
+    report = json.loads((reports / "eval.json").read_text())
+    results = meta["model-index"][0]["results"]
+    assert [r["task"]["name"].split()[0] for r in results] == list(report["udrl"]["per_task"])
+    first = results[0]["metrics"][0]
+    task = next(iter(report["udrl"]["per_task"]))
+    assert first["value"] == round(report["udrl"]["per_task"][task]["relevance_mean"], 4)
+    assert text.split("---\n", 2)[2].lstrip().startswith("# ")
