@@ -41,7 +41,10 @@ class Source:
     manifest: Manifest
 
     def manifest_for(self, quant: str) -> Manifest:
-        """The manifest the artifact carries: the checkpoint's, with provenance and quantization."""
+        """The manifest the artifact carries: the checkpoint's, with provenance and quantization
+        (from a GGUF: that file, then the lineage its own manifest gave)."""
+        if self.directory.suffix == ".gguf":
+            return self.manifest.replace(quantization=quant)  # from_gguf set the parent chain
         return self.manifest.replace(parent=str(self.directory), quantization=quant)
 
 

@@ -107,7 +107,9 @@ def checkpoint_from_gguf(path: str | Path, target: str | Path) -> Path:
         raise CheckpointError(f"{path}: tensors do not fit GPT-2 (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.tie_weights()
     tokenizer = gguf_tokenizer(reader, manifest)
-    plain = manifest.replace(quantization=None, parent=str(path))
+    # The lineage stays readable: this GGUF, then what it was exported from.
+    parent = f"{path} <- {manifest.parent}" if manifest.parent else str(path)
+    plain = manifest.replace(quantization=None, parent=parent)
     return write_checkpoint_dir(Path(target), model.eval(), tokenizer, plain, {"from_gguf": str(path)})
 
 

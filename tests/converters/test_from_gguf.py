@@ -23,7 +23,9 @@ def test_a_checkpoint_rebuilt_from_an_f32_gguf_has_the_same_weights_and_tokenize
     rebuilt = checkpoint_from_gguf(tiny_artifacts["llama"], tmp_path / "model")
     model, tok, manifest = load_checkpoint(rebuilt)
     ref_model, ref_tok, ref_manifest = load_checkpoint(tiny_artifacts["torch"])
-    assert manifest.token_ids == ref_manifest.token_ids and manifest.parent == str(tiny_artifacts["llama"])
+    assert manifest.token_ids == ref_manifest.token_ids
+    # the lineage: this GGUF, then the checkpoint it was exported from
+    assert manifest.parent == f"{tiny_artifacts['llama']} <- {udrl.read_manifest(tiny_artifacts['llama']).parent}"
     assert manifest.quantization is None
     for text in ["<|task:tags|><|len:4|><|rew:2|> Café crème, 東京 🎉<|sep|>", "  tabs\tand\nnewlines "]:
         assert tok.encode(text, add_special_tokens=False) == ref_tok.encode(text, add_special_tokens=False)
@@ -42,7 +44,8 @@ def test_the_bundled_gguf_exports_to_onnx_int8_that_agrees_with_it(tmp_path):
     assert agreement >= 95.0, result.checks
     assert total == 48 and same >= 0.5 * total, result.checks
     with udrl.load(result.path) as onnx_model, udrl.load() as gguf_model:
-        assert onnx_model.backend == "onnx" and onnx_model.manifest.parent == str(default_model_path())
+        assert onnx_model.backend == "onnx"
+        assert onnx_model.manifest.parent.startswith(f"{default_model_path()} <- ")
         assert onnx_model.manifest.tasks == gguf_model.manifest.tasks
         assert onnx_model.generate("poster for a summer jazz festival by the sea", task="tags", length=4).text
 
@@ -93,3 +96,14 @@ def test_a_gguf_source_that_is_not_a_udrl_model_is_refused(tmp_path):
     with pytest.raises(ExportError, match="no such GGUF"):
         export(tmp_path / "missing.gguf", "onnx", "fp32", log=quiet)
     assert not list(Path(tmp_path).glob("x.onnx*"))
+
+
+def test_the_bundled_gguf_carries_the_general_keys():
+    """What Ollama's `show` and LM Studio display for the file that ships."""
+    llm = open_llama(default_model_path(), n_ctx=64, verbose=False)
+    try:
+        meta = llm.metadata
+    finally:
+        llm.close()
+    assert not [k for k in GENERAL_KEYS if not meta.get(k)]
+    assert meta["general.name"] == "udrl-mini" and meta["general.size_label"] == "23M"
