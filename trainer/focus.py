@@ -101,8 +101,11 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
     if write_to is not None and write_to.tasks != manifest.tasks:
         raise UdrlError(f"{config.write} has tasks {list(write_to.tasks)}, the model {list(manifest.tasks)}: "
                         "write the bonus into the checkpoint the model was exported from")
-    eval_config = EvalConfig(model=config.model, data=config.data, queries=config.queries,
-                             first_query=config.first_query, threads=config.threads)
+    # The training data's held-out queries after eval's, as the shipped bonus was chosen; moving the
+    # choice to the hand-written tuning half (query_set="handwritten-tune") is the next step.
+    eval_config = EvalConfig(model=config.model, data=config.data, query_set="in-distribution",
+                             queries=config.queries, first_query=config.first_query, threads=config.threads,
+                             second_judge=False)
     requests = plan_requests(eval_config, manifest.tasks, (manifest.length_min, manifest.length_max))
     judge = judge or Judge(threads=config.threads)
     by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}

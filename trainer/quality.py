@@ -1,15 +1,19 @@
 """`udrl eval`: how well a shipped artifact writes prompts on command, beside the teacher.
 
-On held-out queries (the same split the trainer holds out, so the model never saw them), every
-task is requested at lengths spread over what the data covers. Both the artifact (through the SDK)
+On the evaluation half of the hand-written requests (`handwritten.py`: written as users type
+them, off the teacher-written training distribution, looked at by no choice), or on the training
+data's held-out queries (``query_set="in-distribution"``), every task is requested at lengths
+spread over what the data covers. Both the artifact (through the SDK)
 and the teacher (few-shot, as in distillation, greedy) answer the same requests, and both are
-scored the same way: relevance (the MiniLM judge), length adherence (share within ±1 word, mean
+scored the same way: relevance (the MiniLM judge, and all-mpnet-base-v2, which only reports),
+the degenerate-output rate (`degenerate.py`), length adherence (share within ±1 word, mean
 absolute error), format validity, diversity (distinct-2), how much of the output is words of the
 request (query-word share: the judge rewards copying, so a system that copies more than the
 teacher is not better for it) and latency per request. A model with query focus (see
 `udrl.generate`) is also run with it off, so the report shows what the decoding rule adds.
 
-    udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --queries 100
+    udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz                      # hand-written
+    udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --set in-distribution --queries 100
 """
 
 from __future__ import annotations
@@ -27,22 +31,38 @@ from udrl.commands import count_words
 from udrl.manifest import focus_key, write_atomic
 
 from .dataset import read_records, split_by_query
+from .degenerate import is_degenerate
 from .formats import is_valid_format
-from .judge import Judge
+from .handwritten import load_split
+from .judge import Judge, reporting_judge
+
+
+QUERY_SETS = ("handwritten", "handwritten-tune", "in-distribution")
 
 
 @dataclasses.dataclass
 class EvalConfig:
     model: str
-    data: list[str]
-    queries: int = 100  # held-out queries to use (each asked for every task at several lengths)
+    data: list[str]  # the training data: its held-out split, and the lengths each task is asked at
+    # handwritten: the evaluation half of the hand-written requests (`handwritten.py`), off the training
+    # distribution and looked at by no choice; handwritten-tune: the tuning half; in-distribution: the
+    # training data's held-out queries (teacher-written, like the training queries).
+    query_set: str = "handwritten"
+    queries: int | None = None  # how many queries of the set (None: all hand-written ones, 100 held-out ones)
     first_query: int = 0  # skip this many held-out queries (`udrl focus` tunes on the ones after eval's)
     lengths_per_task: int = 3
     val_fraction: float = 0.05  # must match the training run's, so the queries are truly held out
     teacher: bool = True
     length_guard: bool = True
     threads: int = 2
+    second_judge: bool = True  # also score with all-mpnet-base-v2, which nothing was tuned on (report only)
     out: str | None = None  # JSON report path
+
+    def __post_init__(self) -> None:
+        if self.query_set not in QUERY_SETS:
+            from udrl.errors import ConfigError
+
+            raise ConfigError(f"unknown query set {self.query_set!r}; choose one of: {', '.join(QUERY_SETS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +75,14 @@ class EvalRequest:
 def plan_requests(config: EvalConfig, tasks: Sequence[str], length_range: tuple[int, int]) -> list[EvalRequest]:
     """Held-out queries x tasks x lengths at even quantiles of each task's achieved lengths."""
     records = read_records(config.data, tasks, length_range, skip_invalid=True).records
-    _, held_out = split_by_query(records, config.val_fraction)
-    queries = sorted({r.query for r in held_out})[config.first_query : config.first_query + config.queries]
+    if config.query_set == "in-distribution":
+        _, held_out = split_by_query(records, config.val_fraction)
+        pool = sorted({r.query for r in held_out})
+        count = 100 if config.queries is None else config.queries
+    else:
+        pool = load_split("eval" if config.query_set == "handwritten" else "tune")
+        count = len(pool) if config.queries is None else config.queries
+    queries = pool[config.first_query : config.first_query + count]
     requests = []
     for task in tasks:
         lengths = sorted(r.words for r in records if r.task == task)
@@ -106,15 +132,18 @@ def copy_matched(model: Mapping[str, Any], teacher: Mapping[str, Any]) -> float 
 
 
 def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Sequence[float],
-          judge: Judge) -> dict[str, Any]:
-    """Per-task and overall figures for one system's outputs."""
-    relevance = judge.relevance([r.query for r in requests], [o or " " for o in outputs])
+          judge: Judge, second: Judge | None = None) -> dict[str, Any]:
+    """Per-task and overall figures for one system's outputs; ``second`` is a judge that only
+    reports (its relevance sits beside the first judge's)."""
+    queries, texts = [r.query for r in requests], [o or " " for o in outputs]
+    relevance = judge.relevance(queries, texts)
+    reported = second.relevance(queries, texts) if second is not None else [None] * len(requests)
     rows = []
-    for r, o, rel, lat in zip(requests, outputs, relevance, latencies):
+    for r, o, rel, rel2, lat in zip(requests, outputs, relevance, reported, latencies):
         error = abs(count_words(o) - r.length)
-        rows.append({"task": r.task, "relevance": float(rel), "error": error,
-                     "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o,
-                     "copied": query_word_share(r.query, o)})
+        rows.append({"task": r.task, "relevance": float(rel), "relevance2": None if rel2 is None else float(rel2),
+                     "error": error, "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o,
+                     "copied": query_word_share(r.query, o), "degenerate": is_degenerate(r.query, o, r.task)})
 
     def by_share(part: list[dict], b: int) -> dict[str, Any]:
         rel = [x["relevance"] for x in part if share_bin(x["copied"]) == b]
@@ -132,7 +161,10 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
             "distinct_2": distinct_2([x["text"] for x in part]),
             "query_word_share": statistics.mean(x["copied"] for x in part),
             "relevance_by_share": [by_share(part, b) for b in range(len(SHARE_BINS))],
+            "degenerate": sum(x["degenerate"] for x in part) / len(part),
             "latency_p50_s": statistics.median(x["latency"] for x in part),
+            **({"relevance_mpnet_mean": statistics.mean(x["relevance2"] for x in part)}
+               if part and part[0]["relevance2"] is not None else {}),
         }
 
     tasks = sorted({x["task"] for x in rows})
@@ -175,17 +207,20 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
     manifest = read_manifest(config.model)
     requests = plan_requests(config, manifest.tasks, (manifest.length_min, manifest.length_max))
     judge = judge or Judge(threads=config.threads)
+    second = reporting_judge(threads=config.threads) if config.second_judge else None
     outputs, latencies = run_model(config, requests)
-    report: dict[str, Any] = {"model": config.model, "requests": len(requests),
+    report: dict[str, Any] = {"model": config.model, "query_set": config.query_set, "requests": len(requests),
                               "queries": len({r.query for r in requests}), "length_guard": config.length_guard,
                               "n_params": manifest.model.get("n_params"),
                               "focus": dict(manifest.focus_bias),
-                              "udrl": score(requests, outputs, latencies, judge)}
+                              "judges": [judge.metric] + ([second.metric] if second else []),
+                              "udrl": score(requests, outputs, latencies, judge, second)}
     if any(manifest.focus_bias.values()):
-        report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge)
+        report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge, second)
+    t_out: list[str] = []
     if config.teacher:
         t_out, t_lat, about = run_teacher(config, requests)
-        report["teacher"] = score(requests, t_out, t_lat, judge)
+        report["teacher"] = score(requests, t_out, t_lat, judge, second)
         report["teacher_model"] = about
         u, t = report["udrl"], report["teacher"]
         report["ratios"] = {
@@ -197,10 +232,17 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                                           if (m := copy_matched(u["per_task"][k], t["per_task"][k])) is not None
                                           else None) for k in u["per_task"]},
         }
+        if second is not None:
+            report["ratios"]["relevance_mpnet_per_task"] = {
+                k: u["per_task"][k]["relevance_mpnet_mean"] / t["per_task"][k]["relevance_mpnet_mean"]
+                for k in u["per_task"]}
         if about.get("n_params") and report["n_params"]:
             report["ratios"]["teacher_over_udrl_parameters"] = about["n_params"] / report["n_params"]
     report["examples"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o}
                           for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
+    # Every output, so that a figure can be checked against what was written.
+    report["outputs"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o,
+                          **({"teacher": t_out[i]} if t_out else {})} for i, (r, o) in enumerate(zip(requests, outputs))]
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")
@@ -208,23 +250,35 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| system | task | relevance mean | relevance quartiles | within ±1 word | length MAE | format valid "
-             "| distinct-2 | query-word share | latency p50 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    mpnet = "relevance_mpnet_mean" in report["udrl"]["overall"]
+    degenerate = "degenerate" in report["udrl"]["overall"]
+    lines = [f"Query set: {report.get('query_set', 'in-distribution')}, {report['requests']} requests over "
+             f"{report['queries']} queries.", "",
+             "| system | task | relevance mean | " + ("mpnet relevance | " if mpnet else "")
+             + "relevance quartiles | within ±1 word | length MAE | format valid | "
+             + ("degenerate | " if degenerate else "") + "distinct-2 | query-word share | latency p50 ms |",
+             "|" + " --- |" * (10 + mpnet + degenerate)]
     for system in ("udrl", "udrl_focus_off", "teacher"):
         if system not in report:
             continue
         parts = {**report[system]["per_task"], "all": report[system]["overall"]}
         for task, s in parts.items():
             quartiles = " / ".join(f"{q:.2f}" for q in s["relevance_quartiles"])
-            lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | {quartiles} | {s['length_within1']:.1%} | "
-                         f"{s['length_mae']:.2f} | {s['format_valid']:.1%} | {s['distinct_2']:.2f} | "
+            lines.append(f"| {system} | {task} | {s['relevance_mean']:.3f} | "
+                         + (f"{s['relevance_mpnet_mean']:.3f} | " if mpnet else "")
+                         + f"{quartiles} | {s['length_within1']:.1%} | "
+                         f"{s['length_mae']:.2f} | {s['format_valid']:.1%} | "
+                         + (f"{s['degenerate']:.1%} | " if degenerate else "")
+                         + f"{s['distinct_2']:.2f} | "
                          f"{s.get('query_word_share', float('nan')):.2f} | {s['latency_p50_s'] * 1e3:.1f} |")
     if "ratios" in report:
         r = report["ratios"]
         lines.append("")
         lines.append(f"udrl / teacher relevance: {r['relevance_overall']:.3f} overall; "
                      + ", ".join(f"{k} {v:.3f}" for k, v in r["relevance_per_task"].items())
+                     + (". mpnet (reports only): " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                              r["relevance_mpnet_per_task"].items())
+                        if "relevance_mpnet_per_task" in r else "")
                      + f". Teacher latency / udrl: {r['teacher_latency_over_udrl']:.1f}x"
                      + (f"; teacher / udrl parameters: {r['teacher_over_udrl_parameters']:.1f}x."
                         if "teacher_over_udrl_parameters" in r else "."))

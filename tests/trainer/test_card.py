@@ -17,7 +17,8 @@ def reports(tiny_artifacts, synthetic_data, tmp_path_factory):
     """A real evaluation beside the teacher and a guard-off evaluation of the same tiny artifact."""
     base = tmp_path_factory.mktemp("card")
     judge = Judge(threads=2)
-    common = dict(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2, lengths_per_task=1)
+    common = dict(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2, lengths_per_task=1,
+                  second_judge=False)
     evaluate_quality(EvalConfig(**common, out=str(base / "eval.json")), judge=judge)
     evaluate_quality(EvalConfig(**common, teacher=False, length_guard=False, out=str(base / "abl.json")), judge=judge)
     return base

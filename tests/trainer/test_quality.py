@@ -22,7 +22,7 @@ def test_query_word_share_counts_output_words_taken_from_the_request():
 
 
 def test_requests_use_only_held_out_queries(synthetic_data):
-    config = EvalConfig(model="unused", data=[str(synthetic_data)], queries=5)
+    config = EvalConfig(model="unused", data=[str(synthetic_data)], query_set="in-distribution", queries=5)
     requests = plan_requests(config, TASKS, (1, 16))
     train, _ = split_by_query(read_records([synthetic_data], TASKS, (1, 16)).records, 0.05)
     assert not {r.query for r in requests} & {r.query for r in train}

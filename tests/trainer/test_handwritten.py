@@ -1,0 +1,93 @@
+"""The hand-written request set, the judge that only reports, and the degenerate-output check."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from udrl.errors import DatasetError
+from udrl.trainer.degenerate import degenerate_reasons, is_degenerate
+from udrl.trainer.handwritten import HANDWRITTEN_DIR, draw_split, load_split, read_requests
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _norm(q: str) -> str:
+    return " ".join(q.lower().split())
+
+
+def test_the_set_is_large_varied_and_split_once_into_disjoint_halves():
+    requests = read_requests()
+    assert len(requests) >= 400 and len({r.domain for r in requests}) >= 40
+    assert len({_norm(r.query) for r in requests}) == len(requests)  # no duplicates
+    tune, evaluation = load_split("tune"), load_split("eval")
+    assert not set(tune) & set(evaluation) and len(tune) + len(evaluation) == len(requests)
+    assert abs(len(tune) - len(evaluation)) <= 1
+    # the committed split is the one draw_split makes: it is never redrawn differently
+    assert draw_split(requests) == json.loads((HANDWRITTEN_DIR / "split.json").read_text())
+
+
+def test_no_hand_written_request_is_training_data():
+    hand = {_norm(r.query) for r in read_requests()}
+    with gzip.open(DATA / "udrl-gemma.jsonl.gz", "rt", encoding="utf-8") as f:
+        training = {_norm(json.loads(line)["query"]) for line in f}
+    teacher_queries = {_norm(q) for q in (DATA / "udrl-gemma.queries.txt").read_text().splitlines()}
+    assert not hand & training and not hand & teacher_queries
+
+
+def test_a_broken_split_file_is_refused(tmp_path):
+    (tmp_path / "requests.txt").write_text("food | menu for a diner\npets | dog walker card\n")
+    (tmp_path / "split.json").write_text(json.dumps({"tune": ["menu for a diner"], "eval": ["menu for a diner"]}))
+    with pytest.raises(DatasetError, match="disjoint halves"):
+        load_split("eval", tmp_path)
+    (tmp_path / "requests.txt").write_text("no separator here\n")
+    with pytest.raises(DatasetError, match="expected 'domain \\| request'"):
+        read_requests(tmp_path)
+    with pytest.raises(DatasetError, match="unknown hand-written split"):
+        load_split("train")
+
+
+def test_the_reporting_judge_ranks_matched_pairs_above_mismatched_ones():
+    from udrl.trainer.judge import reporting_judge
+
+    judge = reporting_judge(threads=2)
+    assert judge.metric == "mpnet-cosine"
+    queries = ["menu for a mexican taqueria with vegetarian options", "flyer for a lost golden retriever named biscuit",
+               "label for homemade strawberry jam", "poster for a charity 5k run supporting cancer research",
+               "youtube thumbnail for a beginner guitar lesson"]
+    outputs = ["Mexican taqueria menu, vegetarian tacos and burritos", "Lost golden retriever Biscuit, please call",
+               "homemade strawberry jam label with red berries", "charity 5k run for cancer research",
+               "beginner guitar lesson thumbnail, acoustic guitar"]
+    sim = judge.embed(queries) @ judge.embed(outputs).T
+    assert (np.argmax(sim, axis=1) == np.arange(len(queries))).all()
+    for i in range(len(queries)):  # each matched pair beats every mismatched one in its row by a margin
+        assert sim[i, i] > max(np.delete(sim[i], i)) + 0.2
+
+
+@pytest.mark.parametrize("query, output, task", [
+    ("menu for a mexican taqueria with vegetarian options", "menu, t t Veget", "tags"),
+    ("poster for a charity 5k run supporting cancer research", "charity poster poster", "search"),
+    ("poster for a jazz night", "jazz jazz jazz music", "image"),
+    ("logo for a vegan bakery", "bakery, vegan, bakery", "tags"),
+    ("logo for a vegan bakery", "bakery, , vegan", "tags"),
+    ("logo for a vegan bakery", "", "headline"),
+    ("flyer for a yoga retreat", "yoga retreat, calm sunrisexq colors", "image"),
+])
+def test_degenerate_outputs_are_flagged(query, output, task):
+    assert is_degenerate(query, output, task), degenerate_reasons(query, output, task)
+
+
+@pytest.mark.parametrize("query, output, task", [
+    ("menu for a mexican taqueria with vegetarian options", "Mexican Taqueria", "headline"),
+    ("menu for a mexican taqueria with vegetarian options", "menu, taqueria, vegetarian, mexican", "tags"),
+    ("label for homemade strawberry jam", "homemade strawberry jam, a label with a strawberry, red gingham", "image"),
+    ("poster for a charity 5k run supporting cancer research", "charity 5k run for cancer research", "search"),
+    ("flyer for a lost golden retriever named biscuit", "The Lost Golden Retriever", "headline"),
+    ("youtube thumbnail for a beginner guitar lesson", "guitar lessons with a beginner's guitar, bold text", "image"),
+    ("invitation to grandma's 90th birthday in the garden", "Grandma's 90th Birthday, 3pm", "headline"),
+    ("sticker for a balayage salon", "balayage, hair salon, sticker", "tags"),  # a request word counts as a word
+])
+def test_clean_outputs_pass(query, output, task):
+    assert degenerate_reasons(query, output, task) == []
