@@ -275,6 +275,12 @@ static int ascii_punct(unsigned char c) {
 
 static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
 
+static int is_ascii(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) return 0;
+    return 1;
+}
+
 /* The word's focus key range (manifest.focus_key): punctuation stripped from both ends. */
 static void focus_trim(const char *w, size_t len, size_t *a, size_t *b) {
     *a = 0;
@@ -341,6 +347,7 @@ struct udrl_model {
     int n_ctx, n_vocab;
     unsigned char *word_start; /* per token: its piece starts a new word (generate.WORD_START) */
     unsigned char *end_word;   /* per token: a whole word of end_stopwords (generate.end_word_tokens) */
+    char **word_key;           /* per word-start token: its ASCII focus key, else NULL (generate.word_start_keys) */
     char error[512];
 };
 
@@ -659,7 +666,8 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     }
     m->vocab = llama_model_get_vocab(m->lm);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
-    if (!(m->word_start = calloc((size_t)m->n_vocab, 1)) || !(m->end_word = calloc((size_t)m->n_vocab, 1))) {
+    if (!(m->word_start = calloc((size_t)m->n_vocab, 1)) || !(m->end_word = calloc((size_t)m->n_vocab, 1)) ||
+        !(m->word_key = calloc((size_t)m->n_vocab, sizeof *m->word_key))) {
         status = fail(m, UDRL_E_MEMORY, "out of memory");
         goto error;
     }
@@ -670,12 +678,16 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
         size_t w = 0, a, b;
         for (k = 1; k < n_piece; k++) more |= !is_word_space(buf[k]);
         m->word_start[i] = (unsigned char)(n_piece > 1 && is_word_space(buf[0]) && more);
-        if (!m->word_start[i] || !m->end_stopwords) continue;
+        if (!m->word_start[i]) continue;
         while (w < (size_t)n_piece && is_word_space(buf[w])) w++;
         focus_trim(buf + w, (size_t)n_piece - w, &a, &b);
         for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(buf[w + a + (size_t)k]);
         key[b - a] = '\0';
-        m->end_word[i] = (unsigned char)in_words(m->end_stopwords, key);
+        if (m->end_stopwords) m->end_word[i] = (unsigned char)in_words(m->end_stopwords, key);
+        if (b > a && is_ascii(key)) {
+            if (!(m->word_key[i] = malloc(b - a + 1))) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
+            memcpy(m->word_key[i], key, b - a + 1);
+        }
     }
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)m->n_ctx;
@@ -695,6 +707,7 @@ error:
 }
 
 void udrl_model_free(udrl_model *m) {
+    int i;
     if (!m) return;
     if (m->ctx) llama_free(m->ctx);
     if (m->lm) llama_model_free(m->lm);
@@ -707,6 +720,8 @@ void udrl_model_free(udrl_model *m) {
     free((void *)m->special_tokens);
     free(m->word_start);
     free(m->end_word);
+    for (i = 0; m->word_key && i < m->n_vocab; i++) free(m->word_key[i]);
+    free(m->word_key);
     free(m);
 }
 
@@ -975,6 +990,22 @@ static void ban_end_words(const udrl_model *m, float *logits) {
         if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
+/* The next word may not be the text's last word again ("poster poster"), as the SDK's ban_word_again:
+   every word-start token whose whole word has the last word's focus key is forbidden. */
+static void ban_word_again(const udrl_model *m, float *logits, const char *text, size_t len) {
+    size_t pos = 0, start, wlen, last = 0, last_len = 0, a, b;
+    int i, k, found = 0;
+    char key[257];
+    while (next_word(text, len, &pos, &start, &wlen)) { last = start; last_len = wlen; found = 1; }
+    if (!found) return;
+    focus_trim(text + last, last_len, &a, &b);
+    if (b == a || b - a >= sizeof key) return;
+    for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(text[last + a + (size_t)k]);
+    key[b - a] = '\0';
+    for (i = 0; i < m->n_vocab; i++)
+        if (m->word_key[i] && !strcmp(m->word_key[i], key)) logits[i] = -INFINITY;
+}
+
 /* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
 static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
     int32_t i, k;
@@ -1137,6 +1168,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         int words;
         if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
+        if (s.no_repeat_ngram) ban_word_again(m, logits, text, len);
         words = s.length_guard ? count_words(text, len) : 0;
         if (s.length_guard && words < r.length) {
             if (words == r.length - 1) ban_end_words(m, logits); /* the next word is the last */

@@ -86,6 +86,24 @@ def _real(name: str, value: object, hint: str) -> float:
     return float(value)
 
 
+_word_keys: weakref.WeakKeyDictionary[Backend, dict[str, list[int]]] = weakref.WeakKeyDictionary()
+
+
+def word_start_keys(backend: Backend, n_vocab: int) -> dict[str, list[int]]:
+    """For each ASCII word key (as query focus compares words), the tokens that start a new word
+    which is that whole key (" poster", " Poster", " poster,"); computed once per backend."""
+    keys = _word_keys.get(backend)
+    if keys is None:
+        keys = {}
+        for t, start in enumerate(word_start_tokens(backend, n_vocab)):
+            if start:
+                key = focus_key(backend.token_bytes(t).strip(WORD_START).decode("utf-8", errors="replace"))
+                if key and key.isascii():
+                    keys.setdefault(key, []).append(t)
+        _word_keys[backend] = keys
+    return keys
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
     """How to decode; every field is checked here, at the boundary, with a `CommandError` that
@@ -250,6 +268,8 @@ class _Decoder:
         banned = self.repeats()
         if banned:
             logits[banned] = -np.inf
+        if self.no_repeat_ngram:
+            self.ban_word_again(logits)
         words = count_words(self.text) if self.guard else 0
         if self.guard and words < self.command.length:
             if words == self.command.length - 1:  # the next word is the last
@@ -260,6 +280,16 @@ class _Decoder:
                     logits[~starts] = -np.inf
             logits[self.eos] = -np.inf
         return logits
+
+    def ban_word_again(self, logits: np.ndarray) -> None:
+        """The next word may not be the last one again ("poster poster", "Party Party"): the token
+        n-gram ban cannot see a repeated single-token word, and on hand-written requests such
+        doublings were most of the shipped model's degenerate outputs."""
+        words = self.text.split()
+        if words:
+            again = word_start_keys(self.backend, len(logits)).get(focus_key(words[-1]))
+            if again:
+                logits[again] = -np.inf
 
     def ban_end_words(self, logits: np.ndarray) -> None:
         """The last word may not be one that leaves the output unfinished ("at the", "colors and"),

@@ -247,6 +247,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+# How the card names each `udrl eval` query set.
+QUERY_SET_WORDS = {
+    "handwritten": "hand-written design requests (the evaluation half of data/handwritten, off the training "
+                   "distribution)",
+    "handwritten-tune": "hand-written design requests (the tuning half of data/handwritten)",
+    "in-distribution": "held-out queries of the training data (teacher-written, like the training queries)",
+}
+
+
 def front_matter(report: Mapping[str, Any], title: str) -> list[str]:
     """The card's YAML front matter, as the Hugging Face hub reads it: licence, library, pipeline,
     tags, data, and a model-index with the evaluation's relevance and length figures per task."""
@@ -260,7 +269,8 @@ def front_matter(report: Mapping[str, Any], title: str) -> list[str]:
         row = u["per_task"][task]
         results.append({
             "task": {"type": "text-generation", "name": f"{task} prompts from design requests"},
-            "dataset": {"name": f"udrl held-out queries ({report['queries']} queries, {report['requests']} requests)",
+            "dataset": {"name": f"udrl {report.get('query_set', 'in-distribution')} queries "
+                                f"({report['queries']} queries, {report['requests']} requests)",
                         "type": "udrl-gemma"},
             "metrics": [
                 {"type": "cosine_similarity", "name": "MiniLM relevance", "value": round(row["relevance_mean"], 4)},
@@ -308,8 +318,9 @@ def build_card(config: CardConfig) -> Path:
               "```", ""]
 
     lines += ["## Targets", "",
-              f"Measured in one `udrl eval` run on {report['requests']} requests over {report['queries']} held-out "
-              f"queries (never seen in training), the shipped `{shipped}` and the teacher answering the same requests "
+              f"Measured in one `udrl eval` run on {report['requests']} requests over {report['queries']} "
+              + QUERY_SET_WORDS.get(report.get("query_set", "in-distribution"), "held-out queries")
+              + f" (never seen in training), the shipped `{shipped}` and the teacher answering the same requests "
               "on this machine's CPU, both greedy.", ""]
     lines += _table(["target", "measured", "detail", "status"],
                     [(name, value, detail, _met(ok)) for name, value, detail, ok in targets(report)])
