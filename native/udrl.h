@@ -79,7 +79,8 @@ typedef struct {
     int length_guard;    /* 1: no end before the requested word count, stop at it, and never end on
                             one of the manifest's end_stopwords (the default) */
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
-                            model's loops such as a tag list repeating one tag); 0: off */
+                            model's loops such as a tag list repeating one tag), nor start the last
+                            word again ("poster poster"); 0: both off */
     float focus;         /* query focus: bonus to the query's content words the output lacks so far
                             (see sdk/generate.py); negative: the model's default from its manifest
                             (the default); 0: off */

@@ -13,7 +13,8 @@ cut at the requested count, a model that meant a longer phrase would stop on "Fe
 off) to the first token of each content word of the query, spelled as the model writes a word
 (" blueberry", " Blueberry"), for as long as the output does not contain that word: a small
 policy's rare-word knowledge is weak, and this keeps it on the subject it was asked about without
-letting it repeat a word to score. The text is the generated tokens' bytes decoded as UTF-8, so
+letting it repeat a word to score. With the n-gram ban on, the next word may also not be the last
+word again ("poster poster"). The text is the generated tokens' bytes decoded as UTF-8, so
 characters split across tokens stream whole.
 """
 

@@ -13,7 +13,7 @@ import dataclasses
 import numbers
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,9 @@ class Stream:
     a piece, never between pieces, so a stream that is not read to the end blocks nothing; `close()`
     or a ``with`` block ends it early."""
 
-    def __init__(self, pieces: Iterator[str]):
-        self._pieces = pieces
+    def __init__(self, pieces: Callable[[Stream], Iterator[str]]):
         self.result: GenerationResult | None = None
+        self._pieces = pieces(self)  # a generator that sets ``result`` when it ends
 
     def __iter__(self) -> Stream:
         return self
@@ -162,12 +162,9 @@ class Model:
         command = make_command(self.manifest, task, length, reward)
         options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
                                     focus)
-        stream = Stream(iter(()))
         with self._lock:
-            backend = self._live()
-            prepare(backend, query, command, options.max_tokens)  # refuse a bad query now, not at next()
-        stream._pieces = self._pieces(stream, query, command, options)
-        return stream
+            prepare(self._live(), query, command, options.max_tokens)  # refuse a bad query now, not at next()
+        return Stream(lambda stream: self._pieces(stream, query, command, options))
 
     def _pieces(self, stream: Stream, query: str, command: Command, options: GenerationOptions) -> Iterator[str]:
         stats: dict[str, Any] = {}
@@ -190,10 +187,12 @@ class Model:
         """Write a prompt for ``query``: ``task`` (see `commands`), ``length`` in words (default: the
         task's usual length), ``reward`` relevance level (default: the highest). Greedy unless
         ``temperature`` > 0; the same ``seed`` gives the same output on the same backend.
-        ``no_repeat_ngram=n`` forbids repeating any n tokens already generated: the default 2 stops
-        the loops a small model falls into, such as a tag list repeating one tag; 0 turns it off.
-        ``focus`` is the query-focus bonus for the request's content words the output lacks (see
-        `generate`; None: the model's default from its manifest, 0: off)."""
+        ``no_repeat_ngram=n`` forbids repeating any n tokens already generated, and starting the
+        last word again: the default 2 stops the loops a small model falls into, such as a tag list
+        repeating one tag or "poster poster"; 0 turns both off. ``focus`` is the query-focus bonus
+        for the request's content words the output lacks (see `udrl.generate`; None: the model's
+        default from its manifest, 0: off). Options of the wrong type or out of range raise
+        `CommandError` naming the option."""
         command = make_command(self.manifest, task, length, reward)
         options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
                                     focus)
