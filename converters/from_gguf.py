@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import gguf
 import numpy as np
-
 from udrl.artifacts import read_manifest
 from udrl.errors import CheckpointError
 from udrl.manifest import Manifest
@@ -34,16 +33,14 @@ def _field(reader: gguf.GGUFReader, key: str):
     return field.contents()
 
 
-def gguf_state_dict(reader: gguf.GGUFReader, n_layer: int) -> dict[str, np.ndarray]:
-    """The GGUF's tensors as a Hugging Face GPT-2 state dict (fp32), named through gguf-py's map."""
+def gguf_state_dict(reader: gguf.GGUFReader, names: Iterable[str], n_layer: int) -> dict[str, np.ndarray]:
+    """The GGUF's tensors as a Hugging Face GPT-2 state dict (fp32) with the keys ``names`` (the
+    model's own), named through gguf-py's map; the tied output head is left to the model."""
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, n_layer)
     tensors = {}
     for t in reader.tensors:
         data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         tensors[t.name] = data.reshape([int(d) for d in reversed(t.shape)])
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    names = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=8, n_head=1, vocab_size=8, n_positions=8)).state_dict()
     state = {}
     for hf_name in names:
         if hf_name == "lm_head.weight":
@@ -59,7 +56,6 @@ def gguf_state_dict(reader: gguf.GGUFReader, n_layer: int) -> dict[str, np.ndarr
 def gguf_tokenizer(reader: gguf.GGUFReader, manifest: Manifest):
     """The byte-level BPE the GGUF carries, as the trainer's ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-
     from udrl.trainer.tokenizer import wrap_tokenizer
 
     tokens = _field(reader, "tokenizer.ggml.tokens")
@@ -82,7 +78,6 @@ def checkpoint_from_gguf(path: str | Path, target: str | Path) -> Path:
     `ManifestError` for a file that is not one."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
-
     from udrl.trainer.checkpoint import write_checkpoint_dir
 
     path = Path(path)
@@ -100,11 +95,8 @@ def checkpoint_from_gguf(path: str | Path, target: str | Path) -> Path:
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(config)
-    state = {k: torch.from_numpy(v) for k, v in gguf_state_dict(reader, n_layer).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith("attn.bias")]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not fit GPT-2 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    state = gguf_state_dict(reader, model.state_dict(), n_layer)  # every key but the tied head, or an error
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     model.tie_weights()
     tokenizer = gguf_tokenizer(reader, manifest)
     # The lineage stays readable: this GGUF, then what it was exported from.

