@@ -117,8 +117,6 @@ class LlamaCppBackend(Backend):
     kind = "gguf"
     extra = ""  # llama-cpp-python is a core dependency
     requires = ("llama_cpp",)
-    can_batch = True
-    max_batch = 8  # sequences decoded together in one llama_decode call
 
     def __init__(self, path: Path, manifest: Manifest, options: BackendOptions):
         import llama_cpp
@@ -140,11 +138,12 @@ class LlamaCppBackend(Backend):
         self._n_vocab = self.llm.n_vocab()
         self._special = set(manifest.token_ids.values())
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self._buffer = ctypes.create_string_buffer(64)
         self._pieces: dict[int, bytes] = {i: b"" for i in self._special}
         self._threads = threads
-        self._batch_ctx = None  # a second context with one KV-cache sequence per request, made on demand
-        self._batch_pos: list[int] = []
+        # A second context with one KV-cache sequence per parallel request, made on first use.
+        self.slots = options.parallel
+        self._slot_ctx = None
+        self._slot_pos = [0] * self.slots
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -153,11 +152,12 @@ class LlamaCppBackend(Backend):
         piece = self._pieces.get(token)
         if piece is None:
             lc = self._llama_cpp
-            n = lc.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            buffer = ctypes.create_string_buffer(64)  # per call: requests are prepared on several threads
+            n = lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
             if n < 0:  # longer than the buffer: llama.cpp says how long
-                self._buffer = ctypes.create_string_buffer(-n)
-                n = lc.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
-            piece = self._pieces[token] = self._buffer.raw[:n]
+                buffer = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+            piece = self._pieces[token] = buffer.raw[:n]
         return piece
 
     def _last_logits(self) -> np.ndarray:
@@ -171,8 +171,8 @@ class LlamaCppBackend(Backend):
         if threads != self._threads:
             self._threads = threads
             self._llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
-            if self._batch_ctx is not None:
-                self._llama_cpp.llama_set_n_threads(self._batch_ctx, threads, threads)
+            if self._slot_ctx is not None:
+                self._llama_cpp.llama_set_n_threads(self._slot_ctx, threads, threads)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         self._choose_threads()
@@ -184,78 +184,65 @@ class LlamaCppBackend(Backend):
         self.llm.eval([token])
         return self._last_logits()
 
-    # -- batches: llama.cpp sequences, one per request, decoded together ---------------------------
+    # -- slots: llama.cpp sequences, one per request, decoded together (continuous batching) -------
 
-    def _context_for_batches(self):
-        if self._batch_ctx is None:
+    def _context_for_slots(self):
+        if self._slot_ctx is None:
             lc = self._llama_cpp
             params = lc.llama_context_default_params()
-            params.n_seq_max = self.max_batch
-            params.n_ctx = self.n_ctx * self.max_batch
-            params.n_batch = params.n_ubatch = self.n_ctx * self.max_batch
+            params.n_seq_max = self.slots
+            params.n_ctx = self.n_ctx * self.slots
+            params.n_batch = params.n_ubatch = self.n_ctx * self.slots
             params.n_threads = params.n_threads_batch = self._threads
-            params.kv_unified = False  # each sequence gets its own n_ctx slots
+            params.kv_unified = False  # each sequence gets its own n_ctx cells
             # As the single-request context (llama-cpp-python's default) and native/udrl.c: the same
             # attention kernels, so that a near-tie between two tokens breaks the same way.
             params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            self._batch_ctx = lc.llama_init_from_model(self.llm.model, params)
-            if not self._batch_ctx:
-                raise BackendError("llama.cpp could not create a batch context (out of memory?)")
-        return self._batch_ctx
+            self._slot_ctx = lc.llama_init_from_model(self.llm.model, params)
+            if not self._slot_ctx:
+                raise BackendError("llama.cpp could not create a context for parallel requests (out of memory?)")
+        return self._slot_ctx
 
-    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[int]:
-        """Decode (token, position, sequence, wants_logits) entries; return the batch indices with logits."""
+    def clear_slot(self, slot: int) -> None:
+        ctx = self._context_for_slots()
+        self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(ctx), slot, -1, -1)
+        self._slot_pos[slot] = 0
+
+    def decode_slots(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
         lc = self._llama_cpp
-        ctx = self._context_for_batches()
-        batch = lc.llama_batch_init(len(entries), 0, self.max_batch)
+        ctx = self._context_for_slots()
+        if any(len(tokens) > 1 for _, tokens in work):  # as prefill: per request that joins, not per token
+            self._choose_threads()
+        n_tokens = sum(len(tokens) for _, tokens in work)
+        batch = lc.llama_batch_init(n_tokens, 0, 1)
         try:
-            rows = []
-            for j, (token, pos, seq, wants) in enumerate(entries):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, pos, 1
-                batch.seq_id[j][0] = seq
-                batch.logits[j] = wants
-                if wants:
-                    rows.append(j)
-            batch.n_tokens = len(entries)
+            rows, j = [], 0
+            for slot, tokens in work:
+                pos = self._slot_pos[slot]
+                if pos + len(tokens) > self.n_ctx:  # the scheduler's budgets prevent this; llama.cpp would abort
+                    raise BackendError(f"slot {slot} would run past its {self.n_ctx}-token context")
+                for k, token in enumerate(tokens):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, pos + k, 1
+                    batch.seq_id[j][0] = slot
+                    batch.logits[j] = k == len(tokens) - 1
+                    j += 1
+                rows.append(j - 1)
+                self._slot_pos[slot] = pos + len(tokens)
+            batch.n_tokens = n_tokens
             rc = lc.llama_decode(ctx, batch)
             if rc != 0:
-                raise BackendError(f"llama_decode failed on a batch of {len(entries)} tokens (code {rc})")
-            return rows
+                raise BackendError(f"llama_decode failed on {len(work)} sequences, {n_tokens} tokens (code {rc})")
         finally:
             lc.llama_batch_free(batch)
-
-    def _rows(self, rows: list[int]) -> np.ndarray:
-        lc = self._llama_cpp
-        return np.stack([np.ctypeslib.as_array(lc.llama_get_logits_ith(self._batch_ctx, j), shape=(self._n_vocab,))
-                         for j in rows]).copy()
-
-    def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:
-        return [self.n_ctx - n for n in prompt_lengths]  # one KV-cache sequence of n_ctx cells each
-
-    def prefill_batch(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
-        if len(prompts) > self.max_batch:
-            raise BackendError(f"llama.cpp batches hold at most {self.max_batch} requests")
-        ctx = self._context_for_batches()
-        self._choose_threads()
-        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(ctx), True)
-        entries = [(t, pos, seq, pos == len(p) - 1) for seq, p in enumerate(prompts) for pos, t in enumerate(p)]
-        self._batch_pos = [len(p) for p in prompts]
-        return self._rows(self._decode(entries))
-
-    def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
-        # Only live sequences step: a finished one would run on past its own context and abort llama.cpp.
-        live = [seq for seq, t in enumerate(tokens) if t is not None]
-        entries = [(tokens[seq], self._batch_pos[seq], seq, True) for seq in live]
-        for seq in live:
-            self._batch_pos[seq] += 1
-        logits = np.zeros((len(tokens), self._n_vocab), np.float32)
-        logits[live] = self._rows(self._decode(entries))
-        return logits
+        out = np.empty((len(work), self._n_vocab), np.float32)
+        for i, j in enumerate(rows):
+            out[i] = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, j), shape=(self._n_vocab,))
+        return out
 
     def close(self) -> None:
-        if self._batch_ctx is not None:
-            self._llama_cpp.llama_free(self._batch_ctx)
-            self._batch_ctx = None
+        if self._slot_ctx is not None:
+            self._llama_cpp.llama_free(self._slot_ctx)
+            self._slot_ctx = None
         if getattr(self, "llm", None) is not None:
             self.llm.close()
             self.llm = None

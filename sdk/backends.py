@@ -3,7 +3,9 @@ directory) and Core ML (``.mlpackage``, macOS only).
 
 A backend owns a model and its tokenizer and exposes the few operations the generation loop in
 `generate.py` needs: encode, decode, prefill a prompt, step one token, each returning the logits
-of the last position. Backends that can batch also implement `prefill_batch` / `step_batch`.
+of the last position. Backends with a batch axis (ONNX, torch) also implement `prefill_batch` /
+`step_batch`; backends with several KV-cache sequences (llama.cpp) implement `decode_slots` /
+`clear_slot`, which the continuous-batching `Scheduler` (scheduler.py) drives.
 Backends register by name; `open_backend` picks one for an artifact.
 """
 
@@ -24,10 +26,12 @@ from .manifest import Manifest
 
 @dataclasses.dataclass(frozen=True)
 class BackendOptions:
-    """How to run: CPU threads (None: the runtime's choice) and device (auto, cpu, cuda, metal)."""
+    """How to run: CPU threads (None: the runtime's choice), device (auto, cpu, cuda, metal), and
+    how many requests a backend with KV-cache slots decodes together."""
 
     threads: int | None = None
     device: str = "auto"
+    parallel: int = 8
 
 
 class Backend:
@@ -37,8 +41,9 @@ class Backend:
     kind: ClassVar[str]  # the artifact kind it opens: gguf, onnx, checkpoint, coreml
     extra: ClassVar[str]  # pip extra that installs the runtime ("" for a core dependency)
     requires: ClassVar[tuple[str, ...]] = ()  # modules the runtime needs, checked before it loads
-    can_batch: ClassVar[bool] = False
-    max_batch: ClassVar[int | None] = None  # most requests per batch (None: no limit)
+    can_batch: ClassVar[bool] = False  # a batch axis: prefill_batch / step_batch
+    max_batch: ClassVar[int | None] = None  # most requests per such batch (None: no limit)
+    slots: int = 0  # KV-cache sequences that decode together (decode_slots); 0: none
 
     manifest: Manifest
     n_ctx: int
@@ -72,6 +77,16 @@ class Backend:
     def step_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
         """One token per sequence of the batch (None for a finished one): logits [batch, vocab];
         a finished sequence's row is meaningless."""
+        raise NotImplementedError
+
+    def decode_slots(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
+        """One forward pass over several sequences: each (slot, tokens) appends ``tokens`` to that
+        slot's sequence (a whole prompt for a slot just cleared, one token for a running one).
+        Returns the logits after each item's last token, [len(work), vocab]. Only where ``slots``."""
+        raise NotImplementedError
+
+    def clear_slot(self, slot: int) -> None:
+        """Forget a slot's sequence, so that a new request can start in it."""
         raise NotImplementedError
 
     def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:

@@ -153,7 +153,9 @@ class GenerationResult:
     words: int
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of sequence), "length" (guard reached the word count), "max_tokens"
+    # "stop" (end of sequence), "length" (guard reached the word count), "max_tokens" (token budget),
+    # "cancelled" (a scheduled request its caller cancelled: the text so far)
+    finish_reason: str
     prompt_s: float  # prefill time
     first_token_s: float  # from the start of the request to the first generated token
     total_s: float
@@ -172,6 +174,21 @@ class GenerationResult:
         d = dataclasses.asdict(self)
         d.update(prompt_tok_s=self.prompt_tok_s, decode_tok_s=self.decode_tok_s)
         return d
+
+
+def result_of(job: Job) -> GenerationResult:
+    """The `GenerationResult` of a `Job` that has ended."""
+    return make_result(job.query, job.command, job.stats)
+
+
+def make_result(query: str, command: Command, stats: dict) -> GenerationResult:
+    """A `GenerationResult` from the figures a request's loop collected (`Job.stats`)."""
+    text = stats["text"]
+    return GenerationResult(text=text, query=query, command=command, words=count_words(text),
+                            prompt_tokens=stats["prompt_tokens"], completion_tokens=stats["completion_tokens"],
+                            finish_reason=stats["finish_reason"], prompt_s=stats["prompt_s"],
+                            first_token_s=stats["first_token_s"], total_s=stats["total_s"],
+                            peak_rss_mb=peak_rss_mb())
 
 
 def peak_rss_mb() -> float:
@@ -337,6 +354,67 @@ class _Decoder:
         return _without_dangling_end(self.text) if self.finish == "length" else self.text.strip()
 
 
+class Job:
+    """One request being decoded: its prompt, token budget, decoder and sampler, and the pieces and
+    figures it produces. `stream_tokens` runs one Job alone; the continuous-batching `Scheduler`
+    (scheduler.py) runs many side by side, each in its own KV-cache sequence. The request is
+    checked here (`prepare`), so a bad one raises `CommandError` before any work is queued."""
+
+    def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions,
+                 sampler_offset: int = 0):
+        self.start = time.perf_counter()
+        self.query, self.command = query, command
+        self.prompt, self.budget = prepare(backend, query, command, options.max_tokens)
+        self.decoder = _Decoder(backend, query, command, options)
+        self.sample = options.sampler(sampler_offset)
+        self.pieces: list[str] = []  # text pieces not yet taken by the caller
+        self.next_token: int | None = None  # the token to feed next; None before prefill and once done
+        self.done = False
+        self.stats: dict = dict(prompt_tokens=len(self.prompt), prompt_s=0.0, first_token_s=0.0)
+
+    def prefilled(self) -> None:
+        """Note the end of the prompt's forward pass (for ``prompt_s``)."""
+        self.stats["prompt_s"] = time.perf_counter() - self.start
+
+    def advance(self, logits: np.ndarray) -> int | None:
+        """Pick the next token from the logits of the last one fed; return the token to feed next,
+        or None when the request has ended (its figures are then in ``stats``)."""
+        decoder = self.decoder
+        token = self.sample(decoder.mask(logits))
+        if not decoder.accept(token):
+            self.finish()
+            return None
+        if len(decoder.ids) == 1:
+            self.stats["first_token_s"] = time.perf_counter() - self.start
+        piece = decoder.piece()
+        if piece:
+            self.pieces.append(piece)
+        if len(decoder.ids) >= self.budget:
+            decoder.finish = "max_tokens"
+            self.finish()
+            return None
+        self.next_token = token
+        return token
+
+    def finish(self, reason: str | None = None) -> None:
+        """End the request (``reason`` overrides the decoder's, e.g. "cancelled"): the tail the
+        stream held back becomes the last piece, and ``stats`` gets the text and counts."""
+        decoder = self.decoder
+        if reason is not None:
+            decoder.finish = reason
+        tail = decoder.result()[len(decoder.emitted):]
+        if tail and decoder.finish != "cancelled":
+            self.pieces.append(tail)
+        self.next_token, self.done = None, True
+        self.stats.update(text=decoder.result(), completion_tokens=len(decoder.ids),
+                          finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - self.start)
+
+    def take_pieces(self) -> list[str]:
+        """The pieces produced since the last call."""
+        pieces, self.pieces = self.pieces, []
+        return pieces
+
+
 class TokenRunner(Protocol):
     """Where one request's tokens are run: the backend itself, or a `Model`'s shared sequence that
     restores a paused stream's KV cache after another request has used the backend."""
@@ -348,33 +426,17 @@ class TokenRunner(Protocol):
 
 def stream_tokens(backend: Backend, query: str, command: Command, options: GenerationOptions,
                   stats: dict, sequence: TokenRunner | None = None) -> Iterator[str]:
-    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) as it goes.
-    ``sequence`` runs the tokens (default: ``backend``)."""
-    start = time.perf_counter()
+    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) when it
+    ends. ``sequence`` runs the tokens (default: ``backend``)."""
     run = sequence or backend
-    prompt, budget = prepare(backend, query, command, options.max_tokens)
-    sample = options.sampler()
-    decoder = _Decoder(backend, query, command, options)
-    logits = run.prefill(prompt)
-    stats.update(prompt_tokens=len(prompt), prompt_s=time.perf_counter() - start, first_token_s=0.0)
-    for _ in range(budget):
-        token = sample(decoder.mask(logits))
-        if not decoder.accept(token):
-            break
-        if len(decoder.ids) == 1:
-            stats["first_token_s"] = time.perf_counter() - start
-        piece = decoder.piece()
-        if piece:
-            yield piece
-        if len(decoder.ids) < budget:
-            logits = run.step(token)
-    else:
-        decoder.finish = "max_tokens"
-    tail = decoder.result()[len(decoder.emitted):]
-    if tail:
-        yield tail
-    stats.update(text=decoder.result(), completion_tokens=len(decoder.ids),
-                 finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - start)
+    job = Job(backend, query, command, options)
+    logits = run.prefill(job.prompt)
+    job.prefilled()
+    while (token := job.advance(logits)) is not None:
+        yield from job.take_pieces()
+        logits = run.step(token)
+    yield from job.take_pieces()
+    stats.update(job.stats)
 
 
 def batch_fits(backend: Backend, prepared: Sequence[tuple[list[int], int]]) -> list[bool]:
@@ -388,36 +450,17 @@ def batch_fits(backend: Backend, prepared: Sequence[tuple[list[int], int]]) -> l
 
 def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
                           options: GenerationOptions) -> list[dict]:
-    """Several requests through one batched prefill and batched decode steps (``can_batch``)."""
-    start = time.perf_counter()
-    prepared = [prepare(backend, q, c, options.max_tokens) for q, c in requests]
-    short = [i for i, fits in enumerate(batch_fits(backend, prepared)) if not fits]
+    """Several requests through one left-padded batched prefill and batched decode steps, for
+    backends with a batch axis (``can_batch``: ONNX, torch); a finished request stops stepping."""
+    jobs = [Job(backend, q, c, options, sampler_offset=i) for i, (q, c) in enumerate(requests)]
+    short = [i for i, fits in enumerate(batch_fits(backend, [(j.prompt, j.budget) for j in jobs])) if not fits]
     if short:  # the caller runs such requests alone (`batch_fits`): a batch never cuts a budget silently
         raise CommandError(f"requests {short} need more tokens than this batch leaves them; run them alone")
-    decoders = [_Decoder(backend, q, c, options) for q, c in requests]
-    samplers = [options.sampler(offset=i) for i in range(len(requests))]
-    logits = backend.prefill_batch([p for p, _ in prepared])
-    prompt_s = time.perf_counter() - start
-    first = [0.0] * len(requests)
-    active = [True] * len(requests)
-    last = [backend.manifest.eos_id] * len(requests)
-    steps = max(b for _, b in prepared)  # each request stops at its own budget
-    for _ in range(steps):
-        for i, d in enumerate(decoders):
-            if not active[i]:
-                continue
-            token = samplers[i](d.mask(logits[i]))
-            if not d.accept(token):
-                active[i] = False
-                continue
-            last[i] = token
-            first[i] = first[i] or time.perf_counter() - start
-            if len(d.ids) >= prepared[i][1]:
-                d.finish, active[i] = "max_tokens", False
-        if not any(active):
-            break
-        logits = backend.step_batch([t if a else None for t, a in zip(last, active)])
-    total = time.perf_counter() - start
-    return [dict(text=d.result(), completion_tokens=len(d.ids), finish_reason=d.finish or "max_tokens",
-                 prompt_tokens=len(p), prompt_s=prompt_s, first_token_s=f, total_s=total)
-            for d, (p, _), f in zip(decoders, prepared, first)]
+    logits = backend.prefill_batch([j.prompt for j in jobs])
+    for j in jobs:
+        j.prefilled()
+    tokens = [j.advance(row) for j, row in zip(jobs, logits)]
+    while any(t is not None for t in tokens):
+        logits = backend.step_batch(tokens)
+        tokens = [None if t is None else j.advance(row) for j, t, row in zip(jobs, tokens, logits)]
+    return [j.stats for j in jobs]

@@ -12,24 +12,24 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from .backends import Backend, BackendOptions, open_backend
-from .commands import Command, count_words, make_command
+from .commands import make_command
 from .errors import BackendError, CommandError, UdrlError
 from .generate import (
     GenerationOptions,
     GenerationResult,
+    Job,
     batch_fits,
     generate_batch_tokens,
-    peak_rss_mb,
-    prepare,
-    stream_tokens,
+    make_result,
 )
 from .manifest import Manifest
+from .scheduler import Batcher, Ticket
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
 
@@ -70,46 +70,43 @@ class CommandSpace:
         return self.reward_levels - 1
 
 
-class _SharedSequence:
-    """One request's token sequence on a Model's backend, which holds one sequence at a time. When
-    another request has used the backend since this one's last step (a paused stream), the next
-    step prefills the whole sequence again, so streams can be paused, interleaved and abandoned
-    without holding the Model."""
-
-    def __init__(self, model: Model, backend: Backend):
-        self.model, self.backend, self.ids = model, backend, []
-
-    def prefill(self, ids: Sequence[int]) -> Any:
-        self.ids = list(ids)
-        self.model._owner = self
-        return self.backend.prefill(self.ids)
-
-    def step(self, token: int) -> Any:
-        self.ids.append(token)
-        if self.model._owner is not self:
-            return self.prefill(self.ids)
-        return self.backend.step(token)
+_END = object()  # a stream's queue ends with this
 
 
 class Stream:
     """The text of one request in pieces, as `Model.stream` returns it: iterate it, and read
-    `result` (a `GenerationResult`) once it is exhausted. It holds the Model only while it computes
-    a piece, never between pieces, so a stream that is not read to the end blocks nothing; `close()`
-    or a ``with`` block ends it early."""
+    `result` (a `GenerationResult`) once it is exhausted. The request decodes on the Model's
+    batching thread whether or not the stream is read (pieces wait in the stream), so a stream that
+    is not read to the end blocks nothing; `close()` or a ``with`` block cancels it."""
 
-    def __init__(self, pieces: Callable[[Stream], Iterator[str]]):
+    def __init__(self, model: Model, submit: Callable[..., Ticket]):
         self.result: GenerationResult | None = None
-        self._pieces = pieces(self)  # a generator that sets ``result`` when it ends
+        self._model = model
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ticket = submit(on_piece=self._queue.put, on_done=lambda _: self._queue.put(_END))
+        self._ended = False
 
     def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        if self._ended:
+            raise StopIteration
+        self._model._live()  # a closed Model's streams end with an error, not with buffered text
+        if self._model._batcher_thread_calls():
+            raise UdrlError("a stream cannot be read inside the Model's own on_piece or on_done callback")
+        item = self._queue.get()
+        if item is _END:
+            self._ended = True
+            self.result = self._ticket.result()  # raises what stopped the request, if anything did
+            raise StopIteration
+        return item
 
     def close(self) -> None:
-        """Stop the stream; further iteration ends at once."""
-        self._pieces.close()
+        """Stop the stream (its request is cancelled); further iteration ends at once."""
+        if not self._ended:
+            self._ended = True
+            self._ticket.cancel()
 
     def __enter__(self) -> Stream:
         return self
@@ -119,17 +116,18 @@ class Stream:
 
 
 class Model:
-    """A loaded artifact. Thread-safe: a lock serialises the backend's work (one token step at a
-    time per Model; streams hold it only while computing a piece), so for parallel generation
-    open one Model per thread. Use as a context manager or call `close` to release native memory."""
+    """A loaded artifact. Thread-safe, and batching: every request (`generate`, `stream`,
+    `generate_batch`, `submit`) decodes on the Model's one batching thread (scheduler.py), where
+    requests from any number of threads run side by side, up to ``parallel`` per forward pass on
+    llama.cpp (one at a time elsewhere). Use as a context manager or call `close` to release
+    native memory."""
 
     def __init__(self, backend: Backend, path: Path):
         self._backend: Backend | None = backend
         self.path = path
         self.manifest: Manifest = backend.manifest
-        # Re-entrant: a caller may generate, or close the Model, from inside its own stream loop.
-        self._lock = threading.RLock()
-        self._owner: _SharedSequence | None = None  # whose sequence the backend's cache holds
+        self._lock = threading.Lock()  # guards starting the batching thread and closing
+        self._batcher: Batcher | None = None  # started by the first request
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -147,10 +145,46 @@ class Model:
             raise UdrlError("this model is closed")
         return self._backend
 
+    def _engine(self) -> tuple[Backend, Batcher]:
+        with self._lock:
+            backend = self._live()
+            if self._batcher is None:
+                self._batcher = Batcher(backend)
+            return backend, self._batcher
+
+    def _batcher_thread_calls(self) -> bool:
+        batcher = self._batcher
+        return batcher is not None and batcher.on_own_thread
+
+    def _wait(self, ticket: Ticket) -> GenerationResult:
+        if self._batcher_thread_calls():
+            ticket.cancel()
+            raise UdrlError("the Model cannot be waited on inside its own on_piece or on_done callback; "
+                            "use submit() there")
+        return ticket.result()
+
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, backend={self._backend.name if self._backend else 'closed'!r})"
 
     # -- generation --------------------------------------------------------------------------------
+
+    def submit(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
+               temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+               max_tokens: int | None = None, length_guard: bool = True, no_repeat_ngram: int = 2,
+               focus: float | None = None, on_piece: Callable[[str], None] | None = None,
+               on_done: Callable[[Ticket], None] | None = None) -> Ticket:
+        """Queue a request for **continuous batching** and return at once with a `Ticket`
+        (``ticket.result()`` waits for the `GenerationResult`; ``ticket.cancel()`` frees its slot at
+        the next token). Requests submitted from any number of threads decode together, up to
+        ``parallel`` per forward pass (see `load`), joining and leaving at token boundaries; each
+        keeps its own budget and decoding rules. Options as `generate`; a bad request raises
+        `CommandError` here. ``on_piece(text)`` receives the text in pieces and ``on_done(ticket)``
+        the end, on the Model's batching thread: keep them short."""
+        command = make_command(self.manifest, task, length, reward)
+        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
+                                    focus)
+        backend, batcher = self._engine()
+        return batcher.submit(Job(backend, query, command, options), on_piece, on_done)
 
     def stream(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
@@ -159,26 +193,10 @@ class Model:
         """Yield the output's text in pieces as it decodes (same text as `generate`). Returns a
         `Stream`: iterate it; ``close()`` or ``with`` ends it early; its ``result`` holds the
         `GenerationResult` once it is exhausted. The request is checked before the first piece."""
-        command = make_command(self.manifest, task, length, reward)
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
-                                    focus)
-        with self._lock:
-            prepare(self._live(), query, command, options.max_tokens)  # refuse a bad query now, not at next()
-        return Stream(lambda stream: self._pieces(stream, query, command, options))
-
-    def _pieces(self, stream: Stream, query: str, command: Command, options: GenerationOptions) -> Iterator[str]:
-        stats: dict[str, Any] = {}
-        inner: Iterator[str] | None = None
-        while True:
-            with self._lock:  # only while computing a piece: between pieces the Model is free
-                backend = self._live()
-                if inner is None:
-                    inner = stream_tokens(backend, query, command, options, stats, _SharedSequence(self, backend))
-                piece = next(inner, None)
-            if piece is None:
-                stream.result = self._result(query, command, stats)
-                return
-            yield piece
+        options = dict(task=task, length=length, reward=reward, temperature=temperature, top_p=top_p, top_k=top_k,
+                       seed=seed, max_tokens=max_tokens, length_guard=length_guard,
+                       no_repeat_ngram=no_repeat_ngram, focus=focus)
+        return Stream(self, lambda **callbacks: self.submit(query, **options, **callbacks))
 
     def generate(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
                  temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
@@ -192,86 +210,61 @@ class Model:
         repeating one tag or "poster poster"; 0 turns both off. ``focus`` is the query-focus bonus
         for the request's content words the output lacks (see `udrl.generate`; None: the model's
         default from its manifest, 0: off). Options of the wrong type or out of range raise
-        `CommandError` naming the option."""
-        command = make_command(self.manifest, task, length, reward)
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
-                                    focus)
-        stats: dict[str, Any] = {}
-        with self._lock:
-            backend = self._live()
-            for _ in stream_tokens(backend, query, command, options, stats, _SharedSequence(self, backend)):
-                pass
-        return self._result(query, command, stats)
+        `CommandError` naming the option. Calls from several threads at once decode together."""
+        return self._wait(self.submit(query, task=task, length=length, reward=reward, temperature=temperature,
+                                      top_p=top_p, top_k=top_k, seed=seed, max_tokens=max_tokens,
+                                      length_guard=length_guard, no_repeat_ngram=no_repeat_ngram, focus=focus))
 
     def generate_batch(self, requests: Sequence[Request | dict], *, temperature: float = 0.0, top_p: float = 1.0,
                        top_k: int = 0, seed: int | None = None, max_tokens: int | None = None,
                        length_guard: bool = True, no_repeat_ngram: int = 2,
                        focus: float | None = None) -> list[GenerationResult]:
-        """Several requests at once. On backends that batch (llama.cpp: one KV-cache sequence per
-        request, up to 8 per ``llama_decode``; ONNX and torch: a batch axis with left padding), one
-        forward pass per step for the whole batch; elsewhere one after another. Every request keeps
-        its own token budget: one that would not fit beside the others runs alone. A bad request
-        raises `CommandError` naming its index before anything runs. Greedy results match
-        one-by-one `generate` except where two tokens are nearly tied and a batched matrix product
-        rounds differently (measured in the README)."""
+        """Several requests at once. On llama.cpp, **continuous batching** (scheduler.py): one
+        KV-cache sequence per request, up to ``parallel`` (see `load`) per ``llama_decode``; a
+        request that ends frees its slot for the next at once, so nobody waits for the longest.
+        ONNX and torch: static batches on a batch axis with left padding (up to ``max_batch``);
+        elsewhere one after another. Every request keeps its own token budget (on a left-padded
+        batch, one that would not fit beside the others runs alone). A bad request raises
+        `CommandError` naming its index before anything runs. Request ``i`` samples with seed
+        ``seed + i``. Greedy results match one-by-one `generate` except where two tokens are
+        nearly tied and a batched matrix product rounds differently (measured in the README)."""
         items = [_request(i, r) for i, r in enumerate(_sequence_of_requests(requests))]
         if not items:
             return []
         options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
                                     focus)
-        with self._lock:
-            backend = self._live()
-            commands, prepared = [], []
-            for i, r in enumerate(items):
-                try:
-                    commands.append(make_command(self.manifest, r.task, r.length, r.reward))
-                    prepared.append(prepare(backend, r.query, commands[-1], options.max_tokens))
-                except CommandError as exc:
-                    raise CommandError(f"request {i}: {exc}", index=i) from exc
-            pairs = [(r.query, c) for r, c in zip(items, commands)]
-            stats: list[dict[str, Any] | None] = [None] * len(items)
-            alone = list(range(len(items)))
-            if backend.can_batch and len(items) > 1:
-                size = backend.max_batch or len(pairs)
-                alone = []
-                for start in range(0, len(pairs), size):
-                    chunk = list(range(start, min(start + size, len(pairs))))
-                    fits = batch_fits(backend, [prepared[i] for i in chunk])
-                    together = [i for i, ok in zip(chunk, fits) if ok]
-                    alone += [i for i, ok in zip(chunk, fits) if not ok]
-                    if len(together) > 1:
-                        one = dataclasses.replace(options, seed=None if seed is None else seed + start)
-                        for i, s in zip(together, generate_batch_tokens(backend, [pairs[i] for i in together], one)):
-                            stats[i] = s
-                    else:
-                        alone += together
-                self._owner = None  # a batch reuses the backend's buffers: paused streams prefill again
-            for i in sorted(alone):
-                s: dict[str, Any] = {}
-                one = dataclasses.replace(options, seed=None if seed is None else seed + i)
-                for _ in stream_tokens(backend, pairs[i][0], pairs[i][1], one, s, _SharedSequence(self, backend)):
-                    pass
-                stats[i] = s
-        return [self._result(r.query, c, s) for r, c, s in zip(items, commands, stats)]
-
-    def _result(self, query: str, command: Command, stats: dict[str, Any]) -> GenerationResult:
-        text = stats["text"]
-        return GenerationResult(text=text, query=query, command=command, words=count_words(text),
-                                prompt_tokens=stats["prompt_tokens"], completion_tokens=stats["completion_tokens"],
-                                finish_reason=stats["finish_reason"], prompt_s=stats["prompt_s"],
-                                first_token_s=stats["first_token_s"], total_s=stats["total_s"],
-                                peak_rss_mb=peak_rss_mb())
+        backend, batcher = self._engine()
+        jobs = []
+        for i, r in enumerate(items):
+            try:
+                command = make_command(self.manifest, r.task, r.length, r.reward)
+                one = options if seed is None else dataclasses.replace(options, seed=seed + i)
+                jobs.append(Job(backend, r.query, command, one))
+            except CommandError as exc:
+                raise CommandError(f"request {i}: {exc}", index=i) from exc
+        if backend.can_batch and not backend.slots and len(jobs) > 1:
+            stats = batcher.call(lambda: _static_batches(backend, jobs, options))
+            alone = [i for i, s in enumerate(stats) if s is None]
+        else:
+            stats, alone = [None] * len(jobs), list(range(len(jobs)))
+        tickets = {i: batcher.submit(jobs[i]) for i in alone}
+        for i, ticket in tickets.items():
+            self._wait(ticket)
+            stats[i] = jobs[i].stats
+        return [make_result(j.query, j.command, s) for j, s in zip(jobs, stats)]
 
     # -- lifetime ------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the runtime's memory. Further calls (and further pieces of open streams) raise
-        `UdrlError`. Waits for a token step in progress on another thread, never for a stream."""
+        """Release the runtime's memory. Requests in flight end with `UdrlError`, as do further
+        calls (and further pieces of open streams). Waits for the token step in progress."""
         with self._lock:
-            if self._backend is not None:
-                self._backend.close()
-                self._backend = None
-                self._owner = None
+            batcher, self._batcher = self._batcher, None
+            backend, self._backend = self._backend, None
+        if batcher is not None:
+            batcher.close(drain=False)
+        if backend is not None:
+            backend.close()
 
     def __enter__(self) -> Model:
         return self
@@ -280,9 +273,29 @@ class Model:
         self.close()
 
     def __del__(self) -> None:
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            batcher.close(drain=False)
         backend = getattr(self, "_backend", None)
         if backend is not None:
             backend.close()
+
+
+def _static_batches(backend: Backend, jobs: Sequence[Job], options: GenerationOptions) -> list[dict | None]:
+    """On a backend with a batch axis, the jobs in left-padded chunks of ``max_batch``; None for a
+    job that would not fit beside the others of its chunk (it runs alone)."""
+    stats: list[dict | None] = [None] * len(jobs)
+    size = backend.max_batch or len(jobs)
+    for start in range(0, len(jobs), size):
+        chunk = list(range(start, min(start + size, len(jobs))))
+        fits = batch_fits(backend, [(jobs[i].prompt, jobs[i].budget) for i in chunk])
+        together = [i for i, ok in zip(chunk, fits) if ok]
+        if len(together) > 1:
+            one = dataclasses.replace(options, seed=None if options.seed is None else options.seed + start)
+            pairs = [(jobs[i].query, jobs[i].command) for i in together]
+            for i, s in zip(together, generate_batch_tokens(backend, pairs, one)):
+                stats[i] = s
+    return stats
 
 
 def _sequence_of_requests(requests: object) -> Sequence[object]:
@@ -306,9 +319,11 @@ def _request(index: int, item: object) -> Request:
 
 
 def load(path: str | os.PathLike[str] | None = None, backend: str = "auto", threads: int | None = None,
-         device: str = "auto") -> Model:
+         device: str = "auto", parallel: int = 8) -> Model:
     """Open an artifact (``.gguf``, ``.onnx``, ``.mlpackage`` or checkpoint directory; None: the
-    bundled default) with ``backend`` ``auto`` | ``llama`` | ``onnx`` | ``torch`` | ``coreml``."""
+    bundled default) with ``backend`` ``auto`` | ``llama`` | ``onnx`` | ``torch`` | ``coreml``.
+    ``parallel``: on llama.cpp, how many requests `Model.generate_batch` and `Model.submit` decode
+    together (each holds a KV-cache sequence of the model's context; memory is taken on first use)."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise UdrlError(f"path must be a file or directory path (str or os.PathLike), got {type(path).__name__}")
     p = Path(path) if path is not None else default_model_path()
@@ -321,7 +336,13 @@ def load(path: str | os.PathLike[str] | None = None, backend: str = "auto", thre
                                 or not 1 <= threads <= most):
         raise UdrlError(f"threads must be an integer from 1 to {most} (4 per CPU of this machine) or None "
                         f"(udrl's choice), got {threads!r}")
-    return Model(open_backend(p, backend, BackendOptions(None if threads is None else int(threads), device)), p)
+    if isinstance(parallel, bool) or not isinstance(parallel, numbers.Integral) or not 1 <= parallel <= MAX_PARALLEL:
+        raise UdrlError(f"parallel must be an integer from 1 to {MAX_PARALLEL}, got {parallel!r}")
+    options = BackendOptions(None if threads is None else int(threads), device, int(parallel))
+    return Model(open_backend(p, backend, options), p)
+
+
+MAX_PARALLEL = 64  # KV-cache sequences per model; llama.cpp's own limit is 256
 
 
 def max_threads() -> int:
