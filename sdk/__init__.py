@@ -22,7 +22,8 @@ from .errors import (
 )
 from .generate import GenerationResult
 from .manifest import Manifest, load_manifest, save_manifest
-from .model import CommandSpace, Model, Request, Stream, load
+from .model import CommandSpace, Model, Request, Stream, default_model_path, load
+from .scheduler import Ticket
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Model",
+    "Ticket",
+    "default_model_path",
     "Request",
     "Stream",
     "UdrlError",

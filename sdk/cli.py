@@ -146,6 +146,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerConfig, serve
+
+    if args.max_body_bytes < 1024:
+        raise UdrlError(f"--max-body-bytes must be at least 1024, got {args.max_body_bytes}")
+    config = ServerConfig(model=args.model, host=args.host, port=args.port, api_key=args.api_key or None,
+                          threads=args.threads, parallel=args.parallel, max_body_bytes=args.max_body_bytes,
+                          log_level=args.log_level)
+    print(f"udrl serve: http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM to stop)", file=sys.stderr, flush=True)
+    serve(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="udrl", description="Command-conditioned prompt models.")
     parser.add_argument("--version", action="version", version=f"udrl-edge {__version__}")
@@ -173,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="one JSON object per result, with timings")
     g.add_argument("--stream", action="store_true", help="print text as it is generated")
     g.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("serve", help="serve a model over HTTP on this machine (OpenAI-compatible; "
+                                     "needs the server extra)")
+    s.add_argument("--model", help="artifact path (default: the bundled model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--api-key", default=os.environ.get("UDRL_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 requests (default: $UDRL_API_KEY, else none)")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--parallel", type=int, default=8, help="requests decoded together (default 8)")
+    s.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="larger request bodies get 413")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("info", help="print an artifact's manifest and size")
     p.add_argument("path", nargs="?", help="checkpoint directory, .gguf, .onnx or .mlpackage "

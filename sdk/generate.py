@@ -1,7 +1,9 @@
 """The generation loop: prompt -> tokens -> text, with the length guard. Read it top to bottom.
 
-One request: render the command and query into the prompt (`commands.render_prompt`), prefill,
-then repeatedly pick a token from the logits and step. The **length guard** enforces the length
+One request is a `Job`: render the command and query into the prompt (`commands.render_prompt`),
+prefill, then repeatedly pick a token from the logits (`Job.advance`: the decoding rules of
+`_Decoder.mask`, then the sampler) and step; scheduler.py runs the prefills and steps of many Jobs
+together. The **length guard** enforces the length
 command at decode time: end-of-sequence is forbidden until the text has the requested number of
 words, and generation stops before a token that would start one word too many; a separator it
 leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
@@ -27,8 +29,7 @@ import resource
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -356,8 +357,8 @@ class _Decoder:
 
 class Job:
     """One request being decoded: its prompt, token budget, decoder and sampler, and the pieces and
-    figures it produces. `stream_tokens` runs one Job alone; the continuous-batching `Scheduler`
-    (scheduler.py) runs many side by side, each in its own KV-cache sequence. The request is
+    figures it produces. The continuous-batching `Scheduler` (scheduler.py) runs Jobs side by
+    side, each in its own KV-cache sequence, feeding `advance` the logits of its last token. The request is
     checked here (`prepare`), so a bad one raises `CommandError` before any work is queued."""
 
     def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions,
@@ -413,30 +414,6 @@ class Job:
         """The pieces produced since the last call."""
         pieces, self.pieces = self.pieces, []
         return pieces
-
-
-class TokenRunner(Protocol):
-    """Where one request's tokens are run: the backend itself, or a `Model`'s shared sequence that
-    restores a paused stream's KV cache after another request has used the backend."""
-
-    def prefill(self, ids: Sequence[int]) -> np.ndarray: ...
-
-    def step(self, token: int) -> np.ndarray: ...
-
-
-def stream_tokens(backend: Backend, query: str, command: Command, options: GenerationOptions,
-                  stats: dict, sequence: TokenRunner | None = None) -> Iterator[str]:
-    """Yield text pieces of one request; fills ``stats`` (timings, counts, finish reason) when it
-    ends. ``sequence`` runs the tokens (default: ``backend``)."""
-    run = sequence or backend
-    job = Job(backend, query, command, options)
-    logits = run.prefill(job.prompt)
-    job.prefilled()
-    while (token := job.advance(logits)) is not None:
-        yield from job.take_pieces()
-        logits = run.step(token)
-    yield from job.take_pieces()
-    stats.update(job.stats)
 
 
 def batch_fits(backend: Backend, prepared: Sequence[tuple[list[int], int]]) -> list[bool]:

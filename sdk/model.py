@@ -140,6 +140,12 @@ class Model:
         m = self.manifest
         return CommandSpace(m.tasks, m.length_min, m.length_max, m.reward_levels, dict(m.default_length))
 
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet ended (waiting for a slot or decoding)."""
+        batcher = self._batcher
+        return batcher.pending if batcher is not None else 0
+
     def _live(self) -> Backend:
         if self._backend is None:
             raise UdrlError("this model is closed")
