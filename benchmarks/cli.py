@@ -31,12 +31,29 @@ def _cmd_contention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeBenchConfig, markdown, run_serve_bench
+
+    if len(args.artifacts) != 1:
+        from udrl.errors import UdrlError
+
+        raise UdrlError("--serve measures one artifact; give exactly one")
+    out = args.out if args.out != DEFAULT_OUT else "benchmarks/results/serve"
+    config = ServeBenchConfig(artifact=args.artifacts[0], threads=args.threads, out=out,
+                              rounds=1 if args.quick else 3, requests=32 if args.quick else 96)
+    print(markdown(run_serve_bench(config)))
+    print(f"written: {out}.json, .md, .png")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .harness import BenchConfig, run
     from .report import markdown
 
     if args.contention:
         return _cmd_contention(args)
+    if args.serve:
+        return _cmd_serve(args)
 
     config = BenchConfig(artifacts=args.artifacts, checkpoint=args.checkpoint, teacher=not args.no_teacher,
                          raw_llama=not args.no_raw, hf_eager=not args.no_hf, threads=args.threads, reps=args.reps,
@@ -60,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hf", action="store_true", help="skip HF transformers eager")
     p.add_argument("--contention", action="store_true",
                    help="per-request latency beside busy processes: default threads against 1 and 2")
+    p.add_argument("--serve", action="store_true",
+                   help="udrl serve at 1, 4, 8 and 16 concurrent clients against one request after another")
     p.add_argument("--busy", type=_busy_counts, default=(0, 1, 2, 3, 4), metavar="N,N,...",
                    help="busy-process counts for --contention (default 0,1,2,3,4)")
     p.add_argument("--out", default=DEFAULT_OUT, help="output path without extension")

@@ -111,6 +111,31 @@ def open_llama(model_path: str | os.PathLike[str], **kwargs: Any):
         return llama_cpp.Llama(model_path=str(model_path), **kwargs)
 
 
+_GOMP: Any = None
+
+
+def openmp_runtime(llama_cpp) -> Any:
+    """libgomp, where this llama.cpp build uses OpenMP (None elsewhere, e.g. Apple builds).
+    libgomp keeps a team of worker threads per thread that ever ran llama.cpp; with more of them
+    than CPUs it stops spinning at barriers, and every token gets about 3 times slower
+    (`udrl bench --serve` measures it), so a thread that hands the computing over frees its team
+    (`omp_pause_resource_all`, OpenMP 5.0)."""
+    global _GOMP
+    if _GOMP is None:
+        _GOMP = False
+        if b"OPENMP = 1" in (llama_cpp.llama_print_system_info() or b""):
+            import ctypes.util
+
+            name = ctypes.util.find_library("gomp")
+            try:
+                lib = ctypes.CDLL(name or "libgomp.so.1")
+                lib.omp_pause_resource_all.argtypes = [ctypes.c_int]
+                _GOMP = lib
+            except (OSError, AttributeError):
+                pass
+    return _GOMP or None
+
+
 @register
 class LlamaCppBackend(Backend):
     name = "llama"
@@ -238,6 +263,11 @@ class LlamaCppBackend(Backend):
         for i, j in enumerate(rows):
             out[i] = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, j), shape=(self._n_vocab,))
         return out
+
+    def release_threads(self) -> None:
+        gomp = openmp_runtime(self._llama_cpp)
+        if gomp is not None:
+            gomp.omp_pause_resource_all(1)  # omp_pause_soft: this thread's team of workers exits
 
     def close(self) -> None:
         if self._slot_ctx is not None:

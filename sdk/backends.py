@@ -89,6 +89,10 @@ class Backend:
         """Forget a slot's sequence, so that a new request can start in it."""
         raise NotImplementedError
 
+    def release_threads(self) -> None:
+        """Free the runtime's worker threads that belong to the calling thread (before another
+        thread computes in its place); a no-op where the runtime keeps none."""
+
     def batch_room(self, prompt_lengths: Sequence[int]) -> list[int]:
         """Per prompt of a batch, how many tokens it may generate. Left padding aligns every
         prompt's end, so by default the longest prompt bounds them all."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .backends import Backend, BackendOptions, open_backend
-from .commands import make_command
+from .commands import Command, make_command
 from .errors import BackendError, CommandError, UdrlError
 from .generate import (
     GenerationOptions,
@@ -75,9 +75,9 @@ _END = object()  # a stream's queue ends with this
 
 class Stream:
     """The text of one request in pieces, as `Model.stream` returns it: iterate it, and read
-    `result` (a `GenerationResult`) once it is exhausted. The request decodes on the Model's
-    batching thread whether or not the stream is read (pieces wait in the stream), so a stream that
-    is not read to the end blocks nothing; `close()` or a ``with`` block cancels it."""
+    `result` (a `GenerationResult`) once it is exhausted. Reading it computes (for every request
+    of the Model, when no other thread is computing); a stream that is not read to the end blocks
+    nothing, and others' calls carry it along. `close()` or a ``with`` block cancels it."""
 
     def __init__(self, model: Model, submit: Callable[..., Ticket]):
         self.result: GenerationResult | None = None
@@ -92,9 +92,8 @@ class Stream:
     def __next__(self) -> str:
         if self._ended:
             raise StopIteration
-        self._model._live()  # a closed Model's streams end with an error, not with buffered text
-        if self._model._batcher_thread_calls():
-            raise UdrlError("a stream cannot be read inside the Model's own on_piece or on_done callback")
+        _, batcher = self._model._engine()  # a closed Model's streams end with an error, not buffered text
+        batcher.drive(lambda: not self._queue.empty())
         item = self._queue.get()
         if item is _END:
             self._ended = True
@@ -117,10 +116,11 @@ class Stream:
 
 class Model:
     """A loaded artifact. Thread-safe, and batching: every request (`generate`, `stream`,
-    `generate_batch`, `submit`) decodes on the Model's one batching thread (scheduler.py), where
-    requests from any number of threads run side by side, up to ``parallel`` per forward pass on
-    llama.cpp (one at a time elsewhere). Use as a context manager or call `close` to release
-    native memory."""
+    `generate_batch`, `submit`) goes to the Model's continuous-batching scheduler (scheduler.py),
+    where requests from any number of threads decode side by side, up to ``parallel`` per forward
+    pass on llama.cpp (one at a time elsewhere). The thread that waits for a result computes, for
+    every request in flight, while no other thread does; after `start_batching_thread`, a thread of
+    the Model's own does. Use as a context manager or call `close` to release native memory."""
 
     def __init__(self, backend: Backend, path: Path):
         self._backend: Backend | None = backend
@@ -153,21 +153,44 @@ class Model:
 
     def _engine(self) -> tuple[Backend, Batcher]:
         with self._lock:
-            backend = self._live()
-            if self._batcher is None:
-                self._batcher = Batcher(backend)
-            return backend, self._batcher
+            return self._engine_locked()
 
-    def _batcher_thread_calls(self) -> bool:
-        batcher = self._batcher
-        return batcher is not None and batcher.on_own_thread
+    def _engine_locked(self) -> tuple[Backend, Batcher]:
+        backend = self._live()
+        if self._batcher is None:
+            self._batcher = Batcher(backend)
+        return backend, self._batcher
+
+    def _jobs(self, requests: Sequence[tuple[str, Command, GenerationOptions]],
+              indexed: bool) -> tuple[Backend, Batcher, list[Job]]:
+        """Prepared requests (tokenized under the lock, so that `close` cannot free the tokenizer
+        meanwhile); with ``indexed``, a bad one's `CommandError` names its index."""
+        with self._lock:
+            backend, batcher = self._engine_locked()
+            jobs = []
+            for i, (query, command, options) in enumerate(requests):
+                try:
+                    jobs.append(Job(backend, query, command, options))
+                except CommandError as exc:
+                    if not indexed:
+                        raise
+                    raise CommandError(f"request {i}: {exc}", index=i) from exc
+        return backend, batcher, jobs
 
     def _wait(self, ticket: Ticket) -> GenerationResult:
-        if self._batcher_thread_calls():
+        _, batcher = self._engine()
+        if batcher.computing_here:
             ticket.cancel()
             raise UdrlError("the Model cannot be waited on inside its own on_piece or on_done callback; "
                             "use submit() there")
         return ticket.result()
+
+    def start_batching_thread(self) -> None:
+        """From now on, compute on a thread of the Model's own, so that requests from `submit`
+        decode with nobody waiting for them (`udrl serve` does this). Without it, the threads that
+        wait for results compute; prefer that where the program also calls llama.cpp itself (see
+        `scheduler.Batcher`)."""
+        self._engine()[1].start_thread()
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, backend={self._backend.name if self._backend else 'closed'!r})"
@@ -184,13 +207,15 @@ class Model:
         the next token). Requests submitted from any number of threads decode together, up to
         ``parallel`` per forward pass (see `load`), joining and leaving at token boundaries; each
         keeps its own budget and decoding rules. Options as `generate`; a bad request raises
-        `CommandError` here. ``on_piece(text)`` receives the text in pieces and ``on_done(ticket)``
-        the end, on the Model's batching thread: keep them short."""
+        `CommandError` here. It decodes while some thread waits on this Model (a ticket's
+        ``result()``, `generate`, a stream) or, after `start_batching_thread`, on the Model's own
+        thread. ``on_piece(text)`` receives the text in pieces and ``on_done(ticket)`` the end, on
+        the computing thread: keep them short."""
         command = make_command(self.manifest, task, length, reward)
         options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
                                     focus)
-        backend, batcher = self._engine()
-        return batcher.submit(Job(backend, query, command, options), on_piece, on_done)
+        _, batcher, (job,) = self._jobs([(query, command, options)], indexed=False)
+        return batcher.submit(job, on_piece, on_done)
 
     def stream(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
@@ -239,15 +264,15 @@ class Model:
             return []
         options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
                                     focus)
-        backend, batcher = self._engine()
-        jobs = []
+        commands = []
         for i, r in enumerate(items):
             try:
-                command = make_command(self.manifest, r.task, r.length, r.reward)
-                one = options if seed is None else dataclasses.replace(options, seed=seed + i)
-                jobs.append(Job(backend, r.query, command, one))
+                commands.append(make_command(self.manifest, r.task, r.length, r.reward))
             except CommandError as exc:
                 raise CommandError(f"request {i}: {exc}", index=i) from exc
+        seeded = [options if seed is None else dataclasses.replace(options, seed=seed + i) for i in range(len(items))]
+        backend, batcher, jobs = self._jobs([(r.query, c, o) for r, c, o in zip(items, commands, seeded)],
+                                            indexed=True)
         if backend.can_batch and not backend.slots and len(jobs) > 1:
             stats = batcher.call(lambda: _static_batches(backend, jobs, options))
             alone = [i for i, s in enumerate(stats) if s is None]

@@ -43,9 +43,8 @@ for _module in ("fastapi", "uvicorn", "pydantic"):
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
-from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 MAX_QUERY_CHARS = 4000  # far past any context the shipped models have; the SDK refuses what does not fit
@@ -187,7 +186,10 @@ class _Guard:
 
 
 def create_app(model: Model, config: ServerConfig = ServerConfig()) -> Any:
-    """The ASGI app serving ``model`` (which the caller keeps open and closes)."""
+    """The ASGI app serving ``model`` (which the caller keeps open and closes). The Model computes
+    on a thread of its own (`Model.start_batching_thread`): the event loop only hands requests
+    over and pieces back."""
+    model.start_batching_thread()
     app = FastAPI(title="udrl", version="1", docs_url=None, redoc_url=None)
     model_id = model.path.name
     created = int(time.time())

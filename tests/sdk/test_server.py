@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 import udrl
 
 BUNDLED = udrl.default_model_path()
