@@ -693,9 +693,10 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     cp.n_ctx = (uint32_t)m->n_ctx;
     cp.n_batch = (uint32_t)m->n_ctx;
     cp.n_threads = cp.n_threads_batch = p.n_threads > 0 ? p.n_threads : 4;
-    /* Off, as in the SDK's llama-cpp-python context: the same attention kernels give the same logits,
-       so a near-tie between two tokens is broken the same way and both layers write the same text. */
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    /* On, as in the SDK's context (sdk/backend_llama.py): the same attention kernels give the same
+       logits, so a near-tie between two tokens is broken the same way and both layers write the
+       same text. */
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     m->ctx = llama_init_from_model(m->lm, cp);
     if (!m->ctx) { status = fail(m, UDRL_E_RUNTIME, "llama.cpp could not create a context"); goto error; }
     *out = m;
