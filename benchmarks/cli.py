@@ -46,14 +46,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    from .teacher import TeacherBenchConfig, markdown, run_teacher_bench
+
+    out = args.out if args.out != DEFAULT_OUT else "benchmarks/results/teacher"
+    result = run_teacher_bench(TeacherBenchConfig(samples=16 if args.quick else 48, out=out))
+    print(markdown(result))
+    print(f"written: {out}.json, .md")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .harness import BenchConfig, run
     from .report import markdown
+
+    if args.teacher:
+        return _cmd_teacher(args)
 
     if args.contention:
         return _cmd_contention(args)
     if args.serve:
         return _cmd_serve(args)
+    if not args.artifacts:
+        from udrl.errors import UdrlError
+
+        raise UdrlError("give one or more artifacts to benchmark (or --teacher)")
 
     config = BenchConfig(artifacts=args.artifacts, checkpoint=args.checkpoint, teacher=not args.no_teacher,
                          raw_llama=not args.no_raw, hf_eager=not args.no_hf, threads=args.threads, reps=args.reps,
@@ -66,7 +83,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark artifacts against raw llama.cpp, HF eager and the teacher")
-    p.add_argument("artifacts", nargs="+", help=".gguf / .onnx / .mlpackage / checkpoint directories")
+    p.add_argument("artifacts", nargs="*", help=".gguf / .onnx / .mlpackage / checkpoint directories")
     p.add_argument("--checkpoint", help="checkpoint for the HF eager baseline (default: the artifacts' parent)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
@@ -77,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hf", action="store_true", help="skip HF transformers eager")
     p.add_argument("--contention", action="store_true",
                    help="per-request latency beside busy processes: default threads against 1 and 2")
+    p.add_argument("--teacher", action="store_true",
+                   help="the distillation teacher's samples/s, batched against one at a time (no artifact)")
     p.add_argument("--serve", action="store_true",
                    help="udrl serve at 1, 4, 8 and 16 concurrent clients against one request after another")
     p.add_argument("--busy", type=_busy_counts, default=(0, 1, 2, 3, 4), metavar="N,N,...",

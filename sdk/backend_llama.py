@@ -136,6 +136,94 @@ def openmp_runtime(llama_cpp) -> Any:
     return _GOMP or None
 
 
+class LlamaSequences:
+    """A llama.cpp context holding ``n_seq`` sequences of up to ``n_ctx`` tokens each, decoded
+    together: the SDK's KV-cache slots and the batched teacher both run on it.
+
+    Each sequence has its own cells, and attention is flash attention, which visits a sequence's
+    cells in order: a sequence's logits then do not depend on who else is in the batch (200 of 200
+    greedy texts equal to one by one), and native/udrl.c uses the same kernels, so both layers break
+    a near-tie between two tokens the same way. Flash attention made one request 1.2x faster on two
+    cores; a cache shared by the sequences would add speed (1.56x against 1.28x for a batch) but
+    changed 10 of 200 texts with the batch's company."""
+
+    def __init__(self, llama_cpp: Any, model: Any, n_seq: int, n_ctx: int, threads: int):
+        lc = self._lc = llama_cpp
+        params = lc.llama_context_default_params()
+        params.n_seq_max = n_seq
+        params.n_ctx = n_ctx * n_seq
+        params.n_batch = params.n_ubatch = n_ctx * n_seq
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self.ctx = lc.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise BackendError("llama.cpp could not create a context for parallel sequences (out of memory?)")
+        self.n_ctx, self.n_vocab = n_ctx, lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+        self.positions = [0] * n_seq
+
+    def set_threads(self, threads: int) -> None:
+        self._lc.llama_set_n_threads(self.ctx, threads, threads)
+
+    def clear(self, seq: int) -> None:
+        """Forget sequence ``seq``, so that a new one can start in it."""
+        self._lc.llama_memory_seq_rm(self._lc.llama_get_memory(self.ctx), seq, -1, -1)
+        self.positions[seq] = 0
+
+    def copy(self, source: int, target: int) -> None:
+        """Make sequence ``target`` a copy of ``source`` (its cached tokens), to go on from there."""
+        self.clear(target)
+        self._lc.llama_memory_seq_cp(self._lc.llama_get_memory(self.ctx), source, target, -1, -1)
+        self.positions[target] = self.positions[source]
+
+    def decode(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
+        """Each (sequence, tokens) appends ``tokens`` to that sequence; returns the logits after each
+        item's last token, [len(work), vocab]. The single tokens of running sequences go through one
+        forward pass together; each prompt through one of its own: llama.cpp splits a batch whose
+        sequences bring different token counts into chunks of equal counts, and a prompt cut into
+        chunks beside others came out with different logits (up to 0.65 on the Gemma teacher) than
+        the same prompt alone."""
+        steps = [i for i, (_, tokens) in enumerate(work) if len(tokens) == 1]
+        prompts = [i for i, (_, tokens) in enumerate(work) if len(tokens) != 1]
+        out = np.empty((len(work), self.n_vocab), np.float32)
+        for group in [[i] for i in prompts] + ([steps] if steps else []):
+            out[group] = self._forward([work[i] for i in group])
+        return out
+
+    def _forward(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
+        lc = self._lc
+        n_tokens = sum(len(tokens) for _, tokens in work)
+        batch = lc.llama_batch_init(n_tokens, 0, 1)
+        try:
+            rows, j = [], 0
+            for seq, tokens in work:
+                pos = self.positions[seq]
+                if pos + len(tokens) > self.n_ctx:  # the callers' budgets prevent this; llama.cpp would abort
+                    raise BackendError(f"sequence {seq} would run past its {self.n_ctx}-token context")
+                for k, token in enumerate(tokens):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, pos + k, 1
+                    batch.seq_id[j][0] = seq
+                    batch.logits[j] = k == len(tokens) - 1
+                    j += 1
+                rows.append(j - 1)
+                self.positions[seq] = pos + len(tokens)
+            batch.n_tokens = n_tokens
+            rc = lc.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise BackendError(f"llama_decode failed on {len(work)} sequences, {n_tokens} tokens (code {rc})")
+        finally:
+            lc.llama_batch_free(batch)
+        out = np.empty((len(work), self.n_vocab), np.float32)
+        for i, j in enumerate(rows):
+            out[i] = np.ctypeslib.as_array(lc.llama_get_logits_ith(self.ctx, j), shape=(self.n_vocab,))
+        return out
+
+    def close(self) -> None:
+        if self.ctx:
+            self._lc.llama_free(self.ctx)
+            self.ctx = None
+
+
 @register
 class LlamaCppBackend(Backend):
     name = "llama"
@@ -167,8 +255,7 @@ class LlamaCppBackend(Backend):
         self._threads = threads
         # A second context with one KV-cache sequence per parallel request, made on first use.
         self.slots = options.parallel
-        self._slot_ctx = None
-        self._slot_pos = [0] * self.slots
+        self._slot_ctx: LlamaSequences | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -197,7 +284,7 @@ class LlamaCppBackend(Backend):
             self._threads = threads
             self._llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
             if self._slot_ctx is not None:
-                self._llama_cpp.llama_set_n_threads(self._slot_ctx, threads, threads)
+                self._slot_ctx.set_threads(threads)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         self._choose_threads()
@@ -211,62 +298,19 @@ class LlamaCppBackend(Backend):
 
     # -- slots: llama.cpp sequences, one per request, decoded together (continuous batching) -------
 
-    def _context_for_slots(self):
+    def _sequences(self) -> LlamaSequences:
         if self._slot_ctx is None:
-            lc = self._llama_cpp
-            params = lc.llama_context_default_params()
-            params.n_seq_max = self.slots
-            params.n_ctx = self.n_ctx * self.slots
-            params.n_batch = params.n_ubatch = self.n_ctx * self.slots
-            params.n_threads = params.n_threads_batch = self._threads
-            # Each sequence its own n_ctx cells, and flash attention, which visits a sequence's cells
-            # in order: a request's logits then do not depend on who else is in the batch (200 of
-            # 200 greedy texts equal to one by one), and native/udrl.c uses the same kernels, so both
-            # layers break a near-tie between two tokens the same way. Flash attention made one
-            # request 1.2x faster on two cores; a cache shared by the sequences would add speed
-            # (1.56x against 1.28x for a batch) but change 10 of 200 texts with the batch's company.
-            params.kv_unified = False
-            params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            self._slot_ctx = lc.llama_init_from_model(self.llm.model, params)
-            if not self._slot_ctx:
-                raise BackendError("llama.cpp could not create a context for parallel requests (out of memory?)")
+            self._slot_ctx = LlamaSequences(self._llama_cpp, self.llm.model, self.slots, self.n_ctx, self._threads)
         return self._slot_ctx
 
     def clear_slot(self, slot: int) -> None:
-        ctx = self._context_for_slots()
-        self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(ctx), slot, -1, -1)
-        self._slot_pos[slot] = 0
+        self._sequences().clear(slot)
 
     def decode_slots(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
-        lc = self._llama_cpp
-        ctx = self._context_for_slots()
+        sequences = self._sequences()
         if any(len(tokens) > 1 for _, tokens in work):  # as prefill: per request that joins, not per token
             self._choose_threads()
-        n_tokens = sum(len(tokens) for _, tokens in work)
-        batch = lc.llama_batch_init(n_tokens, 0, 1)
-        try:
-            rows, j = [], 0
-            for slot, tokens in work:
-                pos = self._slot_pos[slot]
-                if pos + len(tokens) > self.n_ctx:  # the scheduler's budgets prevent this; llama.cpp would abort
-                    raise BackendError(f"slot {slot} would run past its {self.n_ctx}-token context")
-                for k, token in enumerate(tokens):
-                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, pos + k, 1
-                    batch.seq_id[j][0] = slot
-                    batch.logits[j] = k == len(tokens) - 1
-                    j += 1
-                rows.append(j - 1)
-                self._slot_pos[slot] = pos + len(tokens)
-            batch.n_tokens = n_tokens
-            rc = lc.llama_decode(ctx, batch)
-            if rc != 0:
-                raise BackendError(f"llama_decode failed on {len(work)} sequences, {n_tokens} tokens (code {rc})")
-        finally:
-            lc.llama_batch_free(batch)
-        out = np.empty((len(work), self._n_vocab), np.float32)
-        for i, j in enumerate(rows):
-            out[i] = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, j), shape=(self._n_vocab,))
-        return out
+        return sequences.decode(work)
 
     def release_threads(self) -> None:
         gomp = openmp_runtime(self._llama_cpp)
@@ -275,7 +319,7 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         if self._slot_ctx is not None:
-            self._llama_cpp.llama_free(self._slot_ctx)
+            self._slot_ctx.close()
             self._slot_ctx = None
         if getattr(self, "llm", None) is not None:
             self.llm.close()

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
-
 from udrl.errors import ConfigError, DatasetError
 from udrl.manifest import DEFAULT_TASKS, write_atomic
 
@@ -202,22 +201,29 @@ def run_jobs(teacher: Teacher, jobs: Sequence[Job], config: DistillConfig, log: 
     pending = [j for j in jobs if j.id not in log.ids]
     bar = _bar(len(jobs), len(jobs) - len(pending), "distill")
     for batch in _batches(pending, config.batch_size):
-        rows = []
-        for job in batch:
-            prompt = build_prompt(job.task, job.query, job.requested)
-            output, reason = None, ""
-            for attempt in range(config.attempts):
-                text = teacher.complete(prompt, sampling, _stable_int(config.seed, job.id, attempt))
+        # Attempt by attempt, every job still without an output of this batch goes to the teacher
+        # at once (it decodes several together); a job's seed per attempt is as before.
+        found: dict[str, tuple[str | None, str, int]] = {}
+        todo = list(batch)
+        for attempt in range(config.attempts):
+            if not todo:
+                break
+            texts = teacher.complete_many([build_prompt(j.task, j.query, j.requested) for j in todo], sampling,
+                                          [_stable_int(config.seed, j.id, attempt) for j in todo])
+            retry = []
+            for job, text in zip(todo, texts):
                 output, reason = clean_output(job.task, text, job.query)
                 if output and output.lower() in taken.get((job.query, job.task), set()):
                     output, reason = None, "duplicate"
+                found[job.id] = (output, reason, attempt + 1)
                 if output:
-                    break
-            if output:
-                taken.setdefault((job.query, job.task), set()).add(output.lower())
-            rows.append({"id": job.id, "query": job.query, "task": job.task, "requested": job.requested,
-                         "output": output, "reject": reason or None, "attempts": attempt + 1,
-                         "teacher": teacher_name})
+                    taken.setdefault((job.query, job.task), set()).add(output.lower())
+                else:
+                    retry.append(job)
+            todo = retry
+        rows = [{"id": job.id, "query": job.query, "task": job.task, "requested": job.requested,
+                 "output": found[job.id][0], "reject": found[job.id][1] or None, "attempts": found[job.id][2],
+                 "teacher": teacher_name} for job in batch]
         log.append(rows)
         bar.update(len(batch))
     bar.close()
@@ -229,7 +235,10 @@ def distill(config: DistillConfig, teacher: Teacher | None = None, teacher_kind:
     config.validate()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher or make_teacher(teacher_kind, **(teacher_options or {}))
+    options = dict(teacher_options or {})
+    if teacher_kind in ("gemma", "gguf"):
+        options.setdefault("prefix_cache", True)  # every prompt of a task shares its few-shot prefix
+    teacher = teacher or make_teacher(teacher_kind, **options)
     settings = {"config": dataclasses.asdict(config), "teacher": teacher.describe()}
     saved = out / "distill.json"
     if saved.exists():

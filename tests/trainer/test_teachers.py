@@ -36,6 +36,50 @@ def test_gemma_teacher_writes_a_valid_clean_sample_for_each_task(gemma, task):
     assert all("\n" not in o and o.strip() == o for o in outputs)
 
 
+BATCH_QUERIES = ["label for homemade strawberry jam", "flyer for a lost golden retriever named biscuit",
+                 "menu for a mexican taqueria with vegetarian options", "youtube thumbnail for a beginner guitar lesson",
+                 "poster for a charity 5k run supporting cancer research", "logo for a car wash called splash zone",
+                 "certificate for a chess tournament winner", "sticker for a rooftop honey farm",
+                 "banner for a farmers market on saturdays", "invitation to a baby shower in pink and gold"]
+
+
+@pytest.fixture(scope="module")
+def gemma_cached():
+    teacher = make_teacher("gemma", threads=2, prefix_cache=True)  # as `udrl distill` runs it
+    yield teacher
+    teacher.close()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_batched_teacher_gives_the_greedy_outputs_of_one_by_one(gemma, gemma_cached, cached):
+    gemma = gemma_cached if cached else gemma
+    tasks = list(LENGTH_SPREAD)
+    prompts = [build_prompt(tasks[i % len(tasks)], q, 5) for i, q in enumerate(BATCH_QUERIES)]
+    greedy = Sampling(max_tokens=40, temperature=0.0, stop=tuple(STOP))
+    together = gemma.complete_many(prompts, greedy)  # 8 at a time, joining as others finish
+    alone = [gemma.complete(p, greedy) for p in prompts]
+    # Each prompt runs alone in its forward pass, the steps of up to 8 together; the batched matrix
+    # products round a little differently, which can turn a later near-tie of this 270M q4 model
+    # (measured: 9 of these 10 equal without the prefix cache, 8 with it; 32 and 31 of 32
+    # hand-written tuning requests). Running the prefix apart alone changes as many (8 of 10).
+    same = [a == b for a, b in zip(together, alone)]
+    assert sum(same) >= 8, list(zip(together, alone))
+    assert all(a.split()[:2] == b.split()[:2] for a, b in zip(together, alone))
+    assert all(t.strip() for t in together)
+
+
+def test_sampled_batches_are_reproducible_from_their_seeds(gemma):
+    prompts = [build_prompt("tags", q, 4) for q in BATCH_QUERIES[:6]]
+    first = gemma.complete_many(prompts, SAMPLING, seeds=list(range(6)))
+    assert gemma.complete_many(prompts, SAMPLING, seeds=list(range(6))) == first
+    assert len(set(gemma.complete_many(prompts[:1] * 6, SAMPLING, seeds=list(range(6))))) > 1
+
+
+def test_a_prompt_too_long_for_the_teachers_sequences_is_refused(gemma):
+    with pytest.raises(TeacherError, match="exceeds"):
+        gemma.complete_many([build_prompt("image", "poster " * 600, 5)], SAMPLING)
+
+
 def test_gemma_file_is_assembled_once_and_checked(gemma):
     import hashlib
 
