@@ -886,7 +886,7 @@ static int by_logit_desc(const void *a, const void *b) {
 
 typedef struct {
     char *key;           /* the content word, as focus keys compare */
-    llama_token ids[2];  /* first tokens of " word" and " Word" */
+    llama_token ids[2];  /* " word" and " Word", where each is one token */
     int n_ids;
 } focus_word;
 
@@ -896,7 +896,8 @@ static void free_focus(focus_word *words, int n) {
     free(words);
 }
 
-/* The query's content words and their tokens (generate.focus_tokens); NULL with *n = 0 when none. */
+/* The query's content words and their one-token spellings (generate.focus_tokens); NULL with *n = 0
+   when none. */
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
     focus_word *words = NULL;
@@ -939,7 +940,9 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
                 free_focus(words, *n + 1);
                 return NULL;
             }
-            if (nt > 0 && (words[*n].n_ids == 0 || words[*n].ids[0] != ids[0])) words[*n].ids[words[*n].n_ids++] = ids[0];
+            /* One token only: lifting the first piece of a word the tokenizer splits made the model
+               start it and not finish it ("t t shirt"), as the SDK's focus_tokens says. */
+            if (nt == 1 && (words[*n].n_ids == 0 || words[*n].ids[0] != ids[0])) words[*n].ids[words[*n].n_ids++] = ids[0];
             free(ids);
         }
         free(spelling);

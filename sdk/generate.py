@@ -12,8 +12,9 @@ word through: otherwise the best token after a forbidden end is glued-on junk ("
 And the last word it allows may not be one of the manifest's ``end_stopwords`` ("the", "and"):
 cut at the requested count, a model that meant a longer phrase would stop on "Festival at the".
 **Query focus** adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it
-off) to the first token of each content word of the query, spelled as the model writes a word
-(" blueberry", " Blueberry"), for as long as the output does not contain that word: a small
+off) to each content word of the query that is one token, spelled as the model writes a word
+(" blueberry", " Blueberry"), for as long as the output does not contain that word (a word the
+tokenizer splits gets none: lifting its first piece left fragments such as "t t shirt"): a small
 policy's rare-word knowledge is weak, and this keeps it on the subject it was asked about without
 letting it repeat a word to score. With the n-gram ban on, the next word may also not be the last
 word again ("poster poster"). The text is the generated tokens' bytes decoded as UTF-8, so
@@ -239,12 +240,15 @@ def focus_words(manifest: Manifest, query: str) -> list[str]:
 
 
 def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
-    """For each content word of the query, the first token of its spellings " word" and " Word"."""
+    """For each content word of the query, its spellings " word" and " Word" that are one token
+    each. A word the tokenizer splits gets no bonus: lifting its first piece alone made the model
+    start the word and not finish it ("t t shirt", "studio her"), most of the shipped model's
+    degenerate tags on hand-written requests."""
     tokens = {}
     for word in focus_words(backend.manifest, query):
         first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
         spellings = (" " + word, " " + first + word[1:])
-        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if ids})
+        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if len(ids) == 1})
     return tokens
 
 

@@ -186,3 +186,25 @@ def test_the_length_guard_never_ends_on_a_word_of_the_manifests_end_stopwords(ti
     banned = last_words(common)
     assert not set(banned) & set(common)
     assert banned != free
+
+
+def test_query_focus_lifts_only_request_words_that_are_one_token(tiny_artifacts):
+    from udrl.backends import open_backend
+    from udrl.generate import focus_tokens, focus_words
+
+    backend = open_backend(tiny_artifacts["llama"])
+    try:
+        query = "poster for a summer festival with extraordinarily quixotic zeppelins"
+        tokens = focus_tokens(backend, query)
+        assert set(tokens) == set(focus_words(backend.manifest, query))
+        whole = {w for w in tokens if len(backend.encode(" " + w)) == 1}
+        split = {w for w in tokens if len(backend.encode(" " + w)) > 1}
+        assert whole and split  # the tiny tokenizer has both kinds in this request
+        for word in whole:
+            assert backend.encode(" " + word)[0] in tokens[word]
+        for word in split:  # no first piece of a split word is lifted (it would be left unfinished)
+            assert backend.encode(" " + word)[0] not in tokens[word]
+            assert all(t not in tokens[word] for t in (backend.encode(" " + word)[0],
+                                                       backend.encode(" " + word.title())[0]))
+    finally:
+        backend.close()
