@@ -1010,6 +1010,32 @@ static void ban_word_again(const udrl_model *m, float *logits, const char *text,
         if (m->word_key[i] && !strcmp(m->word_key[i], key)) logits[i] = -INFINITY;
 }
 
+/* After a list separator, the next item may not be a one-word item already written ("label, homemade,
+   label"), as the SDK's ban_item_again: its word-start tokens with that item's focus key are forbidden. */
+static void ban_item_again(const udrl_model *m, float *logits, const char *text, size_t len) {
+    size_t end = len, item = 0, i, pos, start, wlen, a, b;
+    int k, t;
+    char key[257];
+    while (end && strchr(" \t\n\r\v\f", text[end - 1])) end--;
+    if (!end || (text[end - 1] != ',' && text[end - 1] != ';' && text[end - 1] != ':')) return;
+    end--;
+    for (i = 0; i <= end; i++) {
+        size_t one = 0, one_len = 0;
+        int words = 0;
+        if (i < end && text[i] != ',' && text[i] != ';' && text[i] != ':') continue;
+        pos = item;
+        while (next_word(text, i, &pos, &start, &wlen)) { one = start; one_len = wlen; words++; }
+        item = i + 1;
+        if (words != 1) continue;
+        focus_trim(text + one, one_len, &a, &b);
+        if (b == a || b - a >= sizeof key) continue;
+        for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(text[one + a + (size_t)k]);
+        key[b - a] = '\0';
+        for (t = 0; t < m->n_vocab; t++)
+            if (m->word_key[t] && !strcmp(m->word_key[t], key)) logits[t] = -INFINITY;
+    }
+}
+
 /* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
 static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
     int32_t i, k;
@@ -1172,7 +1198,10 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         int words;
         if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
         ban_repeats(logits, ids, generated, s.no_repeat_ngram);
-        if (s.no_repeat_ngram) ban_word_again(m, logits, text, len);
+        if (s.no_repeat_ngram) {
+            ban_word_again(m, logits, text, len);
+            ban_item_again(m, logits, text, len);
+        }
         words = s.length_guard ? count_words(text, len) : 0;
         if (s.length_guard && words < r.length) {
             if (words == r.length - 1) ban_end_words(m, logits); /* the next word is the last */

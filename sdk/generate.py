@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import resource
 import sys
 import time
@@ -290,6 +291,7 @@ class _Decoder:
             logits[banned] = -np.inf
         if self.no_repeat_ngram:
             self.ban_word_again(logits)
+            self.ban_item_again(logits)
         words = count_words(self.text) if self.guard else 0
         if self.guard and words < self.command.length:
             if words == self.command.length - 1:  # the next word is the last
@@ -310,6 +312,22 @@ class _Decoder:
             again = word_start_keys(self.backend, len(logits)).get(focus_key(words[-1]))
             if again:
                 logits[again] = -np.inf
+
+    def ban_item_again(self, logits: np.ndarray) -> None:
+        """After a list separator, the next item may not be a one-word item already written
+        ("label, homemade, label"): the n-gram ban cannot see it (the first item has no separator
+        before it), and on hand-written requests such repeats were most of the degenerate tags
+        left once query focus stopped lifting pieces of words."""
+        text = self.text.rstrip(WORD_START.decode())  # ASCII whitespace, as the C layer
+        if not text or text[-1] not in SEPARATORS:
+            return
+        keys = word_start_keys(self.backend, len(logits))
+        for item in re.split(f"[{re.escape(SEPARATORS)}]", text[:-1]):
+            words = item.split()
+            if len(words) == 1:
+                again = keys.get(focus_key(words[0]))
+                if again:
+                    logits[again] = -np.inf
 
     def ban_end_words(self, logits: np.ndarray) -> None:
         """The last word may not be one that leaves the output unfinished ("at the", "colors and"),

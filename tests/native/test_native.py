@@ -259,3 +259,16 @@ def test_no_word_twice_in_a_row_in_c_as_in_the_sdk(exe):
             out = run(exe, "--model", str(default_model_path()), "--task", task, "--length", str(length),
                       "--no-repeat-ngram", "0", query)
             assert out.stdout.strip() == loose, (query, out.stdout, loose)
+
+
+def test_the_c_layer_never_writes_a_one_word_tag_twice_as_the_sdk(exe):
+    from udrl.model import default_model_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+    from test_default_model import REPEATED_TAGS
+
+    with udrl.load(default_model_path()) as model:
+        for query, length in REPEATED_TAGS:
+            want = model.generate(query, task="tags", length=length).text
+            got = run(exe, "--model", str(default_model_path()), query, "--task", "tags", "--length", str(length))
+            assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (query, got.stdout, want)

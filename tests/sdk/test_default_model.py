@@ -80,3 +80,24 @@ def test_where_the_model_would_end_early_the_guard_asks_for_a_word_not_glued_on_
                            focus=2)
     assert r.words == 4 and r.finish_reason != "max_tokens"
     assert all(sum(not c.isalnum() for c in word) <= 1 for word in r.text.split()), r.text
+
+
+# Hand-written tuning-half requests on which the bundled model wrote a one-word tag twice before the
+# rule against it ("sticker, bottles, sticker"), with the length asked.
+REPEATED_TAGS = [("sticker for kombucha bottles", 3), ("poster for a debate club tryouts", 3),
+                 ("flyer for a spanish conversation club every wednesday", 3),
+                 ("badge design for a medical conference", 4), ("label for homemade kimchi", 4),
+                 ("infographic title about drinking enough water", 4),
+                 ("flyer for a support group for new parents", 6)]
+
+
+def test_a_one_word_tag_never_comes_again():
+    import re
+
+    with udrl.load() as model:
+        for query, length in REPEATED_TAGS:
+            text = model.generate(query, task="tags", length=length).text
+            items = [i.strip().lower() for i in re.split("[,;:]", text) if i.strip()]
+            singles = [i for i in items if len(i.split()) == 1]
+            assert len(singles) == len(set(singles)), (query, text)
+            assert len(text.split()) == length

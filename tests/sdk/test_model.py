@@ -208,3 +208,4 @@ def test_query_focus_lifts_only_request_words_that_are_one_token(tiny_artifacts)
                                                        backend.encode(" " + word.title())[0]))
     finally:
         backend.close()
+
