@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 MODEL  ?= runs/model
+DEMO   ?= runs/demo
 SHIPPED := sdk/models/udrl-mini-q8_0.gguf
 # The shipped model's training stages, in order: each after the first starts from the previous
 # stage's weights with a warm-up and cosine cycle of its own.
@@ -47,14 +48,14 @@ run: setup
 # The whole pipeline at tiny scale on the committed distilled dataset: train a `tiny` UDRL policy
 # (about a minute on two cores), export it to a verified q8_0 GGUF, generate one prompt per task.
 demo: setup
-	rm -rf $(RUN)
-	$(BIN)/udrl train --data data/udrl-gemma.jsonl.gz --out $(RUN) --preset tiny --vocab-size 4096 \
+	rm -rf $(DEMO)
+	$(BIN)/udrl train --data data/udrl-gemma.jsonl.gz --out $(DEMO) --preset tiny --vocab-size 4096 \
 	    --steps 1500 --lr 2e-3 --eval-interval 500 --checkpoint-interval 500
-	$(BIN)/udrl export $(RUN)/model --format gguf --quant q8_0
-	$(BIN)/udrl info $(RUN)/model-q8_0.gguf
+	$(BIN)/udrl export $(DEMO)/model --format gguf --quant q8_0
+	$(BIN)/udrl info $(DEMO)/model-q8_0.gguf
 	for task in image search headline tags; do \
 	    $(BIN)/udrl generate "poster for a summer jazz festival by the sea" --task $$task \
-	        --model $(RUN)/model-q8_0.gguf; done
+	        --model $(DEMO)/model-q8_0.gguf; done
 
 test: setup
 	$(BIN)/python -m pytest
