@@ -154,8 +154,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(model=args.model, host=args.host, port=args.port, api_key=args.api_key or None,
                           threads=args.threads, parallel=args.parallel, max_body_bytes=args.max_body_bytes,
                           log_level=args.log_level)
-    print(f"udrl serve: http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM to stop)", file=sys.stderr, flush=True)
-    serve(config)
+    serve(config, on_ready=lambda: print(f"udrl serve: http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM to stop)",
+                                         file=sys.stderr, flush=True))
     return 0
 
 

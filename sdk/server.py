@@ -29,7 +29,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from .backends import require
@@ -381,12 +381,15 @@ async def _completion_events(feed: _Feed, ident: str, model_id: str, usage: bool
             feed.cancel()
 
 
-def serve(config: ServerConfig = ServerConfig()) -> None:
-    """Load the model and serve it until SIGINT or SIGTERM (then finish what is in flight)."""
+def serve(config: ServerConfig = ServerConfig(), on_ready: Callable[[], None] | None = None) -> None:
+    """Load the model and serve it until SIGINT or SIGTERM (then finish what is in flight);
+    ``on_ready()`` is called once the model is loaded and the address checked."""
     _check_address(config.host, config.port)
     with load(config.model, threads=config.threads, parallel=config.parallel) as model:
         server = uvicorn.Server(uvicorn.Config(create_app(model, config), host=config.host, port=config.port,
                                                log_level=config.log_level, access_log=False, lifespan="off"))
+        if on_ready is not None:
+            on_ready()
         # uvicorn handles SIGTERM gracefully, then raises it again once done; with this handler in
         # place (uvicorn restores it before), that last raise ends the process with status 0.
         previous = signal.signal(signal.SIGTERM, lambda *_: None)
