@@ -994,28 +994,31 @@ static void ban_end_words(const udrl_model *m, float *logits) {
         if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
-/* The next word may not be the text's last word again ("poster poster"), as the SDK's ban_word_again:
-   every word-start token whose whole word has the last word's focus key is forbidden. */
-static void ban_word_again(const udrl_model *m, float *logits, const char *text, size_t len) {
-    size_t pos = 0, start, wlen, last = 0, last_len = 0, a, b;
-    int i, k, found = 0;
+/* Forbid every word-start token whose whole word has the focus key of word[0..wlen). */
+static void ban_word_key(const udrl_model *m, float *logits, const char *word, size_t wlen) {
+    size_t a, b;
+    int i, k;
     char key[257];
-    while (next_word(text, len, &pos, &start, &wlen)) { last = start; last_len = wlen; found = 1; }
-    if (!found) return;
-    focus_trim(text + last, last_len, &a, &b);
+    focus_trim(word, wlen, &a, &b);
     if (b == a || b - a >= sizeof key) return;
-    for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(text[last + a + (size_t)k]);
+    for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(word[a + (size_t)k]);
     key[b - a] = '\0';
     for (i = 0; i < m->n_vocab; i++)
         if (m->word_key[i] && !strcmp(m->word_key[i], key)) logits[i] = -INFINITY;
 }
 
+/* The next word may not be the text's last word again ("poster poster"), as the SDK's ban_word_again. */
+static void ban_word_again(const udrl_model *m, float *logits, const char *text, size_t len) {
+    size_t pos = 0, start, wlen, last = 0, last_len = 0;
+    int found = 0;
+    while (next_word(text, len, &pos, &start, &wlen)) { last = start; last_len = wlen; found = 1; }
+    if (found) ban_word_key(m, logits, text + last, last_len);
+}
+
 /* After a list separator, the next item may not be a one-word item already written ("label, homemade,
-   label"), as the SDK's ban_item_again: its word-start tokens with that item's focus key are forbidden. */
+   label"), as the SDK's ban_item_again. */
 static void ban_item_again(const udrl_model *m, float *logits, const char *text, size_t len) {
-    size_t end = len, item = 0, i, pos, start, wlen, a, b;
-    int k, t;
-    char key[257];
+    size_t end = len, item = 0, i, pos, start, wlen;
     while (end && strchr(" \t\n\r\v\f", text[end - 1])) end--;
     if (!end || (text[end - 1] != ',' && text[end - 1] != ';' && text[end - 1] != ':')) return;
     end--;
@@ -1026,13 +1029,7 @@ static void ban_item_again(const udrl_model *m, float *logits, const char *text,
         pos = item;
         while (next_word(text, i, &pos, &start, &wlen)) { one = start; one_len = wlen; words++; }
         item = i + 1;
-        if (words != 1) continue;
-        focus_trim(text + one, one_len, &a, &b);
-        if (b == a || b - a >= sizeof key) continue;
-        for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(text[one + a + (size_t)k]);
-        key[b - a] = '\0';
-        for (t = 0; t < m->n_vocab; t++)
-            if (m->word_key[t] && !strcmp(m->word_key[t], key)) logits[t] = -INFINITY;
+        if (words == 1) ban_word_key(m, logits, text + one, one_len);
     }
 }
 
