@@ -50,7 +50,7 @@ def run_teacher_bench(config: TeacherBenchConfig) -> dict[str, Any]:
 
     prompts = distill_prompts(config.samples)
     sampling = Sampling(max_tokens=config.max_tokens, temperature=config.temperature, stop=tuple(STOP))
-    before_threads = max(os.cpu_count() // 2, 1) if os.cpu_count() else 1  # llama-cpp-python's default
+    before_threads = max((os.cpu_count() or 1) // 2, 1)  # llama-cpp-python's default
     llm = open_llama(gemma_path(), n_ctx=2048, n_threads=before_threads, n_threads_batch=before_threads,
                      verbose=False)
     try:

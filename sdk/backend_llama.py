@@ -111,6 +111,16 @@ def open_llama(model_path: str | os.PathLike[str], **kwargs: Any):
         return llama_cpp.Llama(model_path=str(model_path), **kwargs)
 
 
+def token_piece(llama_cpp: Any, vocab: Any, token: int) -> bytes:
+    """The bytes token ``token`` adds to the text (llama_token_to_piece, special tokens as "")."""
+    buffer = ctypes.create_string_buffer(64)  # per call: requests are prepared on several threads
+    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    if n < 0:  # longer than the buffer: llama.cpp says how long
+        buffer = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:n]
+
+
 _GOMP: Any = None
 
 
@@ -143,9 +153,10 @@ class LlamaSequences:
     Each sequence has its own cells, and attention is flash attention, which visits a sequence's
     cells in order: a sequence's logits then do not depend on who else is in the batch (200 of 200
     greedy texts equal to one by one), and native/udrl.c uses the same kernels, so both layers break
-    a near-tie between two tokens the same way. Flash attention made one request 1.2x faster on two
-    cores; a cache shared by the sequences would add speed (1.56x against 1.28x for a batch) but
-    changed 10 of 200 texts with the batch's company."""
+    a near-tie between two tokens the same way. Flash attention made one request faster (59.0 to
+    80.5 requests/s one after another in the serve benchmark); a cache shared by the sequences
+    would add speed (1.56x against 1.28x for a batch, once) but changed 10 of 200 texts with the
+    batch's company."""
 
     def __init__(self, llama_cpp: Any, model: Any, n_seq: int, n_ctx: int, threads: int):
         lc = self._lc = llama_cpp
@@ -263,13 +274,7 @@ class LlamaCppBackend(Backend):
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            lc = self._llama_cpp
-            buffer = ctypes.create_string_buffer(64)  # per call: requests are prepared on several threads
-            n = lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            if n < 0:  # longer than the buffer: llama.cpp says how long
-                buffer = ctypes.create_string_buffer(-n)
-                n = lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            piece = self._pieces[token] = buffer.raw[:n]
+            piece = self._pieces[token] = token_piece(self._llama_cpp, self._vocab, token)
         return piece
 
     def _last_logits(self) -> np.ndarray:

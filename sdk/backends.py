@@ -80,9 +80,9 @@ class Backend:
         raise NotImplementedError
 
     def decode_slots(self, work: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
-        """One forward pass over several sequences: each (slot, tokens) appends ``tokens`` to that
-        slot's sequence (a whole prompt for a slot just cleared, one token for a running one).
-        Returns the logits after each item's last token, [len(work), vocab]. Only where ``slots``."""
+        """Several sequences at once: each (slot, tokens) appends ``tokens`` to that slot's sequence
+        (a whole prompt for a slot just cleared, one token for a running one). Returns the logits
+        after each item's last token, [len(work), vocab]. Only where ``slots``."""
         raise NotImplementedError
 
     def clear_slot(self, slot: int) -> None:

@@ -13,7 +13,6 @@ configuration or dataset, 130 interrupted, 141 standard output closed by its rea
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
@@ -137,10 +136,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             where = f"line {lines[exc.index][0]} of {_source_name(args)}: " if args.file else ""
             raise errors.CommandError(where + message) from None
         for result in results:
-            if args.json:
-                d = result.to_dict()
-                d["command"] = dataclasses.asdict(result.command)
-                print(json.dumps(d, ensure_ascii=False))
+            if args.json:  # to_dict() holds the command as a dict too
+                print(json.dumps(result.to_dict(), ensure_ascii=False))
             else:
                 print(result.text)
     return 0

@@ -181,13 +181,8 @@ class GenerationResult:
 
 def result_of(job: Job) -> GenerationResult:
     """The `GenerationResult` of a `Job` that has ended."""
-    return make_result(job.query, job.command, job.stats)
-
-
-def make_result(query: str, command: Command, stats: dict) -> GenerationResult:
-    """A `GenerationResult` from the figures a request's loop collected (`Job.stats`)."""
-    text = stats["text"]
-    return GenerationResult(text=text, query=query, command=command, words=count_words(text),
+    stats, text = job.stats, job.stats["text"]
+    return GenerationResult(text=text, query=job.query, command=job.command, words=count_words(text),
                             prompt_tokens=stats["prompt_tokens"], completion_tokens=stats["completion_tokens"],
                             finish_reason=stats["finish_reason"], prompt_s=stats["prompt_s"],
                             first_token_s=stats["first_token_s"], total_s=stats["total_s"],
@@ -447,11 +442,9 @@ def batch_fits(backend: Backend, prepared: Sequence[tuple[list[int], int]]) -> l
     return [budget <= room for (_, budget), room in zip(prepared, rooms)]
 
 
-def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
-                          options: GenerationOptions) -> list[dict]:
-    """Several requests through one left-padded batched prefill and batched decode steps, for
-    backends with a batch axis (``can_batch``: ONNX, torch); a finished request stops stepping."""
-    jobs = [Job(backend, q, c, options, sampler_offset=i) for i, (q, c) in enumerate(requests)]
+def decode_batch(backend: Backend, jobs: Sequence[Job]) -> None:
+    """Run ``jobs`` to their end through one left-padded batched prefill and batched decode steps,
+    for backends with a batch axis (``can_batch``: ONNX, torch); a finished job stops stepping."""
     short = [i for i, fits in enumerate(batch_fits(backend, [(j.prompt, j.budget) for j in jobs])) if not fits]
     if short:  # the caller runs such requests alone (`batch_fits`): a batch never cuts a budget silently
         raise CommandError(f"requests {short} need more tokens than this batch leaves them; run them alone")
@@ -462,4 +455,12 @@ def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Comman
     while any(t is not None for t in tokens):
         logits = backend.step_batch(tokens)
         tokens = [None if t is None else j.advance(row) for j, t, row in zip(jobs, tokens, logits)]
+
+
+def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
+                          options: GenerationOptions) -> list[dict]:
+    """Several requests through `decode_batch` (request ``i`` samples with seed offset ``i``);
+    each one's figures as `Job.stats`."""
+    jobs = [Job(backend, q, c, options, sampler_offset=i) for i, (q, c) in enumerate(requests)]
+    decode_batch(backend, jobs)
     return [j.stats for j in jobs]

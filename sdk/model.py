@@ -25,8 +25,8 @@ from .generate import (
     GenerationResult,
     Job,
     batch_fits,
-    generate_batch_tokens,
-    make_result,
+    decode_batch,
+    result_of,
 )
 from .manifest import Manifest
 from .scheduler import Batcher, Ticket
@@ -273,16 +273,12 @@ class Model:
         seeded = [options if seed is None else dataclasses.replace(options, seed=seed + i) for i in range(len(items))]
         backend, batcher, jobs = self._jobs([(r.query, c, o) for r, c, o in zip(items, commands, seeded)],
                                             indexed=True)
+        alone = jobs
         if backend.can_batch and not backend.slots and len(jobs) > 1:
-            stats = batcher.call(lambda: _static_batches(backend, jobs, options))
-            alone = [i for i, s in enumerate(stats) if s is None]
-        else:
-            stats, alone = [None] * len(jobs), list(range(len(jobs)))
-        tickets = {i: batcher.submit(jobs[i]) for i in alone}
-        for i, ticket in tickets.items():
+            alone = batcher.call(lambda: _static_batches(backend, jobs))
+        for ticket in [batcher.submit(job) for job in alone]:
             self._wait(ticket)
-            stats[i] = jobs[i].stats
-        return [make_result(j.query, j.command, s) for j, s in zip(jobs, stats)]
+        return [result_of(job) for job in jobs]
 
     # -- lifetime ------------------------------------------------------------------------------------
 
@@ -312,21 +308,21 @@ class Model:
             backend.close()
 
 
-def _static_batches(backend: Backend, jobs: Sequence[Job], options: GenerationOptions) -> list[dict | None]:
-    """On a backend with a batch axis, the jobs in left-padded chunks of ``max_batch``; None for a
-    job that would not fit beside the others of its chunk (it runs alone)."""
-    stats: list[dict | None] = [None] * len(jobs)
+def _static_batches(backend: Backend, jobs: Sequence[Job]) -> list[Job]:
+    """On a backend with a batch axis, run the jobs in left-padded chunks of ``max_batch``; return
+    those that would not fit beside the others of their chunk (they run alone)."""
+    alone: list[Job] = []
     size = backend.max_batch or len(jobs)
     for start in range(0, len(jobs), size):
-        chunk = list(range(start, min(start + size, len(jobs))))
-        fits = batch_fits(backend, [(jobs[i].prompt, jobs[i].budget) for i in chunk])
-        together = [i for i, ok in zip(chunk, fits) if ok]
+        chunk = jobs[start:start + size]
+        fits = batch_fits(backend, [(j.prompt, j.budget) for j in chunk])
+        together = [j for j, ok in zip(chunk, fits) if ok]
         if len(together) > 1:
-            one = dataclasses.replace(options, seed=None if options.seed is None else options.seed + start)
-            pairs = [(jobs[i].query, jobs[i].command) for i in together]
-            for i, s in zip(together, generate_batch_tokens(backend, pairs, one)):
-                stats[i] = s
-    return stats
+            decode_batch(backend, together)
+        else:
+            together = []
+        alone += [j for j in chunk if j not in together]
+    return alone
 
 
 def _sequence_of_requests(requests: object) -> Sequence[object]:

@@ -2,8 +2,8 @@
 
 A `Scheduler` holds the requests (`generate.Job`) waiting and running on one backend. Each call to
 `Scheduler.step` is one token boundary: finished and cancelled requests have left, waiting ones
-join free slots (their prompts are prefilled in the same forward pass as the running requests'
-next tokens), and every running request takes one token. Each request keeps its own KV-cache
+join free slots (each prompt prefilled in a forward pass of its own, `LlamaSequences.decode`), and
+every running request takes one token, all in one forward pass. Each request keeps its own KV-cache
 sequence, token budget and decoding rules, so a greedy result is the same request's result alone
 (up to the rounding of a batched matrix product where two tokens are nearly tied: measured in the
 README). A `Batcher` feeds one Scheduler from many threads: every request of a `Model` goes
@@ -115,13 +115,6 @@ class Scheduler:
                 del self.running[slot]
                 ended.append(job)
         return ended
-
-    def run(self, jobs: Sequence[Job]) -> None:
-        """Submit ``jobs`` and step until every one has ended."""
-        for job in jobs:
-            self.submit(job)
-        while not self.idle:
-            self.step()
 
 
 class Ticket:

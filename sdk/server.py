@@ -245,7 +245,7 @@ def create_app(model: Model, config: ServerConfig = ServerConfig()) -> Any:
         feed = _Feed(model, _query(body.query, "query"), body.options(), count)  # a bad request raises here: 400
         if body.stream:
             return _event_stream(_generate_events(feed))
-        return _result_json(await _finish(feed))
+        return (await _finish(feed)).to_dict()
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Any:
@@ -308,12 +308,6 @@ def _usage(results: list) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _result_json(result: Any) -> dict:
-    d = result.to_dict()
-    d["command"] = dataclasses.asdict(result.command)
-    return d
-
-
 _END = object()
 
 
@@ -355,7 +349,7 @@ async def _generate_events(feed: _Feed) -> AsyncIterator[str]:
     try:
         async for piece in feed.pieces():
             yield json.dumps({"piece": piece}, ensure_ascii=False)
-        yield json.dumps({"result": _result_json(feed.ticket.result())}, ensure_ascii=False)
+        yield json.dumps({"result": feed.ticket.result().to_dict()}, ensure_ascii=False)
         yield "[DONE]"
     finally:
         if not feed.ticket.done:  # disconnected mid-stream: free the slot at the next token

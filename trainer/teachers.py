@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import hashlib
 import json
@@ -196,7 +195,7 @@ class LlamaCppTeacher(Teacher):
         return self.complete_many([prompt], sampling, [seed])[0]
 
     def complete_many(self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[str]:
-        from udrl.backend_llama import LlamaSequences
+        from udrl.backend_llama import LlamaSequences, token_piece
 
         seeds = seeds if seeds is not None else [0] * len(prompts)
         if self._sequences is None:
@@ -232,21 +231,13 @@ class LlamaCppTeacher(Teacher):
             for slot, row in rows.items():
                 completion = running[slot]
                 token = sample_token(row, sampling, completion.tokens, completion.rng)
-                if completion.accept(token, self._piece(token), self._lc.llama_vocab_is_eog(self._vocab, token),
-                                     sampling):
+                if completion.accept(token, token_piece(self._lc, self._vocab, token),
+                                     self._lc.llama_vocab_is_eog(self._vocab, token), sampling):
                     steps.append((slot, [token]))
                 else:
                     outputs[completion.index] = completion.text
                     del running[slot]
         return outputs
-
-    def _piece(self, token: int) -> bytes:
-        buffer = ctypes.create_string_buffer(64)
-        n = self._lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-        if n < 0:
-            buffer = ctypes.create_string_buffer(-n)
-            n = self._lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-        return buffer.raw[:n]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "gguf", "model": self.path.name, "size_bytes": self.path.stat().st_size,
