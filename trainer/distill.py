@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tqdm import tqdm
 from udrl.errors import ConfigError, DatasetError
 from udrl.manifest import DEFAULT_TASKS, write_atomic
 
+from .handwritten import read_requests
 from .prompts import (
     LENGTH_SPREAD,
     QUERY_STOP,
@@ -47,10 +48,12 @@ from .teachers import Sampling, Teacher, make_teacher
 @dataclasses.dataclass
 class DistillConfig:
     out_dir: str = "data/distill"
-    queries: str | None = None  # a file of queries (one per line); or
+    queries: str | None = None  # a file of queries (one per line); and/or
     topics: str | None = None  # a file of seed topics the teacher writes queries about
     n_queries: int = 2500  # queries to generate from topics
+    exclude: list[str] = dataclasses.field(default_factory=list)  # files of queries never to use
     tasks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_TASKS))
+    tasks_per_query: int | None = None  # how many of the tasks each query gets (None: all of them)
     samples_per_task: int = 1  # outputs per (query, task)
     seed: int = 0
     batch_size: int = 16  # jobs per fsynced append
@@ -60,13 +63,16 @@ class DistillConfig:
     max_query_rounds: int = 60  # passes over the topics before giving up on n_queries
 
     def validate(self) -> None:
-        if (self.queries is None) == (self.topics is None):
-            raise ConfigError("give exactly one source of queries: --queries FILE or --topics FILE")
+        if self.queries is None and self.topics is None:
+            raise ConfigError("no source of queries: give --queries FILE, --topics FILE, or both")
         unknown = [t for t in self.tasks if t not in LENGTH_SPREAD]
         if unknown:
             raise ConfigError(f"no teacher prompt for task(s) {unknown}; prompts exist for {list(LENGTH_SPREAD)}")
         if self.samples_per_task < 1 or self.batch_size < 1 or self.attempts < 1 or self.n_queries < 1:
             raise ConfigError("samples_per_task, batch_size, attempts and n_queries must be at least 1")
+        if self.tasks_per_query is not None and not 1 <= self.tasks_per_query <= len(self.tasks):
+            raise ConfigError(f"tasks_per_query must be between 1 and the number of tasks ({len(self.tasks)}), "
+                              f"got {self.tasks_per_query}")
 
 
 class JsonlLog:
@@ -125,12 +131,15 @@ def read_lines(path: str | Path) -> list[str]:
     return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def dedupe_queries(candidates: Sequence[str]) -> list[str]:
-    """Cleaned queries, first occurrence kept, duplicates by case and punctuation removed."""
-    def key(text: str) -> str:
-        return " ".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
+def _query_key(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
 
-    seen = {key(r) for r in SHOWN_REQUESTS}
+
+def dedupe_queries(candidates: Iterable[str], banned: Iterable[str] = ()) -> list[str]:
+    """Cleaned queries, first occurrence kept, duplicates by case and punctuation removed, and none
+    of the few-shot requests, the hand-written evaluation set or ``banned``."""
+    key = _query_key
+    seen = {key(r) for r in SHOWN_REQUESTS} | {key(r.query) for r in read_requests()} | {key(b) for b in banned}
     kept = []
     for text in candidates:
         q = clean_query(text)
@@ -140,11 +149,13 @@ def dedupe_queries(candidates: Sequence[str]) -> list[str]:
     return kept
 
 
-def generate_queries(teacher: Teacher, topics: Sequence[str], config: DistillConfig, out: Path) -> list[str]:
-    """Ask the teacher for design requests about each topic until ``n_queries`` distinct ones exist."""
+def generate_queries(teacher: Teacher, topics: Sequence[str], config: DistillConfig, out: Path,
+                     banned: Sequence[str] = ()) -> list[str]:
+    """Ask the teacher for design requests about each topic until ``n_queries`` distinct ones exist
+    (none of them in ``banned``)."""
     log = JsonlLog(out / "query_calls.jsonl")
     sampling = Sampling(max_tokens=120, temperature=1.0, top_p=0.95, stop=tuple(QUERY_STOP))
-    queries = dedupe_queries(q for row in log.rows for q in row["queries"])
+    queries = dedupe_queries((q for row in log.rows for q in row["queries"]), banned)
     bar = _bar(config.n_queries, min(len(queries), config.n_queries), "queries")
     calls = [(r, t) for r in range(config.max_query_rounds) for t in topics]
     pending = [c for c in calls if f"{c[0]}:{c[1]}" not in log.ids]
@@ -156,7 +167,7 @@ def generate_queries(teacher: Teacher, topics: Sequence[str], config: DistillCon
         log.append([{"id": f"{r}:{t}", "topic": t, "queries": split_query_list(text)}
                     for (r, t), text in zip(batch, texts)])
         before = len(queries)
-        queries = dedupe_queries(q for row in log.rows for q in row["queries"])
+        queries = dedupe_queries((q for row in log.rows for q in row["queries"]), banned)
         bar.update(min(len(queries), config.n_queries) - min(before, config.n_queries))
     bar.close()
     if len(queries) < config.n_queries:
@@ -176,14 +187,24 @@ class Job:
     requested: int
 
 
+def tasks_for(query: str, config: DistillConfig) -> list[str]:
+    """The tasks a query gets: all of them, or ``tasks_per_query`` of them, chosen by the query's
+    hash (so that every task sees a share of every kind of query)."""
+    if config.tasks_per_query is None:
+        return list(config.tasks)
+    ranked = sorted(config.tasks, key=lambda t: _stable_int(config.seed, "task", query, t))
+    return [t for t in config.tasks if t in ranked[: config.tasks_per_query]]
+
+
 def plan_jobs(queries: Sequence[str], config: DistillConfig) -> list[Job]:
-    """Every (task, query, sample) with its requested length; grouped by task so that the teacher
-    reuses the few-shot prefix in its KV cache from one job to the next."""
+    """Every (query, task, sample) with its requested length, query by query: an interrupted run
+    has covered every task (the teacher keeps each task's few-shot prefix cached, so mixing tasks
+    costs nothing)."""
     jobs = []
-    for task in config.tasks:
-        lo, hi = LENGTH_SPREAD[task]
-        for query in queries:
-            qid = query_id(query)
+    for query in queries:
+        qid = query_id(query)
+        for task in tasks_for(query, config):
+            lo, hi = LENGTH_SPREAD[task]
             for k in range(config.samples_per_task):
                 job_id = f"{task}:{qid}:{k}"
                 requested = lo + _stable_int(config.seed, job_id) % (hi - lo + 1)
@@ -243,6 +264,10 @@ def distill(config: DistillConfig, teacher: Teacher | None = None, teacher_kind:
     saved = out / "distill.json"
     if saved.exists():
         previous = json.loads(saved.read_text())
+        # A run saved before a setting existed ran with its default.
+        defaults = dataclasses.asdict(DistillConfig())
+        previous["config"] = {**{k: v for k, v in defaults.items() if k not in previous.get("config", {})},
+                              **previous.get("config", {})}
         if previous != settings:
             raise ConfigError(
                 f"{out} holds a distillation with other settings ({saved}); resume it with the same "
@@ -251,10 +276,10 @@ def distill(config: DistillConfig, teacher: Teacher | None = None, teacher_kind:
     else:
         write_atomic(saved, json.dumps(settings, indent=2) + "\n")
     t0 = time.time()
-    if config.topics:
-        queries = generate_queries(teacher, read_lines(config.topics), config, out)
-    else:
-        queries = dedupe_queries(read_lines(config.queries))
+    banned = [q for path in config.exclude for q in read_lines(path)]
+    queries = generate_queries(teacher, read_lines(config.topics), config, out, banned) if config.topics else []
+    if config.queries:  # after the teacher's own, so that its part of the log keeps its order
+        queries = dedupe_queries(queries + read_lines(config.queries), banned)
     if not queries:
         raise DatasetError("no usable queries: each needs 3 to 20 words, mostly letters")
     write_atomic(out / "queries.txt", "\n".join(queries) + "\n")

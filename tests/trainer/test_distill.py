@@ -24,10 +24,22 @@ def test_jobs_are_planned_deterministically_with_a_spread_of_lengths():
     jobs = plan_jobs(QUERIES, config)
     assert jobs == plan_jobs(QUERIES, config)
     assert len(jobs) == len({j.id for j in jobs}) == 4 * len(QUERIES)
-    assert [j.task for j in jobs[:2]] == ["image", "image"]  # grouped by task for prefix reuse
+    assert [j.task for j in jobs[:4]] == ["image", "search", "headline", "tags"]  # query by query
+    assert len({j.query for j in jobs[:4]}) == 1
     image_lengths = {j.requested for j in jobs if j.task == "image"}
     assert len(image_lengths) > 5 and min(image_lengths) >= 5 and max(image_lengths) <= 32
     assert plan_jobs(QUERIES, DistillConfig(queries="q.txt", seed=8)) != jobs
+
+
+def test_tasks_per_query_spreads_every_task_over_the_queries():
+    config = DistillConfig(queries="q.txt", tasks_per_query=1)
+    jobs = plan_jobs(QUERIES * 1, config)
+    assert len(jobs) == len(QUERIES) and [j.query for j in jobs] == QUERIES
+    assert len({j.task for j in jobs}) == 4
+    two = plan_jobs(QUERIES, DistillConfig(queries="q.txt", tasks_per_query=2))
+    assert len(two) == 2 * len(QUERIES)
+    # The one task a query gets is among its two: the choice ranks the tasks per query.
+    assert all((j.id in {k.id for k in two}) for j in jobs)
 
 
 def test_log_drops_a_torn_last_line_and_never_duplicates(tmp_path):
@@ -40,8 +52,10 @@ def test_log_drops_a_torn_last_line_and_never_duplicates(tmp_path):
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match="exactly one source of queries"):
+    with pytest.raises(ConfigError, match="no source of queries"):
         distill(DistillConfig(out_dir=str(tmp_path)), teacher=object())
+    with pytest.raises(ConfigError, match="tasks_per_query must be between 1 and the number of tasks \\(4\\)"):
+        distill(DistillConfig(out_dir=str(tmp_path), queries="q", tasks_per_query=5), teacher=object())
     with pytest.raises(ConfigError, match="no teacher prompt for task\\(s\\) \\['video'\\]"):
         distill(DistillConfig(out_dir=str(tmp_path), queries="q", tasks=["video"]), teacher=object())
 
