@@ -35,6 +35,7 @@ class Record:
     output: str
     words: int
     score: float
+    origin: str | None = None  # a copy-augmented record: the request it was made from
 
 
 @dataclasses.dataclass
@@ -76,12 +77,16 @@ def _parse(line: str, tasks: Sequence[str], length_range: tuple[int, int]) -> Re
         raise ValueError(f"'words' is {words} but the output has {count_words(output)} words")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise ValueError(f"'score' must be a finite number, got {score!r}")
+    origin = obj.get("origin")
+    if origin is not None and (not isinstance(origin, str) or not origin.strip()):
+        raise ValueError("'origin' (the request an augmented record was made from) must be a non-empty string")
     lo, hi = length_range
     if not lo <= words <= hi:
         raise ValueError(f"output length {words} words is outside the length range [{lo}, {hi}]")
     if task not in tasks:
         raise _UnknownTask(task)
-    return Record(" ".join(query.split()), task, " ".join(output.split()), words, float(score))
+    return Record(" ".join(query.split()), task, " ".join(output.split()), words, float(score),
+                  " ".join(origin.split()) if origin else None)
 
 
 class _UnknownTask(Exception):
@@ -129,8 +134,11 @@ def query_hash(query: str) -> str:
 
 
 def split_by_query(records: Sequence[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
-    """Hold out whole queries (never seen in training), chosen by a stable hash of the query."""
-    queries = sorted({r.query for r in records}, key=query_hash)
+    """Hold out whole queries (never seen in training), chosen by a stable hash of the query.
+
+    A copy-augmented record goes with the request it was made from (its ``origin``): training
+    never sees a variant of a held-out request; the held-out side keeps only teacher records."""
+    queries = sorted({r.query for r in records if r.origin is None}, key=query_hash)
     n_val = math.ceil(val_fraction * len(queries)) if val_fraction > 0 else 0
     if n_val >= len(queries):
         raise DatasetError(
@@ -138,8 +146,8 @@ def split_by_query(records: Sequence[Record], val_fraction: float) -> tuple[list
             "and keep some for training: give more data or a smaller val_fraction"
         )
     held_out = set(queries[:n_val])
-    train = [r for r in records if r.query not in held_out]
-    val = [r for r in records if r.query in held_out]
+    train = [r for r in records if (r.origin or r.query) not in held_out]
+    val = [r for r in records if r.origin is None and r.query in held_out]
     return train, val
 
 

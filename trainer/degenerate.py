@@ -36,10 +36,9 @@ def is_english_word(word: str) -> bool:
     return zipf_frequency(word, "en") > 0
 
 
-def degenerate_reasons(query: str, output: str, task: str) -> list[str]:
-    """Why ``output`` is degenerate (empty list: it is not)."""
-    if not output.strip():
-        return ["empty"]
+def repetition_reasons(output: str, task: str) -> list[str]:
+    """The repetitions among `degenerate_reasons`: a word twice in a row or a content word three
+    or more times, an empty or duplicated list item (what a teacher's loop leaves)."""
     reasons: list[str] = []
     words = output.split()
     keys = [focus_key(w) for w in words]
@@ -50,6 +49,19 @@ def degenerate_reasons(query: str, output: str, task: str) -> list[str]:
     for key in dict.fromkeys(keys):
         if key and key not in common and len(key) > 1 and keys.count(key) >= 3:
             reasons.append(f'"{key}" {keys.count(key)} times')
+    if task in LIST_TASKS:
+        items = [focus_key(" ".join(item.split())) for item in output.split(",")]
+        if any(not item for item in items[:-1]) or (len(items) > 1 and not items[-1]):
+            reasons.append("empty item")
+        duplicated = sorted({item for item in items if item and items.count(item) > 1})
+        reasons += [f'item "{item}" twice' for item in duplicated]
+    return list(dict.fromkeys(reasons))
+
+
+def fragment_reasons(query: str, output: str) -> list[str]:
+    """The fragments among `degenerate_reasons`: pieces that are neither English words nor words
+    of the request."""
+    reasons: list[str] = []
     asked = {focus_key(w) for w in query.split()} | {m.group(0).lower() for m in _WORD.finditer(query)}
     for match in _WORD.finditer(output):
         piece = match.group(0)
@@ -58,13 +70,17 @@ def degenerate_reasons(query: str, output: str, task: str) -> list[str]:
             continue
         if any(part and not (part in asked or is_english_word(part)) for part in re.split(r"['’]", low)):
             reasons.append(f'fragment "{piece}"')
-    if task in LIST_TASKS:
-        items = [focus_key(" ".join(item.split())) for item in output.split(",")]
-        if any(not item for item in items[:-1]) or (len(items) > 1 and not items[-1]):
-            reasons.append("empty item")
-        duplicated = sorted({item for item in items if item and items.count(item) > 1})
-        reasons += [f'item "{item}" twice' for item in duplicated]
     return list(dict.fromkeys(reasons))
+
+
+def degenerate_reasons(query: str, output: str, task: str) -> list[str]:
+    """Why ``output`` is degenerate (empty list: it is not)."""
+    if not output.strip():
+        return ["empty"]
+    reasons = repetition_reasons(output, task)
+    # In reading order: repeats in a row, counts, fragments, then list items.
+    items = [r for r in reasons if r == "empty item" or r.startswith("item ")]
+    return list(dict.fromkeys([r for r in reasons if r not in items] + fragment_reasons(query, output) + items))
 
 
 def is_degenerate(query: str, output: str, task: str) -> bool:

@@ -23,7 +23,9 @@ from udrl.commands import count_words, reward_level_for
 from udrl.errors import DatasetError
 from udrl.manifest import write_atomic
 
+from .augment import AugmentConfig, augment_rows
 from .dataset import quantile_edges
+from .degenerate import repetition_reasons
 from .formats import format_problems
 from .judge import Judge
 
@@ -33,6 +35,8 @@ class RelabelConfig:
     reward_levels: int = 3
     length_min: int = 1
     length_max: int = 48
+    drop_repetitions: bool = True  # leave out the teacher's loops ("poster poster", a tag twice)
+    augment: AugmentConfig = dataclasses.field(default_factory=lambda: AugmentConfig(copies=0))
 
 
 def read_raw(path: str | Path) -> list[dict[str, Any]]:
@@ -56,30 +60,41 @@ def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig,
     """Score, filter and relabel; returns the training records and the counts for the card.
 
     The reward edges are quantiles of these scores unless ``edges`` fixes them (a later round of
-    data relabelled on the scale of the first)."""
+    data relabelled on the scale of the first). With ``config.augment``, copy-augmented records
+    (`augment.py`, marked with their ``origin`` request) are judged beside the teacher's."""
     dropped: collections.Counter[str] = collections.Counter()
-    candidates = []
+
+    def usable(kept_rows: Sequence[dict[str, Any]], counted: bool) -> list[dict[str, Any]]:
+        kept = []
+        for row in kept_rows:
+            problems = format_problems(row["task"], row["output"])
+            words = count_words(row["output"])
+            repeats = repetition_reasons(row["output"], row["task"]) if config.drop_repetitions else []
+            reason = (f"format: {problems[0]}" if problems else
+                      "length outside range" if not config.length_min <= words <= config.length_max else
+                      "repetition" if repeats else None)
+            if reason is None:
+                kept.append(row)
+            elif counted:
+                dropped[reason] += 1
+        return kept
+
     for row in rows:
         if not row.get("output"):
             dropped[f"teacher: {row.get('reject') or 'no output'}"] += 1
-            continue
-        problems = format_problems(row["task"], row["output"])
-        words = count_words(row["output"])
-        if problems:
-            dropped[f"format: {problems[0]}"] += 1
-        elif not config.length_min <= words <= config.length_max:
-            dropped["length outside range"] += 1
-        else:
-            candidates.append(row)
+    candidates = usable([r for r in rows if r.get("output")], counted=True)
     if not candidates:
         raise DatasetError("no output survived cleaning and format checks: nothing to train on")
+    if config.augment.copies:
+        candidates += usable(augment_rows(candidates, config.augment), counted=False)
     relevance = judge.relevance([r["query"] for r in candidates], [r["output"] for r in candidates])
     # Edges from the scores as written, so that the trainer recomputes exactly the same ones.
     scores = [round(float(s), 5) for s in relevance]
     edges = list(edges) if edges is not None else quantile_edges(scores, config.reward_levels)
     records = [
         {"query": r["query"], "task": r["task"], "output": r["output"], "words": count_words(r["output"]),
-         "score": s, "reward": reward_level_for(edges, s), "requested": r["requested"]}
+         "score": s, "reward": reward_level_for(edges, s), "requested": r["requested"],
+         **({"origin": r["origin"]} if "origin" in r else {})}
         for r, s in zip(candidates, scores)
     ]
     return records, {"dropped": dict(dropped), "reward_edges": edges}
@@ -164,18 +179,24 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
     return card_md
 
 
-def judge_file(raw: str | Path, out: str | Path, config: RelabelConfig | None = None,
+def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: RelabelConfig | None = None,
                judge: Judge | None = None) -> Path:
-    """``udrl judge``: raw distillation log -> relabelled training records + card."""
+    """``udrl judge``: one or more raw distillation logs -> relabelled training records + card (the
+    reward edges are quantiles over all of them together)."""
     config = config or RelabelConfig()
-    raw = Path(raw)
-    rows = read_raw(raw)
+    raws = [Path(raw)] if isinstance(raw, (str, Path)) else [Path(r) for r in raw]
+    if not raws:
+        raise DatasetError("no distillation log given")
+    rows = [row for path in raws for row in read_raw(path)]
     records, stats = relabel(rows, judge or Judge(), config)
     path = write_records(records, out)
-    settings = raw.parent / "distill.json"
-    source = json.loads(settings.read_text()) if settings.exists() else {}
-    write_card(records, stats, path, {"teacher": source.get("teacher"),
-                                      "seed": source.get("config", {}).get("seed"), "raw_rows": len(rows)})
-    print(f"{len(records)} records ({sum(stats['dropped'].values())} left out) -> {path}; "
-          f"reward edges {stats['reward_edges']}")
+    sources = [json.loads(s.read_text()) for s in (r.parent / "distill.json" for r in raws) if s.exists()]
+    teachers = list({json.dumps(s.get("teacher"), sort_keys=True): s.get("teacher") for s in sources}.values())
+    seeds = sorted({s.get("config", {}).get("seed") for s in sources}, key=str)
+    augmented = sum(1 for r in records if "origin" in r)
+    write_card(records, stats, path, {"teacher": teachers[0] if len(teachers) == 1 else teachers,
+                                      "seed": seeds[0] if len(seeds) == 1 else seeds, "raw_rows": len(rows),
+                                      "raw_logs": [str(r) for r in raws], "augmented_records": augmented})
+    print(f"{len(records)} records ({augmented} copy-augmented; {sum(stats['dropped'].values())} left out) "
+          f"-> {path}; reward edges {stats['reward_edges']}")
     return path

@@ -76,3 +76,37 @@ def test_judge_file_writes_records_and_a_card(judge, tmp_path):
     assert card["records"] == 17 and card["distinct_queries"] == 6 and card["raw_rows"] == 20
     assert (tmp_path / "set.lengths.png").stat().st_size > 5000
     assert "| image | 6 |" in (tmp_path / "set.card.md").read_text()
+
+
+def test_the_teachers_repetition_loops_are_left_out(judge):
+    rows = [{"id": "a", "query": "poster for a charity 5k run", "task": "search", "requested": 3,
+             "output": "charity poster poster"},
+            {"id": "b", "query": "banner for a farm stand", "task": "image", "requested": 12,
+             "output": "fresh corn, fresh corn on a table, fresh corn in baskets, sunny farm"},
+            {"id": "c", "query": "poster for a charity 5k run", "task": "search", "requested": 3,
+             "output": "charity 5k run"}]
+    records, stats = relabel(rows, judge, RelabelConfig(reward_levels=1))
+    assert [r["output"] for r in records] == ["charity 5k run"]
+    assert stats["dropped"] == {"repetition": 2}
+    kept, _ = relabel(rows, judge, RelabelConfig(reward_levels=1, drop_repetitions=False))
+    assert len(kept) == 3
+
+
+def test_copy_augmented_records_are_judged_and_stay_with_their_request(judge, tmp_path):
+    from udrl.trainer.augment import AugmentConfig
+    from udrl.trainer.dataset import split_by_query
+
+    config = RelabelConfig(reward_levels=3, augment=AugmentConfig(copies=2, seed=0))
+    records, stats = relabel(raw_rows(), judge, config)
+    teacher = [r for r in records if "origin" not in r]
+    augmented = [r for r in records if "origin" in r]
+    assert len(teacher) == 17 and len(augmented) >= 10
+    assert {r["origin"] for r in augmented} <= {r["query"] for r in teacher}
+    assert stats["reward_edges"] == quantile_edges([r["score"] for r in records], 3)
+    data = tmp_path / "augmented.jsonl.gz"
+    data.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    loaded = read_records([data], ["image", "search", "headline", "tags"], (1, 48)).records
+    train_part, held_out = split_by_query(loaded, 0.34)
+    assert held_out and all(r.origin is None for r in held_out)
+    held = {r.query for r in held_out}
+    assert not any(r.origin in held for r in train_part)
