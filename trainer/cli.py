@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
@@ -46,6 +47,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipe import run_recipe
+
+    finals = run_recipe(args.recipe, args.out, only=args.only, threads=args.threads)
+    for name, run in finals.items():
+        print(f"{name}: {run / 'model'}")
+    return 0
+
+
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from udrl.manifest import write_atomic
+
+    from .compose import ComposeConfig, compose_queries, compose_topics
+
+    config = ComposeConfig(n=args.n, seed=args.seed, exclude=args.exclude or [])
+    queries = compose_queries(config)
+    for path in filter(None, (args.out, args.topics_out)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out, "\n".join(queries) + "\n")
+    print(f"composed {len(queries)} design requests -> {args.out}")
+    if args.topics_out:
+        topics = compose_topics(config)
+        write_atomic(args.topics_out, "\n".join(topics) + "\n")
+        print(f"{len(topics)} seed topics (subjects and trades) -> {args.topics_out}")
+    return 0
+
+
 def _teacher_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.teacher in ("gemma", "gguf"):
         options = {"threads": args.threads}
@@ -65,8 +93,11 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise UdrlError(f"--teacher {args.teacher} needs --model PATH")
     if args.teacher == "http" and not args.url:
         raise UdrlError("--teacher http needs --url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000)")
+    if not args.queries and not args.topics:
+        raise UdrlError("no source of queries: give --queries FILE, --topics FILE, or both")
     config = DistillConfig(out_dir=args.out, queries=args.queries, topics=args.topics, n_queries=args.n_queries,
-                           tasks=args.tasks, samples_per_task=args.samples_per_task, seed=args.seed,
+                           exclude=args.exclude or [], tasks=args.tasks, tasks_per_query=args.tasks_per_query,
+                           samples_per_task=args.samples_per_task, seed=args.seed,
                            batch_size=args.batch_size, temperature=args.temperature)
     distill(config, teacher_kind=args.teacher, teacher_options=_teacher_options(args))
     return 0
@@ -75,7 +106,11 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 def _cmd_judge(args: argparse.Namespace) -> int:
     from .relabel import RelabelConfig, judge_file
 
-    judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max))
+    from .augment import AugmentConfig
+
+    augment = AugmentConfig(copies=args.augment_copies, words_per_copy=args.augment_words, seed=args.seed)
+    judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max,
+                                                 drop_repetitions=args.drop_repetitions, augment=augment))
     return 0
 
 
@@ -102,7 +137,8 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 def _cmd_focus(args: argparse.Namespace) -> int:
     from .focus import DEFAULT_GRID, FocusConfig, markdown, tune_focus
 
-    config = FocusConfig(model=args.model, data=args.data, first_query=args.first_query, queries=args.queries,
+    config = FocusConfig(model=args.model, data=args.data, query_set=args.set, first_query=args.first_query,
+                         queries=args.queries,
                          grid=args.grid or DEFAULT_GRID, refine=args.refine, threads=args.threads, write=args.write,
                          out=args.out)
     print(markdown(tune_focus(config)))
@@ -138,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", metavar="DIR", help="start from a local pretrained GPT-2 directory")
     p.add_argument("--tokenizer", metavar="DIR", help="use a local GPT-2 tokenizer instead of training a BPE")
     p.add_argument("--vocab-size", type=int)
+    p.add_argument("--tokenizer-words", type=int, metavar="N",
+                   help="the BPE also learns wordfreq's N most frequent English words (default 0: the data alone)")
     p.add_argument("--steps", dest="max_steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
@@ -170,10 +208,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_cmd_card)
 
     d = sub.add_parser("distill", help="have a teacher LLM write outputs for design requests (resumable)")
-    source = d.add_mutually_exclusive_group(required=True)
-    source.add_argument("--queries", metavar="FILE", help="design requests, one per line")
-    source.add_argument("--topics", metavar="FILE", help="seed topics; the teacher writes the requests")
+    d.add_argument("--queries", metavar="FILE", help="design requests, one per line (after those from --topics)")
+    d.add_argument("--topics", metavar="FILE", help="seed topics; the teacher writes the requests")
     d.add_argument("--n-queries", type=int, default=2500, help="requests to generate from --topics")
+    d.add_argument("--exclude", action="append", metavar="FILE",
+                   help="queries never to use, one per line (repeatable; the hand-written set always is)")
     d.add_argument("--out", default="data/distill", help="output directory (resumed if it exists)")
     d.add_argument("--teacher", choices=["gemma", "gguf", "http", "hf"], default="gemma",
                    help="gemma: the bundled Gemma 3 270M GGUF (default)")
@@ -185,6 +224,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--retries", type=int, default=3, help="HTTP retries with exponential backoff")
     d.add_argument("--threads", type=int, help="llama.cpp threads")
     d.add_argument("--tasks", nargs="+", default=["image", "search", "headline", "tags"])
+    d.add_argument("--tasks-per-query", type=int, help="give each query only this many of the tasks, "
+                   "chosen by its hash (default: every task)")
     d.add_argument("--samples-per-task", type=int, default=1)
     d.add_argument("--batch-size", type=int, default=16, help="jobs per fsynced write")
     d.add_argument("--temperature", type=float, default=0.8)
@@ -192,10 +233,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_cmd_distill)
 
     j = sub.add_parser("judge", help="score a distillation log with MiniLM and relabel it for training")
-    j.add_argument("raw", help="raw.jsonl written by udrl distill")
+    j.add_argument("raw", nargs="+", help="raw.jsonl written by udrl distill (several: judged as one dataset)")
     j.add_argument("--out", required=True, help="training records to write (.jsonl or .jsonl.gz) + card")
     j.add_argument("--reward-levels", type=int, default=3)
     j.add_argument("--length-max", type=int, default=48)
+    j.add_argument("--augment-copies", type=int, default=0, help="copy-augmented records per teacher record "
+                   "(a request word swapped for an English word, in the request and the output; see augment.py)")
+    j.add_argument("--augment-words", type=int, default=1, help="request words swapped per augmented copy")
+    j.add_argument("--keep-repetitions", dest="drop_repetitions", action="store_false",
+                   help="keep outputs that repeat a word or a tag (default: they are left out)")
+    j.add_argument("--seed", type=int, default=0)
     j.set_defaults(func=_cmd_judge)
 
     e = sub.add_parser("eval", help="relevance, length adherence, format, diversity and latency vs the teacher")
@@ -213,11 +260,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", help="JSON report path")
     e.set_defaults(func=_cmd_eval)
 
-    f = sub.add_parser("focus", help="choose the query-focus bonus per task beside the teacher (held-out queries)")
+    f = sub.add_parser("focus", help="choose the query-focus bonus per task beside the teacher (tuning requests)")
     f.add_argument("model", help="artifact to run (.gguf fastest)")
-    f.add_argument("--data", action="append", required=True, help="the training data (held-out split)")
-    f.add_argument("--first-query", type=int, default=100, help="first held-out query (eval uses the first 100)")
-    f.add_argument("--queries", type=int, default=100)
+    f.add_argument("--data", action="append", required=True, help="the training data (lengths; held-out split)")
+    f.add_argument("--set", choices=["handwritten-tune", "in-distribution"], default="handwritten-tune",
+                   help="handwritten-tune: the tuning half of the hand-written requests (default); "
+                        "in-distribution: held-out training queries")
+    f.add_argument("--first-query", type=int, help="first query of the set (default: 0; 100 in-distribution, "
+                   "after the 100 eval uses)")
+    f.add_argument("--queries", type=int, help="how many (default: the whole tuning half; 100 in-distribution)")
     f.add_argument("--grid", type=float, nargs="+", metavar="BONUS", help="bonuses to try (default 0-6, 8, 10)")
     f.add_argument("--refine", type=int, default=3, metavar="N",
                    help="halvings of the grid step above each task's choice (default 3; 0 keeps the grid's choice)")
@@ -242,6 +293,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep every reward level, even one whose records copy more of the request than the "
                         "data's at that task and level (default: such levels are left out)")
     r.set_defaults(func=_cmd_rollout)
+
+    rc = sub.add_parser("recipe", help="train a model's stages and second round from a recipe file (resumable)")
+    rc.add_argument("recipe", help="recipe JSON (trainer/recipes/mini-recipe.json: the shipped model)")
+    rc.add_argument("--out", required=True, metavar="DIR", help="run directories (resumed where they exist)")
+    rc.add_argument("--only", nargs="+", metavar="VARIANT", help="train only these variants (default: all)")
+    rc.add_argument("--threads", type=int, help="torch threads per run (default: the CPUs shared out)")
+    rc.set_defaults(func=_cmd_recipe)
+
+    q = sub.add_parser("compose", help="compose design requests from word lists (artefact x subject x details)")
+    q.add_argument("--n", type=int, default=24000, help="distinct requests to write")
+    q.add_argument("--out", required=True, metavar="FILE", help="one request per line")
+    q.add_argument("--exclude", action="append", metavar="FILE",
+                   help="queries never to produce, one per line (repeatable; the hand-written set always is)")
+    q.add_argument("--topics-out", metavar="FILE",
+                   help="also write seed topics for `udrl distill --topics`: the subjects and Faker's trades")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_compose)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (tests and the tiny demo)")
     s.add_argument("out", help="JSONL file to write")

@@ -2,9 +2,11 @@
 
 Query focus (see `udrl.generate`) adds a logit bonus to the request's content words the output does
 not contain yet. The judge rewards copying the request, so relevance only rises with the bonus and
-cannot be what chooses it. Instead, on held-out requests the evaluation does not use (held-out
-queries 100 to 199 by default; `udrl eval` takes the first 100), the model answers at every bonus of
-a grid and the teacher answers once, and per task the chosen bonus is the largest at which
+cannot be what chooses it. Instead, on requests the evaluation never uses (by default the tuning
+half of the hand-written requests, `handwritten.py`, whose evaluation half `udrl eval` scores; or,
+with ``query_set="in-distribution"``, held-out training queries 100 to 199, after the 100 that
+`udrl eval --set in-distribution` takes), the model answers at every bonus of a grid and the
+teacher answers once, and per task the chosen bonus is the largest at which
 
 - the model takes no larger share of its output words from the request than the teacher does, and
 - the model writes no fewer well-formed outputs than with focus off;
@@ -40,9 +42,12 @@ DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 @dataclasses.dataclass
 class FocusConfig:
     model: str  # the artifact to run (a GGUF is fastest)
-    data: list[str]  # the training data, for its held-out split
-    first_query: int = 100  # held-out queries [first_query, first_query + queries); eval uses the first 100
-    queries: int = 100
+    data: list[str]  # the training data: the lengths each task is asked at (and its held-out split)
+    query_set: str = "handwritten-tune"  # or "in-distribution" (the training data's held-out queries)
+    # Queries [first_query, first_query + queries) of the set; None: all of the tuning half, or
+    # held-out queries 100 to 199 (eval uses the first 100).
+    first_query: int | None = None
+    queries: int | None = None
     grid: Sequence[float] = DEFAULT_GRID
     threads: int = 2
     refine: int = 3  # halvings of the grid step above each task's choice
@@ -101,11 +106,14 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
     if write_to is not None and write_to.tasks != manifest.tasks:
         raise UdrlError(f"{config.write} has tasks {list(write_to.tasks)}, the model {list(manifest.tasks)}: "
                         "write the bonus into the checkpoint the model was exported from")
-    # The training data's held-out queries after eval's, as the shipped bonus was chosen; moving the
-    # choice to the hand-written tuning half (query_set="handwritten-tune") is the next step.
-    eval_config = EvalConfig(model=config.model, data=config.data, query_set="in-distribution",
-                             queries=config.queries, first_query=config.first_query, threads=config.threads,
-                             second_judge=False)
+    if config.query_set not in ("handwritten-tune", "in-distribution"):
+        raise UdrlError(f"focus tunes on 'handwritten-tune' or 'in-distribution', not {config.query_set!r}: "
+                        "the evaluation half is looked at by no choice")
+    in_distribution = config.query_set == "in-distribution"
+    first = config.first_query if config.first_query is not None else (100 if in_distribution else 0)
+    count = config.queries if config.queries is not None else (100 if in_distribution else None)
+    eval_config = EvalConfig(model=config.model, data=config.data, query_set=config.query_set,
+                             queries=count, first_query=first, threads=config.threads, second_judge=False)
     requests = plan_requests(eval_config, manifest.tasks, (manifest.length_min, manifest.length_max))
     judge = judge or Judge(threads=config.threads)
     by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
@@ -121,8 +129,9 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
         rows = {b: s["per_task"][task] for b, s in by_bonus.items()}
         chosen[task] = refine(rows, teacher["per_task"][task], run_task, config.refine)
         refined[task] = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
-    report = {"model": config.model, "requests": len(requests),
-              "queries": [config.first_query, config.first_query + config.queries], "grid": grid,
+    n_queries = len({r.query for r in requests})
+    report = {"model": config.model, "requests": len(requests), "query_set": config.query_set,
+              "queries": [first, first + n_queries], "grid": grid,
               "chosen": chosen, "teacher_model": about,
               "teacher": {t: _figures(s) for t, s in teacher["per_task"].items()},
               "model_at": {str(b): {t: _figures(s) for t, s in rep["per_task"].items()}

@@ -52,6 +52,7 @@ def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artif
                          grid=(0.0, 50.0), write=str(checkpoint), out=str(tmp_path / "focus.json"))
     report = tune_focus(config, judge=Judge(threads=2))
     assert report["queries"] == [2, 4] and report["grid"] == [0.0, 50.0]
+    assert report["query_set"] == "handwritten-tune"  # by default on the tuning half, never the evaluation half
     tasks = ("image", "search", "headline", "tags")
     assert set(report["chosen"]) == set(tasks) and all(0.0 <= b <= 50.0 for b in report["chosen"].values())
     for task in tasks:  # the choice follows the rule on the figures the report shows, refinements included
@@ -70,5 +71,7 @@ def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artif
 def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts, synthetic_data, tmp_path):
     with pytest.raises(ManifestError, match="no udrl manifest"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], write=str(tmp_path)))
+    with pytest.raises(UdrlError, match="the evaluation half is looked at by no choice"):
+        tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], query_set="handwritten"))
     with pytest.raises(UdrlError, match="refine is a number of halvings, 0 or more; got -1"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
