@@ -33,6 +33,9 @@ class TrainConfig:
     init: str | None = None  # local pretrained GPT-2 directory to start from
     tokenizer: str | None = None  # local GPT-2 tokenizer directory (default: train a BPE)
     vocab_size: int = 8192
+    # The BPE also learns from wordfreq's N most frequent English words, so that ordinary words the data
+    # never has are whole tokens or a few pieces, never single letters (0: the data alone).
+    tokenizer_words: int = 0
     dropout: float = 0.0
     # optimisation
     max_steps: int = 2000
@@ -95,6 +98,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.tokenizer_words < 0:
+            problems.append("tokenizer_words must be 0 (the data alone) or more")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             problems.append("lr must be positive, warmup_steps and grad_clip non-negative")
         if self.device not in ("auto", "cpu", "cuda", "mps"):

@@ -7,7 +7,8 @@ those ids in the manifest so that converters, the SDK and the native layer use t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -17,8 +18,23 @@ from udrl.errors import CheckpointError
 from udrl.manifest import Manifest
 
 
-def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192) -> PreTrainedTokenizerFast:
-    """Train a GPT-2-style byte-level BPE on ``texts``; special tokens take the first ids."""
+# How often a listed word counts for the BPE. At 3 or 10 (of 30,000 words, beside the committed data) the
+# merges of "mr" or "rpg" still lose to the data's; at 30 no letter word of the hand-written requests is
+# spelt letter by letter, for about 5% more tokens on the data.
+_WORD_COUNT = 30
+
+
+def english_word_list(n: int) -> list[str]:
+    """wordfreq's ``n`` most frequent English words of letters and digits ("diy", "bbq", "5k")."""
+    from wordfreq import top_n_list
+
+    return [w for w in top_n_list("en", n) if w.isascii() and w.isalnum()]
+
+
+def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192,
+              words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Train a GPT-2-style byte-level BPE on ``texts`` and a word list (each word seen as an
+    output word is, after a space, often enough to be merged); special tokens take the first ids."""
     special = manifest.special_tokens
     if vocab_size < 256 + len(special) + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small for 256 bytes + {len(special)} special tokens")
@@ -34,7 +50,8 @@ def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192) 
         min_frequency=2,
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    listed = (f" {w}" for w in words for _ in range(_WORD_COUNT))
+    tok.train_from_iterator(itertools.chain(texts, listed), trainer=trainer)
     return wrap_tokenizer(tok, manifest)
 
 

@@ -38,7 +38,7 @@ from .config import TrainConfig
 from .dataset import Record, iter_texts, median_lengths, quantile_edges, read_records, split_by_query
 from .evaluate import Request, adherence, greedy_generate
 from .model import build_model, count_parameters, init_from_pretrained
-from .tokenizer import attach_token_ids, load_gpt2_tokenizer, train_bpe
+from .tokenizer import attach_token_ids, english_word_list, load_gpt2_tokenizer, train_bpe
 
 IGNORE = -100
 
@@ -251,7 +251,8 @@ def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: S
     if d.main and not (tok_dir / "tokenizer.json").exists():
         source = config.tokenizer or config.init
         tok = load_gpt2_tokenizer(source, manifest) if source else train_bpe(
-            iter_texts(train_records, manifest), manifest, config.vocab_size
+            iter_texts(train_records, manifest), manifest, config.vocab_size,
+            english_word_list(config.tokenizer_words) if config.tokenizer_words else (),
         )
         tmp = run_dir / f".tokenizer.tmp-{os.getpid()}"
         tok.save_pretrained(tmp)
