@@ -6,18 +6,12 @@ BIN    := $(VENV)/bin
 MODEL  ?= runs/model
 DEMO   ?= runs/demo
 SHIPPED := sdk/models/udrl-mini-q8_0.gguf
-# The shipped model's training stages, in order: each after the first starts from the previous
-# stage's weights with a warm-up and cosine cycle of its own.
-RECIPES ?= trainer/recipes/mini.json trainer/recipes/mini-stage2.json trainer/recipes/mini-stage3.json \
-           trainer/recipes/mini-stage3.json
-STAGES := $(words $(RECIPES))
-# Then a second UDRL round, for the UDRL variant only (the others have no reward command to relabel
-# by): the focus-tuned last stage answers its training queries for these tasks at the top reward level
-# (`udrl rollout`, judged, copy-guarded), and one more stage trains on the data plus those records.
-ROUND2_TASKS ?= headline
-ROUND2 ?= trainer/recipes/mini-round2.json
-# $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher
-# (`udrl focus`, about 12 minutes) and written into the checkpoint, and the GGUF again, carrying it.
+# The shipped model's recipe: its training stages, the variants trained side by side (the UDRL model
+# and its two ablations) and the UDRL one's second round (trainer/recipe.py reads it; see its docstring).
+RECIPE ?= trainer/recipes/mini-recipe.json
+STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
+# $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
+# the hand-written tuning half (`udrl focus`) and written into the checkpoint, and the GGUF again, carrying it.
 # The last command is the export, so a caller may append export options.
 focus_tuned = $(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force && \
 	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) && \
@@ -63,33 +57,15 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-# The shipped default model and its card, from the committed data (about 12 hours on two cores): the
-# three ablation variants of one recipe trained side by side (one thread each), stage by stage through
-# $(RECIPES), then the UDRL one's second round ($(ROUND2_TASKS) rolled out, $(ROUND2)); each variant's
-# final run lands in $(MODEL)/NAME, earlier ones in $(MODEL)/stageN/NAME. Then the UDRL one's query-focus
-# bonus chosen beside the teacher (`udrl focus`, about 12 minutes), exported to GGUF q8_0 (shipped), ONNX
-# int8 and Core ML int8 (verified), everything evaluated on held-out queries (the shipped model beside
-# the teacher), and the card in sdk/models/README.md.
+# The shipped default model and its card, from the committed data (about 12 hours on two cores; resumable:
+# run it again to continue, `rm -rf $(MODEL)` to start over): `udrl recipe` trains the three variants side
+# by side stage by stage, then the UDRL one's second round (query focus on the hand-written tuning half,
+# `udrl rollout`, one more stage); each variant's final run lands in $(MODEL)/NAME, earlier ones in
+# $(MODEL)/stageN/NAME. Then the UDRL one's query-focus bonus chosen again, exported to GGUF q8_0 (shipped),
+# ONNX int8 and Core ML int8 (verified), everything evaluated (the shipped model beside the teacher), and
+# the card in sdk/models/README.md.
 model: setup
-	rm -rf $(MODEL) && mkdir -p $(MODEL)
-	run_dir() { last=$(STAGES); if [ $$2 = udrl ]; then last=$$(($(STAGES) + 1)); fi; \
-	    if [ $$1 = $$last ]; then echo $(MODEL)/$$2; else echo $(MODEL)/stage$$1/$$2; fi; }; \
-	train() { stage=$$1 recipe=$$2 name=$$3; shift 3; \
-	    if [ $$stage = 1 ]; then init=; else init="--init $$(run_dir $$((stage - 1)) $$name)/model"; fi; \
-	    OMP_NUM_THREADS=1 $(BIN)/udrl train --config $$recipe $$init --out $$(run_dir $$stage $$name) "$$@" \
-	        > $(MODEL)/$$name.stage$$stage.log 2>&1; }; \
-	stage=0; for recipe in $(RECIPES); do stage=$$((stage + 1)); \
-	    train $$stage $$recipe udrl --conditioning length reward & a=$$!; \
-	    train $$stage $$recipe noreward --conditioning length & b=$$!; \
-	    train $$stage $$recipe nocmd --conditioning & c=$$!; \
-	    wait $$a && wait $$b && wait $$c || exit 1; \
-	done; \
-	last=$$(run_dir $(STAGES) udrl); \
-	$(call focus_tuned,$$last,$(MODEL)/focus-stage$(STAGES).json) && \
-	$(BIN)/udrl rollout $$last/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --tasks $(ROUND2_TASKS) \
-	    --samples 8 --out $(MODEL)/rollout/round2.jsonl.gz && \
-	train $$(($(STAGES) + 1)) $(ROUND2) udrl --conditioning length reward \
-	    --data data/udrl-gemma.jsonl.gz --data $(MODEL)/rollout/round2.jsonl.gz
+	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL)
 	$(MAKE) model-artifacts
 
 # Everything after training (also useful alone when the runs exist). The ablation compares the three
@@ -110,10 +86,25 @@ model-artifacts: setup
 	    $(foreach v,$(ABLATION_RUNS),--ablation $(firstword $(subst =, ,$(v)))=$(MODEL)/ablation-$(firstword $(subst =, ,$(v))).json --run $(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
-# The committed dataset, from scratch: about 75 minutes of Gemma 3 270M on two cores (resumable).
+# The committed dataset, from scratch (resumable; about 4 hours of Gemma 3 270M on two cores):
+# 1. 6,600 requests the teacher grew from 203 seed topics, every task (data/distill, about 75 minutes);
+# 2. broad requests: 24,000 composed (artefact x subject x details: `udrl compose`) and 2,000 the
+#    teacher writes about the composition's subjects and Faker's trades, one task each (data/broad);
+# 3. both logs judged as one dataset, the teacher's loops left out, one copy-augmented record per
+#    record whose output carries a request word (`udrl judge --augment-copies`).
+# data/broad's logs are committed gzipped (data/udrl-broad.*.gz); they are unpacked to resume.
+BROAD := data/broad
 data: setup
 	$(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --out data/distill --threads 2
-	$(BIN)/udrl judge data/distill/raw.jsonl --out data/udrl-gemma.jsonl.gz
+	mkdir -p $(BROAD)
+	for f in distill.json query_calls.jsonl raw.jsonl; do \
+	    if [ ! -e $(BROAD)/$$f ] && [ -e data/udrl-broad.$$f.gz ]; then gunzip -c data/udrl-broad.$$f.gz > $(BROAD)/$$f; fi; \
+	    if [ ! -e $(BROAD)/$$f ] && [ -e data/udrl-broad.$$f ]; then cp data/udrl-broad.$$f $(BROAD)/$$f; fi; done
+	$(BIN)/udrl compose --n 24000 --exclude data/distill/queries.txt --out $(BROAD)/composed.txt \
+	    --topics-out $(BROAD)/topics.txt
+	$(BIN)/udrl distill --topics $(BROAD)/topics.txt --n-queries 2000 --queries $(BROAD)/composed.txt \
+	    --exclude data/distill/queries.txt --tasks-per-query 1 --batch-size 64 --out $(BROAD) --threads 2
+	$(BIN)/udrl judge data/distill/raw.jsonl $(BROAD)/raw.jsonl --augment-copies 1 --out data/udrl-gemma.jsonl.gz
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup

@@ -1,0 +1,174 @@
+"""`udrl recipe`: the shipped model's training as one resumable runner over committed recipe files.
+
+A recipe (``trainer/recipes/mini-recipe.json``) names the training stages (train configs, each
+stage after the first starting from the previous stage's weights with a warm-up and cosine cycle of
+its own), the variants trained side by side through them (a name and its conditioning: the UDRL
+model and its ablations), and a second UDRL round for one variant: its last stage, query focus
+chosen on the hand-written tuning half, answers its training queries (`udrl rollout`) and one
+more stage trains on the data plus the judged answers.
+
+Started again after an interruption (or in a later session), it does only what is not done: a
+finished run (its ``model`` directory published) is skipped, an interrupted one resumed from its
+last checkpoint, the rollout resumed from its log. Each variant's final run lands in ``OUT/NAME``,
+earlier ones in ``OUT/stageN/NAME``.
+
+    udrl recipe trainer/recipes/mini-recipe.json --out runs/model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from udrl.errors import ConfigError, UdrlError
+
+from .checkpoint import RUN_CONFIG
+
+
+@dataclasses.dataclass
+class Round2:
+    variant: str  # which variant gets the round
+    config: str  # its train config
+    tasks: list[str]  # tasks the rollout asks for
+    samples: int = 8
+
+
+@dataclasses.dataclass
+class Recipe:
+    stages: list[str]  # train configs, in order
+    variants: dict[str, list[str]]  # name -> conditioning
+    round2: Round2 | None = None
+    data: list[str] | None = None  # overrides the configs' data (default: theirs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Recipe:
+        """Read and check a recipe file; config paths are relative to the file's directory."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"recipe not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a recipe is a JSON object")
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"{path}: unknown recipe key(s) {sorted(unknown)}; allowed: stages, variants, round2, data")
+        if not raw.get("stages") or not raw.get("variants"):
+            raise ConfigError(f"{path}: a recipe needs 'stages' (train configs) and 'variants' (name -> conditioning)")
+        here = path.parent
+        stages = [str(here / s) for s in raw["stages"]]
+        round2 = None
+        if raw.get("round2"):
+            r = dict(raw["round2"])
+            missing = {"variant", "config", "tasks"} - set(r)
+            if missing:
+                raise ConfigError(f"{path}: round2 needs {sorted(missing)}")
+            round2 = Round2(variant=r["variant"], config=str(here / r["config"]), tasks=list(r["tasks"]),
+                            samples=int(r.get("samples", 8)))
+            if round2.variant not in raw["variants"]:
+                raise ConfigError(f"{path}: round2 variant {round2.variant!r} is not one of {sorted(raw['variants'])}")
+        for config in stages + ([round2.config] if round2 else []):
+            if not Path(config).is_file():
+                raise ConfigError(f"{path}: train config not found: {config}")
+        return cls(stages=stages, variants=dict(raw["variants"]), round2=round2, data=raw.get("data"))
+
+
+def run_dirs(recipe: Recipe, out: Path, name: str) -> list[Path]:
+    """Each stage's run directory for one variant, the round's last (the final one is ``out/name``)."""
+    count = len(recipe.stages) + (1 if recipe.round2 and recipe.round2.variant == name else 0)
+    return [out / name if i == count else out / f"stage{i}" / name for i in range(1, count + 1)]
+
+
+def _udrl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "udrl", *args]
+
+
+def _train_command(config: str, run: Path, previous: Path | None, conditioning: Sequence[str],
+                   data: Sequence[str] | None) -> list[str]:
+    if (run / RUN_CONFIG).exists():
+        return _udrl("train", "--resume", "--out", str(run))
+    cmd = _udrl("train", "--config", config, "--out", str(run), "--conditioning", *conditioning)
+    if previous is not None:
+        cmd += ["--init", str(previous / "model")]
+    for path in data or []:
+        cmd += ["--data", path]
+    return cmd
+
+
+def _run_all(commands: Sequence[tuple[list[str], Path]], threads: int) -> None:
+    """Start the commands side by side (``threads`` torch threads each), each logging to its file;
+    raise naming the first that failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = []
+    for cmd, log in commands:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), log))
+    failed = [log for proc, log in procs if proc.wait() != 0]
+    if failed:
+        raise UdrlError(f"a recipe step failed; see {failed[0]} (run the recipe again to resume)")
+
+
+def run_recipe(recipe_path: str | Path, out: str | Path, only: Sequence[str] | None = None,
+               threads: int | None = None, log: Any = print) -> dict[str, Path]:
+    """Run (or resume) a recipe; returns each variant's final run directory."""
+    recipe = Recipe.from_file(recipe_path)
+    out = Path(out)
+    names = list(only) if only else list(recipe.variants)
+    unknown = [n for n in names if n not in recipe.variants]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {unknown}; the recipe has {list(recipe.variants)}")
+    threads = threads or max(1, (os.cpu_count() or 1) // len(names))
+    for stage, config in enumerate(recipe.stages, 1):
+        steps = []
+        for name in names:
+            dirs = run_dirs(recipe, out, name)
+            run, previous = dirs[stage - 1], dirs[stage - 2] if stage > 1 else None
+            if (run / "model").is_dir():
+                continue
+            steps.append((_train_command(config, run, previous, recipe.variants[name], recipe.data),
+                          out / f"{name}.stage{stage}.log"))
+        if steps:
+            log(f"stage {stage}/{len(recipe.stages)}: training {len(steps)} run(s), {threads} thread(s) each")
+            _run_all(steps, threads)
+    if recipe.round2 and recipe.round2.variant in names:
+        _round2(recipe, out, log)
+    return {name: run_dirs(recipe, out, name)[-1] for name in names}
+
+
+def _round2(recipe: Recipe, out: Path, log: Any) -> None:
+    r2 = recipe.round2
+    assert r2 is not None
+    dirs = run_dirs(recipe, out, r2.variant)
+    last, final = dirs[-2], dirs[-1]
+    if (final / "model").is_dir():
+        return
+    data = recipe.data or json.loads(Path(recipe.stages[-1]).read_text())["data"]
+    gguf = last / "model-q8_0.gguf"
+    focus_report = out / f"focus-stage{len(recipe.stages)}.json"
+    rollout_out = out / "rollout" / "round2.jsonl.gz"
+    threads = str(os.cpu_count() or 1)
+    if not focus_report.exists():
+        log(f"round 2: query focus of {last} on the hand-written tuning half")
+        steps = [_udrl("export", str(last / "model"), "--format", "gguf", "--quant", "q8_0", "--force"),
+                 _udrl("focus", str(gguf), *[a for d in data for a in ("--data", d)], "--write", str(last / "model"),
+                       "--out", str(focus_report), "--threads", threads),
+                 _udrl("export", str(last / "model"), "--format", "gguf", "--quant", "q8_0", "--force")]
+        for cmd in steps:
+            _run_all([(cmd, out / f"{r2.variant}.round2.log")], int(threads))
+    if not rollout_out.exists():
+        log(f"round 2: {gguf} answers its training queries ({', '.join(r2.tasks)})")
+        cmd = _udrl("rollout", str(gguf), *[a for d in data for a in ("--data", d)], "--tasks", *r2.tasks,
+                    "--samples", str(r2.samples), "--out", str(rollout_out), "--threads", threads)
+        _run_all([(cmd, out / f"{r2.variant}.round2.log")], int(threads))
+    log("round 2: the last stage")
+    cmd = _train_command(r2.config, final, last, recipe.variants[r2.variant], [*data, str(rollout_out)])
+    _run_all([(cmd, out / f"{r2.variant}.stage{len(dirs)}.log")], int(threads))
