@@ -53,7 +53,7 @@ def raw_rows():
 def test_relabelling_yields_commands_the_trainer_accepts(judge, tmp_path):
     records, stats = relabel(raw_rows(), judge, RelabelConfig(reward_levels=3))
     assert len(records) == 17  # the jazz night's tags, cut after "saxophone, player, on, a", are unfinished
-    assert stats["dropped"] == {"teacher: echoes the query": 1, "format: tags are not repeated": 1,
+    assert stats["dropped"] == {"teacher: echoes the query": 1, "format: items are not repeated": 1,
                                 "format: an output does not end on 'a', which leaves it unfinished": 1}
     assert stats["reward_edges"] == quantile_edges([r["score"] for r in records], 3)
 

@@ -1,8 +1,8 @@
 import pytest
 
 from udrl.trainer.formats import is_valid_format
+from udrl.trainer.taskfile import TASKS
 from udrl.trainer.prompts import (
-    _SHOTS,
     LENGTH_SPREAD,
     build_prompt,
     build_query_prompt,
@@ -21,7 +21,7 @@ def test_prompt_asks_for_the_length_and_states_true_counts_in_its_examples(task)
         if "words):" in line:
             n = int(line.split("(")[1].split()[0])
             assert len(line.split("):", 1)[1].split()) == n
-    for _, output in _SHOTS[task]:
+    for _, output in TASKS[task].examples:
         assert is_valid_format(task, output)
 
 
