@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 
 from udrl.converters import export
-from udrl.manifest import Manifest, file_digest
+from udrl.manifest import Manifest
+from udrl.files import file_digest
 from udrl.trainer.checkpoint import write_checkpoint_dir
 from udrl.trainer.dataset import iter_texts, median_lengths, quantile_edges, read_records
 from udrl.trainer.model import build_model, count_parameters

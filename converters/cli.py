@@ -21,7 +21,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         import dataclasses
         import json
 
-        from udrl.manifest import write_atomic
+        from udrl.files import write_atomic
 
         rows = [dataclasses.asdict(r) for r in results]
         write_atomic(args.report, json.dumps(rows, indent=2, default=str) + "\n")

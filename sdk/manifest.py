@@ -16,18 +16,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import re
 import string
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
+from .files import write_atomic
 
 FORMAT_NAME = "udrl-manifest"
 FORMAT_VERSION = 1
@@ -406,27 +405,7 @@ def _control_token_problems(m: Manifest) -> list[str]:
     return problems
 
 
-# -- files -------------------------------------------------------------------------------------
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write a file so that readers see either the old content or the new, never a partial file."""
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions any new file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# -- checkpoint directories -----------------------------------------------------------------------
 
 
 def save_manifest(manifest: Manifest, directory: str | os.PathLike[str]) -> Path:
@@ -460,13 +439,3 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"cannot read {file}: {exc.strerror or exc}") from exc
     return Manifest.from_json(text, source=str(file))
-
-
-def file_digest(paths: Iterable[str | os.PathLike[str]]) -> str:
-    """sha256 over the bytes of files, in the given order (the training-data hash)."""
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
-from udrl.manifest import write_atomic
+from udrl.files import write_atomic
 
-from .training import save_figure
+from .figures import save_figure
 
 # The targets (shipped model against the teacher, one evaluation run).
 TARGET_RELEVANCE_RATIO = 0.95

@@ -26,7 +26,8 @@ import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from udrl.errors import CheckpointError
-from udrl.manifest import Manifest, save_manifest, write_atomic
+from udrl.manifest import Manifest, save_manifest
+from udrl.files import write_atomic
 
 STATE = "train_state.pt"
 RUN_CONFIG = "train_config.json"

@@ -57,7 +57,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_compose(args: argparse.Namespace) -> int:
-    from udrl.manifest import write_atomic
+    from udrl.files import write_atomic
 
     from .compose import ComposeConfig, compose_queries, compose_topics
 

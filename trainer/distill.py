@@ -17,20 +17,19 @@ Then `udrl judge` (see `relabel.py`) scores and relabels ``raw.jsonl`` into trai
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 from udrl.errors import ConfigError, DatasetError
-from udrl.manifest import DEFAULT_TASKS, write_atomic
+from udrl.manifest import DEFAULT_TASKS
+from udrl.files import write_atomic
 
 from .handwritten import read_requests
+from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from .prompts import (
     LENGTH_SPREAD,
     QUERY_STOP,
@@ -75,52 +74,6 @@ class DistillConfig:
                               f"got {self.tasks_per_query}")
 
 
-class JsonlLog:
-    """An append-only JSONL file of rows with unique ``id``s, safe to reopen after a crash."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():
-            data = path.read_bytes()
-            complete = data[: data.rfind(b"\n") + 1]
-            if len(complete) != len(data):  # a torn last line from a killed run: drop it
-                with open(path, "r+b") as f:
-                    f.truncate(len(complete))
-            self.rows = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
-        self.ids = {r["id"] for r in self.rows}
-        if len(self.ids) != len(self.rows):
-            raise DatasetError(f"{path} has duplicate ids: it was not written by udrl distill")
-
-    def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        fresh = [r for r in rows if r["id"] not in self.ids]
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows.extend(fresh)
-        self.ids.update(r["id"] for r in fresh)
-
-
-def query_id(query: str) -> str:
-    """A short stable id of a query, the middle part of job ids."""
-    return hashlib.sha1(query.encode()).hexdigest()[:16]
-
-
-def _stable_int(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
-
-
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _bar(total: int, initial: int, desc: str) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, unit="sample", dynamic_ncols=True,
-                mininterval=1.0 if sys.stderr.isatty() else 30.0)
-
-
 # -- queries -------------------------------------------------------------------------------------
 
 
@@ -156,14 +109,14 @@ def generate_queries(teacher: Teacher, topics: Sequence[str], config: DistillCon
     log = JsonlLog(out / "query_calls.jsonl")
     sampling = Sampling(max_tokens=120, temperature=1.0, top_p=0.95, stop=tuple(QUERY_STOP))
     queries = dedupe_queries((q for row in log.rows for q in row["queries"]), banned)
-    bar = _bar(config.n_queries, min(len(queries), config.n_queries), "queries")
+    bar = progress_bar(config.n_queries, min(len(queries), config.n_queries), "queries")
     calls = [(r, t) for r in range(config.max_query_rounds) for t in topics]
     pending = [c for c in calls if f"{c[0]}:{c[1]}" not in log.ids]
-    for batch in _batches(pending, config.batch_size):
+    for batch in batches(pending, config.batch_size):
         if len(queries) >= config.n_queries:
             break
         texts = teacher.complete_many([build_query_prompt(t) for _, t in batch], sampling,
-                                      [_stable_int(config.seed, r, t) for r, t in batch])
+                                      [stable_int(config.seed, r, t) for r, t in batch])
         log.append([{"id": f"{r}:{t}", "topic": t, "queries": split_query_list(text)}
                     for (r, t), text in zip(batch, texts)])
         before = len(queries)
@@ -192,7 +145,7 @@ def tasks_for(query: str, config: DistillConfig) -> list[str]:
     hash (so that every task sees a share of every kind of query)."""
     if config.tasks_per_query is None:
         return list(config.tasks)
-    ranked = sorted(config.tasks, key=lambda t: _stable_int(config.seed, "task", query, t))
+    ranked = sorted(config.tasks, key=lambda t: stable_int(config.seed, "task", query, t))
     return [t for t in config.tasks if t in ranked[: config.tasks_per_query]]
 
 
@@ -207,7 +160,7 @@ def plan_jobs(queries: Sequence[str], config: DistillConfig) -> list[Job]:
             lo, hi = LENGTH_SPREAD[task]
             for k in range(config.samples_per_task):
                 job_id = f"{task}:{qid}:{k}"
-                requested = lo + _stable_int(config.seed, job_id) % (hi - lo + 1)
+                requested = lo + stable_int(config.seed, job_id) % (hi - lo + 1)
                 jobs.append(Job(job_id, query, task, requested))
     return jobs
 
@@ -220,8 +173,8 @@ def run_jobs(teacher: Teacher, jobs: Sequence[Job], config: DistillConfig, log: 
         if row.get("output"):
             taken.setdefault((row["query"], row["task"]), set()).add(row["output"].lower())
     pending = [j for j in jobs if j.id not in log.ids]
-    bar = _bar(len(jobs), len(jobs) - len(pending), "distill")
-    for batch in _batches(pending, config.batch_size):
+    bar = progress_bar(len(jobs), len(jobs) - len(pending), "distill")
+    for batch in batches(pending, config.batch_size):
         # Attempt by attempt, every job still without an output of this batch goes to the teacher
         # at once (it decodes several together); a job's seed per attempt is as before.
         found: dict[str, tuple[str | None, str, int]] = {}
@@ -230,7 +183,7 @@ def run_jobs(teacher: Teacher, jobs: Sequence[Job], config: DistillConfig, log: 
             if not todo:
                 break
             texts = teacher.complete_many([build_prompt(j.task, j.query, j.requested) for j in todo], sampling,
-                                          [_stable_int(config.seed, j.id, attempt) for j in todo])
+                                          [stable_int(config.seed, j.id, attempt) for j in todo])
             retry = []
             for job, text in zip(todo, texts):
                 output, reason = clean_output(job.task, text, job.query)

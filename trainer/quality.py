@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import count_words
-from udrl.manifest import focus_key, write_atomic
+from udrl.manifest import focus_key
+from udrl.files import write_atomic
 
 from .dataset import read_records, split_by_query
 from .degenerate import is_degenerate

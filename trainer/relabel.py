@@ -21,11 +21,12 @@ from typing import Any
 
 from udrl.commands import count_words, reward_level_for
 from udrl.errors import DatasetError
-from udrl.manifest import write_atomic
+from udrl.files import write_atomic
 
 from .augment import AugmentConfig, augment_rows
 from .dataset import quantile_edges
 from .degenerate import repetition_reasons
+from .figures import save_figure
 from .formats import format_problems
 from .judge import Judge
 
@@ -126,9 +127,7 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
         ax.set_title(f"{t} (n={len(per_task[t])})")
         ax.set_xlabel("words")
     fig.tight_layout()
-    length_png = path.parent / f"{stem}.lengths.png"
-    fig.savefig(length_png, dpi=100)
-    plt.close(fig)
+    length_png = save_figure(fig, path.parent / f"{stem}.lengths.png")
     fig, ax = plt.subplots(figsize=(6, 3))
     for t in tasks:
         ax.hist([r["score"] for r in per_task[t]], bins=40, alpha=0.5, label=t)
@@ -137,9 +136,7 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
     ax.set_xlabel("relevance (MiniLM cosine); dashed: reward bucket edges")
     ax.legend()
     fig.tight_layout()
-    score_png = path.parent / f"{stem}.scores.png"
-    fig.savefig(score_png, dpi=100)
-    plt.close(fig)
+    score_png = save_figure(fig, path.parent / f"{stem}.scores.png")
 
     def mean(xs: Sequence[float]) -> float:
         return sum(xs) / len(xs) if xs else float("nan")

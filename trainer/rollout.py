@@ -31,10 +31,11 @@ from typing import Any
 
 from udrl.commands import reward_level_for
 from udrl.errors import ConfigError
-from udrl.manifest import Manifest, file_digest, write_atomic
+from udrl.manifest import Manifest
+from udrl.files import file_digest, write_atomic
 
 from .dataset import Record, query_hash, read_records, split_by_query
-from .distill import JsonlLog, _bar, _batches, _stable_int, query_id
+from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from .judge import Judge
 from .quality import query_word_share
 from .relabel import RelabelConfig, relabel, write_records
@@ -124,13 +125,13 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
     jobs = plan_jobs(config, train, tasks)
     log = JsonlLog(out.parent / f"{stem}.raw.jsonl")
     pending = [j for j in jobs if j.id not in log.ids]
-    bar = _bar(len(jobs), len(jobs) - len(pending), "rollout")
+    bar = progress_bar(len(jobs), len(jobs) - len(pending), "rollout")
     with udrl.load(config.model, threads=config.threads) as model:
-        for batch in _batches(pending, config.batch_size):
+        for batch in batches(pending, config.batch_size):
             log.append([{"id": j.id, "query": j.query, "task": j.task, "requested": j.length,
                          "output": model.generate(j.query, task=j.task, length=j.length,
                                                   temperature=config.temperature, top_p=config.top_p,
-                                                  seed=_stable_int(config.seed, j.id)).text}
+                                                  seed=stable_int(config.seed, j.id)).text}
                         for j in batch])
             bar.update(len(batch))
     bar.close()

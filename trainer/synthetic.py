@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from udrl.manifest import write_atomic
+from udrl.files import write_atomic
 
 TOPICS: dict[str, list[str]] = {
     "coffee shop": ["espresso", "latte", "beans", "roast", "barista", "mug", "aroma", "crema", "cozy", "morning"],

@@ -31,13 +31,15 @@ from transformers.utils import logging as hf_logging
 from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.errors import ConfigError, DatasetError
-from udrl.manifest import MANIFEST_FILENAME, Manifest, file_digest, load_manifest, write_atomic
+from udrl.manifest import MANIFEST_FILENAME, Manifest, load_manifest
+from udrl.files import file_digest, write_atomic
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .dataset import Record, iter_texts, median_lengths, quantile_edges, read_records, split_by_query
 from .evaluate import Request, adherence, greedy_generate
 from .model import build_model, count_parameters, init_from_pretrained
+from .figures import save_figure
 from .tokenizer import attach_token_ids, english_word_list, load_gpt2_tokenizer, train_bpe
 
 IGNORE = -100
@@ -211,17 +213,6 @@ def plot_losses(run_dir: Path) -> Path:
     ax.set_title(run_dir.name)
     fig.tight_layout()
     return save_figure(fig, run_dir / "loss.png")
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure through a temporary file, so a reader never sees half a PNG."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from udrl import ConfigError
-from udrl.trainer.distill import DistillConfig, JsonlLog, distill, plan_jobs
+from udrl.trainer.distill import DistillConfig, distill, plan_jobs
+from udrl.trainer.jobs import JsonlLog
 
 QUERIES = [
     "minimalist poster for a rooftop cinema night", "logo for a family owned pizza place",

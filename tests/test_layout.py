@@ -1,0 +1,28 @@
+"""How the tree is put together: no private names across modules, and an SDK that stays light."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("sdk", "trainer", "converters", "benchmarks")
+
+
+def test_no_module_imports_a_private_name_from_another():
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom):
+                    found += [f"{path.relative_to(ROOT)}: {alias.name} from {node.module}"
+                              for alias in node.names if alias.name.startswith("_") and alias.name != "__version__"]
+    assert found == []
+
+
+def test_importing_the_sdk_loads_neither_trainer_converters_nor_torch():
+    code = ("import json, sys, udrl; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'transformers') or m.startswith(('udrl.trainer', 'udrl.converters', 'udrl.benchmarks')))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == []
