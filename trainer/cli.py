@@ -95,8 +95,18 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise UdrlError("--teacher http needs --url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000)")
     if not args.queries and not args.topics:
         raise UdrlError("no source of queries: give --queries FILE, --topics FILE, or both")
+    task_files = args.task_file or []
+    if args.tasks:
+        tasks = args.tasks
+    elif task_files:  # a task file's data is for that task alone, unless --tasks says more
+        from .taskfile import TaskRegistry
+
+        tasks = [TaskRegistry().add_file(f).name for f in task_files]
+    else:
+        tasks = ["image", "search", "headline", "tags"]
     config = DistillConfig(out_dir=args.out, queries=args.queries, topics=args.topics, n_queries=args.n_queries,
-                           exclude=args.exclude or [], tasks=args.tasks, tasks_per_query=args.tasks_per_query,
+                           exclude=args.exclude or [], tasks=tasks, task_files=task_files,
+                           tasks_per_query=args.tasks_per_query,
                            samples_per_task=args.samples_per_task, seed=args.seed,
                            batch_size=args.batch_size, temperature=args.temperature)
     distill(config, teacher_kind=args.teacher, teacher_options=_teacher_options(args))
@@ -223,7 +233,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     d.add_argument("--retries", type=int, default=3, help="HTTP retries with exponential backoff")
     d.add_argument("--threads", type=int, help="llama.cpp threads")
-    d.add_argument("--tasks", nargs="+", default=["image", "search", "headline", "tags"])
+    d.add_argument("--tasks", nargs="+", help="tasks to distil (default: the four shipped ones, or the "
+                   "--task-file tasks alone)")
+    d.add_argument("--task-file", action="append", metavar="TOML",
+                   help="a task of one's own (trainer/taskfile.py; the shipped ones are trainer/tasks/*.toml)")
     d.add_argument("--tasks-per-query", type=int, help="give each query only this many of the tasks, "
                    "chosen by its hash (default: every task)")
     d.add_argument("--samples-per-task", type=int, default=1)

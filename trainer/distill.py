@@ -41,6 +41,7 @@ from .prompts import (
     clean_query,
     split_query_list,
 )
+from .taskfile import TASKS
 from .teachers import Sampling, Teacher, make_teacher
 
 
@@ -52,6 +53,7 @@ class DistillConfig:
     n_queries: int = 2500  # queries to generate from topics
     exclude: list[str] = dataclasses.field(default_factory=list)  # files of queries never to use
     tasks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_TASKS))
+    task_files: list[str] = dataclasses.field(default_factory=list)  # tasks of one's own (taskfile.py)
     tasks_per_query: int | None = None  # how many of the tasks each query gets (None: all of them)
     samples_per_task: int = 1  # outputs per (query, task)
     seed: int = 0
@@ -62,11 +64,14 @@ class DistillConfig:
     max_query_rounds: int = 60  # passes over the topics before giving up on n_queries
 
     def validate(self) -> None:
+        for path in self.task_files:
+            TASKS.add_file(path)
         if self.queries is None and self.topics is None:
             raise ConfigError("no source of queries: give --queries FILE, --topics FILE, or both")
         unknown = [t for t in self.tasks if t not in LENGTH_SPREAD]
         if unknown:
-            raise ConfigError(f"no teacher prompt for task(s) {unknown}; prompts exist for {list(LENGTH_SPREAD)}")
+            raise ConfigError(f"no teacher prompt for task(s) {unknown}; prompts exist for {list(LENGTH_SPREAD)} "
+                              "(a task of one's own comes from a task file: --task-file FILE)")
         if self.samples_per_task < 1 or self.batch_size < 1 or self.attempts < 1 or self.n_queries < 1:
             raise ConfigError("samples_per_task, batch_size, attempts and n_queries must be at least 1")
         if self.tasks_per_query is not None and not 1 <= self.tasks_per_query <= len(self.tasks):

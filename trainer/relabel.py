@@ -29,6 +29,7 @@ from .degenerate import repetition_reasons
 from .figures import save_figure
 from .formats import format_problems
 from .judge import Judge
+from .taskfile import TASKS
 
 
 @dataclasses.dataclass
@@ -184,10 +185,13 @@ def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: 
     raws = [Path(raw)] if isinstance(raw, (str, Path)) else [Path(r) for r in raw]
     if not raws:
         raise DatasetError("no distillation log given")
+    sources = [json.loads(s.read_text()) for s in (r.parent / "distill.json" for r in raws) if s.exists()]
+    for source in sources:  # tasks of one's own, as the distillation read them
+        for task_file in source.get("config", {}).get("task_files", []):
+            TASKS.add_file(task_file)
     rows = [row for path in raws for row in read_raw(path)]
     records, stats = relabel(rows, judge or Judge(), config)
     path = write_records(records, out)
-    sources = [json.loads(s.read_text()) for s in (r.parent / "distill.json" for r in raws) if s.exists()]
     teachers = list({json.dumps(s.get("teacher"), sort_keys=True): s.get("teacher") for s in sources}.values())
     seeds = sorted({s.get("config", {}).get("seed") for s in sources}, key=str)
     augmented = sum(1 for r in records if "origin" in r)

@@ -216,7 +216,11 @@ class TaskRegistry(Mapping[str, TaskSpec]):
             self._specs[spec.name] = spec
 
     def add_file(self, path: str | Path) -> TaskSpec:
-        """Load a task file and add its task (`ConfigError` if its name is taken)."""
+        """Load a task file and add its task (`ConfigError` if its name is taken by another file;
+        the same file again is a no-op)."""
+        again = [s for s in self._specs.values() if s.source and Path(s.source).resolve() == Path(path).resolve()]
+        if again:
+            return again[0]
         spec = load_task_file(path, self._specs)
         self._specs[spec.name] = spec
         return spec

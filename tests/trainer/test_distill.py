@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,23 @@ def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path, kil
 
     again = subprocess.run(cmd + ["--seed", "1"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 6 and "other settings" in again.stderr
+
+
+def test_a_task_of_ones_own_is_distilled_and_judged_from_its_task_file(tmp_path):
+    from udrl.trainer.judge import Judge
+    from udrl.trainer.relabel import judge_file
+
+    task_file = Path(__file__).resolve().parents[2] / "data" / "tasks" / "alt_text.toml"
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(QUERIES[:4]) + "\n")
+    out = tmp_path / "distill"
+    done = subprocess.run([sys.executable, "-m", "udrl", "distill", "--queries", str(queries), "--out", str(out),
+                           "--task-file", str(task_file), "--threads", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["task"] for r in rows} == {"alt_text"}
+    assert all(6 <= r["requested"] <= 24 for r in rows)
+    assert json.loads((out / "distill.json").read_text())["config"]["task_files"] == [str(task_file)]
+    records = judge_file(out / "raw.jsonl", tmp_path / "alt.jsonl", judge=Judge(threads=2))
+    kept = [json.loads(line) for line in records.read_text().splitlines()]
+    assert kept and all(r["task"] == "alt_text" for r in kept)

@@ -15,19 +15,7 @@ from udrl.trainer.taskfile import TASKS, TaskRegistry, load_task_file, problems_
 # formats.py), recorded before they moved into trainer/tasks/*.toml.
 GOLDEN = json.loads((Path(__file__).parent / "data" / "task-golden.json").read_text(encoding="utf-8"))
 
-ALT_TEXT = '''
-name = "alt_text"
-noun = "alt text"
-label = "Alt text"
-instruction = "Alt text describing a design for screen readers, in the requested number of words."
-lengths = [6, 24]
-format = ["max_words", "not_a_question"]
-max_words = 30
-
-[[examples]]
-request = "poster for a jazz festival"
-output = "a saxophone player on a stage under warm orange lights, with the festival name above"
-'''
+ALT_TEXT = (Path(__file__).resolve().parents[2] / "data" / "tasks" / "alt_text.toml").read_text(encoding="utf-8")
 
 
 def test_the_shipped_task_files_render_the_same_prompts_and_cleaning_as_before():
@@ -57,7 +45,7 @@ def test_a_task_file_adds_a_task_with_its_prompt_and_rules(tmp_path):
     spec = registry.add_file(path)
     assert list(registry)[-1] == "alt_text" and spec.lengths == (6, 24)
     assert "alt_text" not in TASKS  # a registry of its own; the module's is untouched
-    assert spec.examples[0][0] == "poster for a jazz festival"
+    assert spec.examples[0][0] == "poster for a jazz festival" and len(spec.examples) == 3
     assert problems_with(spec, "is this a photo of a cat?") == ["an alt text is not a question"]
     assert problems_with(spec, " ".join(["word"] * 31)) == ["an alt text has at most 30 words"]
     assert problems_with(spec, "a cat on a sofa") == []
@@ -73,6 +61,7 @@ def test_a_task_file_adds_a_task_with_its_prompt_and_rules(tmp_path):
     (lambda t: "colour = 'red'\n" + t, "colour"),
     (lambda t: t.replace("with the festival name above", "is it jazz?"), "examples"),
     (lambda t: t.replace('request = "poster for a jazz festival"\n', ""), "examples[0]"),
+    (lambda t: t.replace("lengths = [6, 24]", "lengths = 12"), "lengths"),
 ])
 def test_a_bad_task_file_is_refused_naming_the_field(tmp_path, change, field):
     path = tmp_path / "task.toml"
