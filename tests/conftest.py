@@ -83,3 +83,31 @@ def kill9_when() -> Callable[[subprocess.Popen, Callable[[], bool], float, str],
         proc.wait()
 
     return kill
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path, tiny_artifacts) -> dict[str, Path]:
+    """The tiny run's GGUF fine-tuned 30 steps on a new task (alt_text, from data/tasks/alt_text.toml's
+    name) beside half as many of its own tasks' records; its run directory and its f32 GGUF."""
+    import json
+    import random
+
+    from udrl.converters import export
+    from udrl.trainer import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("finetune")
+    rng = random.Random(0)
+    words = ["warm", "light", "stage", "people", "colour", "sign", "glowing", "crowd", "poster", "night"]
+    rows = []
+    for i in range(300):
+        subject = rng.choice(["jazz", "yoga", "bakery", "wedding", "hiking"])
+        output = f"a {subject} " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 12)))
+        rows.append({"query": f"poster for a {subject} night {i}", "task": "alt_text", "output": output,
+                     "words": len(output.split()), "score": round(rng.uniform(0.2, 0.8), 3)})
+    data = base / "alt_text.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = base / "run"
+    train(TrainConfig(data=[str(synthetic_data), str(data)], out_dir=str(run), init=str(tiny_artifacts["llama"]),
+                      replay=0.5, length_max=16, max_steps=30, lr=2e-3, warmup_steps=5, eval_interval=30,
+                      checkpoint_interval=30, adherence_samples=0, threads=2))
+    return {"run": run, "llama": export(run / "model", "gguf", "f32", log=lambda _: None).path}

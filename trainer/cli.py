@@ -181,7 +181,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", dest="out_dir", metavar="DIR", help="run directory (default runs/udrl)")
     p.add_argument("--config", metavar="JSON", help="TrainConfig as JSON; flags override it")
     p.add_argument("--preset", help="model size: tiny, mini (shipped default) or gpt2-124m")
-    p.add_argument("--init", metavar="DIR", help="start from a local pretrained GPT-2 directory")
+    p.add_argument("--init", metavar="MODEL", help="start from a udrl checkpoint or GGUF ('default': the bundled "
+                   "model; new tasks of the data get control tokens) or a local pretrained GPT-2 directory")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="tasks to train (default: the --init model's, then any other task in the data)")
+    p.add_argument("--replay", type=float, metavar="SHARE",
+                   help="with --init a udrl model: keep its own tasks' records at this share beside a new task's")
     p.add_argument("--tokenizer", metavar="DIR", help="use a local GPT-2 tokenizer instead of training a BPE")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--tokenizer-words", type=int, metavar="N",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from udrl.errors import ConfigError
-from udrl.manifest import CONDITIONS, DEFAULT_TASKS
+from udrl.manifest import CONDITIONS
 
 from .model import PRESETS
 
@@ -22,7 +22,8 @@ class TrainConfig:
     skip_invalid: bool = False  # skip (and count) malformed lines instead of stopping
     val_fraction: float = 0.05  # share of distinct queries held out for validation
     # command schema (written into the manifest)
-    tasks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_TASKS))
+    # None: the --init model's tasks (else the four shipped ones), then any other task of the data.
+    tasks: list[str] | None = None
     length_min: int = 1
     length_max: int = 48
     reward_levels: int = 3
@@ -30,7 +31,11 @@ class TrainConfig:
     conditioning: list[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))
     # model and tokenizer
     preset: str = "tiny"
-    init: str | None = None  # local pretrained GPT-2 directory to start from
+    # Start from: a udrl checkpoint or GGUF ("default": the bundled model), or a local pretrained GPT-2.
+    init: str | None = None
+    # With --init a udrl model and data of new tasks: the share of records from its own tasks kept beside
+    # the new ones (replayed, so that they do not degrade); None keeps all.
+    replay: float | None = None
     tokenizer: str | None = None  # local GPT-2 tokenizer directory (default: train a BPE)
     vocab_size: int = 8192
     # The BPE also learns from wordfreq's N most frequent English words, so that ordinary words the data
@@ -98,6 +103,10 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.replay is not None and not 0 <= self.replay < 1:
+            problems.append(f"replay is a share of the records, in [0, 1); got {self.replay}")
+        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
+            problems.append("tasks must be a non-empty list without repeats")
         if self.tokenizer_words < 0:
             problems.append("tokenizer_words must be 0 (the data alone) or more")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:

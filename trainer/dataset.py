@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import random
 import statistics
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -126,6 +127,21 @@ def read_records(
     if not records:
         raise DatasetError(f"dataset is empty: no valid records in {', '.join(map(str, paths))}")
     return LoadReport(records, skipped)
+
+
+def replay_mix(records: Sequence[Record], old_tasks: Sequence[str], share: float, seed: int) -> list[Record]:
+    """Every record of a new task (not in ``old_tasks``) and a seeded sample of the old tasks'
+    records making up ``share`` of the result (all of them when there are fewer): a fine-tune on
+    a new task keeps rehearsing the old ones without drowning the new one."""
+    if not 0 <= share < 1:
+        raise DatasetError(f"replay share must be in [0, 1), got {share}")
+    new = [r for r in records if r.task not in old_tasks]
+    old = [r for r in records if r.task in old_tasks]
+    keep = round(share / (1 - share) * len(new)) if new else len(old)
+    if keep >= len(old):
+        return list(records)
+    kept = set(random.Random(seed).sample(range(len(old)), keep))
+    return new + [r for i, r in enumerate(old) if i in kept]
 
 
 def query_hash(query: str) -> str:

@@ -31,12 +31,22 @@ from transformers.utils import logging as hf_logging
 from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.errors import ConfigError, DatasetError
-from udrl.manifest import MANIFEST_FILENAME, Manifest, load_manifest
+from udrl.manifest import DEFAULT_TASKS, MANIFEST_FILENAME, Manifest, load_manifest
+from udrl.model import default_model_path
 from udrl.files import file_digest, write_atomic
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .dataset import Record, iter_texts, median_lengths, quantile_edges, read_records, split_by_query
+from .dataset import (
+    Record,
+    iter_texts,
+    median_lengths,
+    open_text,
+    quantile_edges,
+    read_records,
+    replay_mix,
+    split_by_query,
+)
 from .evaluate import Request, adherence, greedy_generate
 from .model import build_model, count_parameters, init_from_pretrained
 from .figures import save_figure
@@ -275,9 +285,59 @@ def _parent_edges(config: TrainConfig) -> list[float] | None:
     return edges if edges and len(edges) + 1 == config.reward_levels else None
 
 
+def _materialise_init(config: TrainConfig) -> TrainConfig:
+    """``--init`` a udrl GGUF (``default``: the bundled model) starts from a checkpoint made from it
+    in the run directory (``RUN/init``), with its weights, tokenizer and manifest."""
+    if not config.init or config.resume:
+        return config
+    source = default_model_path() if config.init == "default" else Path(config.init)
+    if source.suffix != ".gguf":
+        return config
+    target = Path(config.out_dir) / "init"
+    if not (target / MANIFEST_FILENAME).exists():
+        from udrl.converters.from_gguf import checkpoint_from_gguf
+
+        checkpoint_from_gguf(source, target)
+    return dataclasses.replace(config, init=str(target))
+
+
+def _resolve_tasks(config: TrainConfig) -> TrainConfig:
+    """Unless given, the tasks are the ``--init`` model's (or the shipped four), then every other
+    task the data holds, in the order it first appears."""
+    if config.tasks is not None:
+        return config
+    parent = _parent_manifest(config)
+    tasks = list(parent.tasks) if parent else list(DEFAULT_TASKS)
+    for path in map(Path, config.data):
+        if path.is_file():
+            with open_text(path) as f:
+                for line in f:
+                    try:
+                        task = json.loads(line).get("task")
+                    except (json.JSONDecodeError, AttributeError):
+                        continue  # read_records reports malformed lines with their place
+                    if isinstance(task, str) and task not in tasks:
+                        tasks.append(task)
+    return dataclasses.replace(config, tasks=tasks)
+
+
+def _start_new_tasks_at_the_old(model: GPT2LMHeadModel, parent: Manifest | None, manifest: Manifest) -> None:
+    """A task new to a udrl parent starts with the mean embedding of the parent's task tokens: a
+    "this is a task" vector the model already routes, rather than the mean of every token."""
+    if parent is None:
+        return
+    old = [parent.token_ids[t] for t in parent.control_tokens["task"].values()]
+    new = [manifest.token_ids[t] for name, t in manifest.control_tokens["task"].items() if name not in parent.tasks]
+    if new:
+        with torch.no_grad():
+            weight = model.get_input_embeddings().weight
+            weight[new] = weight[old].mean(dim=0)
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a run; returns the directory of the final checkpoint (``run/model``)."""
     config = _resolve_config(config)
+    config = _resolve_tasks(_materialise_init(config))
     config.validate()
     d, device = _start_distributed(config)
     try:
@@ -306,11 +366,17 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     report = read_records(config.data, config.tasks, lo_hi, config.skip_invalid)
     if report.skipped:
         log(f"skipped {len(report.skipped)} invalid line(s); first: {report.skipped[0]}")
-    train_records, val_records = split_by_query(report.records, config.val_fraction)
+    parent = _parent_manifest(config)
+    records = (replay_mix(report.records, parent.tasks, config.replay, config.seed)
+               if parent is not None and config.replay is not None else report.records)
+    if len(records) < len(report.records):
+        log(f"replay: {len(records)} of {len(report.records)} records, the --init model's tasks "
+            f"{config.replay:.0%} of them")
+    train_records, val_records = split_by_query(records, config.val_fraction)
     edges = config.reward_edges or _parent_edges(config)
     if edges is None:
         # Over the whole dataset, as `udrl judge` does, so the buckets match the relabelled data.
-        edges = quantile_edges([r.score for r in report.records], config.reward_levels)
+        edges = quantile_edges([r.score for r in records], config.reward_levels)
     resume_from = ckpt.latest_checkpoint(run_dir) if config.resume else None
     if resume_from is not None:
         manifest = verify_checkpoint(resume_from)
@@ -338,6 +404,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
         model = GPT2LMHeadModel.from_pretrained(str(resume_from), local_files_only=True)
     elif config.init:
         model = init_from_pretrained(config.init, vocab, config.dropout)
+        _start_new_tasks_at_the_old(model, parent, manifest)
     else:
         model = build_model(config.preset, vocab, manifest.eos_id, config.dropout)
     model.loss_type = "ForCausalLM"  # transformers cannot infer it from our class name and warns
@@ -392,7 +459,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
         for r in val_records[: config.adherence_samples]
     ]
     log(
-        f"data: {len(report.records)} records ({len(train_set)} train, {len(val_set)} validation "
+        f"data: {len(records)} records ({len(train_set)} train, {len(val_set)} validation "
         f"over {len({r.query for r in val_records})} held-out queries); reward edges {list(manifest.reward_edges)}\n"
         f"model: {config.init or config.preset}, {count_parameters(model) / 1e6:.2f}M parameters, "
         f"vocab {vocab}, context {n_ctx}; device {device}, {d.world} process(es)"

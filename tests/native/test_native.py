@@ -272,3 +272,12 @@ def test_the_c_layer_never_writes_a_one_word_tag_twice_as_the_sdk(exe):
             want = model.generate(query, task="tags", length=length).text
             got = run(exe, "--model", str(default_model_path()), query, "--task", "tags", "--length", str(length))
             assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (query, got.stdout, want)
+
+
+def test_a_task_added_by_fine_tuning_runs_in_c_as_in_the_sdk(exe, tiny_finetuned):
+    gguf = tiny_finetuned["llama"]
+    with udrl.load(gguf) as model:
+        want = model.generate("poster for a jazz night", task="alt_text", length=8).text
+    got = run(exe, "--model", str(gguf), "poster for a jazz night", "--task", "alt_text", "--length", "8")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.rstrip("\n") == want

@@ -1,0 +1,48 @@
+"""Fine-tuning a udrl model on a task of one's own: its control token, manifest and generation."""
+
+import json
+
+import pytest
+
+import udrl
+from udrl import ConfigError, DatasetError
+from udrl.manifest import load_manifest
+from udrl.trainer import TrainConfig
+from udrl.trainer.dataset import Record, replay_mix
+
+
+def test_a_new_task_gets_one_control_token_and_the_old_ones_keep_theirs(tiny_finetuned, tiny_artifacts):
+    parent, child = udrl.read_manifest(tiny_artifacts["llama"]), load_manifest(tiny_finetuned["run"] / "model")
+    assert child.tasks == (*parent.tasks, "alt_text")
+    for token, token_id in parent.token_ids.items():  # every old token keeps its id
+        assert child.token_ids[token] == token_id
+    new = child.control_tokens["task"]["alt_text"]
+    assert child.token_ids[new] == max(child.token_ids.values()) == child.model["vocab_size"] - 1
+    config = json.loads((tiny_finetuned["run"] / "train_config.json").read_text())
+    assert config["init"] == str(tiny_finetuned["run"] / "init")  # a checkpoint made from the GGUF
+    assert config["tasks"] == [*parent.tasks, "alt_text"]
+
+
+def test_the_fine_tuned_model_generates_the_new_task_and_the_old_ones(tiny_finetuned):
+    with udrl.load(tiny_finetuned["llama"]) as model:
+        assert "alt_text" in model.manifest.tasks
+        for task in model.manifest.tasks:
+            assert model.generate("poster for a jazz night", task=task).text.strip()
+        with pytest.raises(udrl.CommandError, match="alt_text"):
+            model.generate("poster", task="alt-text")
+
+
+def test_replay_keeps_the_old_tasks_at_the_share_asked():
+    records = [Record(f"q{i}", "tags", "a, b", 2, 0.5) for i in range(90)] + \
+              [Record(f"n{i}", "alt_text", "a cat", 2, 0.5) for i in range(30)]
+    mixed = replay_mix(records, ["image", "tags"], 0.25, seed=0)
+    assert sum(r.task == "alt_text" for r in mixed) == 30 and sum(r.task == "tags" for r in mixed) == 10
+    assert mixed == replay_mix(records, ["image", "tags"], 0.25, seed=0)
+    assert replay_mix(records, ["tags"], 0.9, seed=0) == records  # fewer old records than the share: all
+    with pytest.raises(DatasetError, match="replay share"):
+        replay_mix(records, ["tags"], 1.0, seed=0)
+
+
+def test_replay_must_be_a_share():
+    with pytest.raises(ConfigError, match="replay is a share of the records"):
+        TrainConfig(replay=1.5).validate()
