@@ -1,4 +1,5 @@
-"""``udrl train`` and ``udrl synth``: registered into the ``udrl`` command through an entry point.
+"""The trainer's commands (train, recipe, compose, distill, judge, eval, focus, rollout, card,
+synth), registered into the ``udrl`` command through an entry point.
 
 Nothing heavy is imported here, so ``udrl --help`` stays fast and works without the train extra;
 torch and transformers load when a training subcommand actually runs.

@@ -42,11 +42,12 @@ class RelabelConfig:
 
 
 def read_raw(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a distillation log (``raw.jsonl``), torn last line ignored."""
+    """Rows of a distillation log (``raw.jsonl``, or gzipped), torn last line ignored."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"distillation log not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    data = path.read_bytes()
+    lines = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8").splitlines()
     rows = []
     for lineno, line in enumerate(lines, 1):
         try:
@@ -177,6 +178,15 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
     return card_md
 
 
+def _settings_of(raw: Path) -> Path | None:
+    """The distillation settings beside a log: ``distill.json`` in its run directory, or, for a
+    committed ``NAME.raw.jsonl.gz``, ``NAME.distill.json``."""
+    for candidate in (raw.parent / "distill.json", raw.parent / f"{raw.name.split('.raw')[0]}.distill.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: RelabelConfig | None = None,
                judge: Judge | None = None) -> Path:
     """``udrl judge``: one or more raw distillation logs -> relabelled training records + card (the
@@ -185,7 +195,7 @@ def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: 
     raws = [Path(raw)] if isinstance(raw, (str, Path)) else [Path(r) for r in raw]
     if not raws:
         raise DatasetError("no distillation log given")
-    sources = [json.loads(s.read_text()) for s in (r.parent / "distill.json" for r in raws) if s.exists()]
+    sources = [json.loads(s.read_text()) for s in map(_settings_of, raws) if s is not None]
     for source in sources:  # tasks of one's own, as the distillation read them
         for task_file in source.get("config", {}).get("task_files", []):
             TASKS.add_file(task_file)
