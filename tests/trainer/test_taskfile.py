@@ -67,7 +67,7 @@ def test_a_bad_task_file_is_refused_naming_the_field(tmp_path, change, field):
     path = tmp_path / "task.toml"
     path.write_text(change(ALT_TEXT))
     with pytest.raises(ConfigError, match=re.escape(f"'{field}'")) as caught:
-        load_task_file(path, TASKS)
+        load_task_file(path, TaskRegistry())
     assert str(path) in str(caught.value)
     if field == "format":
         assert "allowed: not_a_question, max_words" in str(caught.value)
