@@ -56,10 +56,12 @@ def test_copy_augmentation_teaches_a_tiny_model_to_carry_an_unseen_word(tmp_path
     """Trained on 24 subjects alone, a tiny model writes one of them; trained on the same records
     plus copy-augmented ones, it carries a subject it has never seen into its tags."""
     import json
+    import os
+    import subprocess
+    import sys
 
-    from udrl.commands import make_command
-    from udrl.trainer import TrainConfig, train
     from udrl.checkpoint import load_checkpoint
+    from udrl.commands import make_command
     from udrl.trainer.evaluate import Request, greedy_generate
 
     rng = random.Random(0)
@@ -70,16 +72,26 @@ def test_copy_augmentation_teaches_a_tiny_model_to_carry_an_unseen_word(tmp_path
     augmented = base + augment_rows(base, AugmentConfig(copies=3, seed=0), words=unseen[60:])
     tests = unseen[:40]  # never in either training set
     assert not set(tests) & {w for r in augmented for w in r["query"].split()}
-    carried = {}
+    # The two runs side by side, one thread each (a tiny model gains little from a second thread).
+    # Copying a word of several pieces takes a tiny model about 2,000 steps to learn (1,000: 18%).
+    runs = {}
     for name, rows in (("plain", base), ("augmented", augmented)):
         data = tmp_path / f"{name}.jsonl"
         data.write_text("".join(json.dumps({**r, "words": len(r["output"].split()), "score": 0.5}) + "\n"
                                 for r in rows))
-        # Copying a word of several pieces takes a tiny model about 2,000 steps to learn (1,000: 18%).
-        final = train(TrainConfig(data=[str(data)], out_dir=str(tmp_path / name), preset="tiny", length_max=8,
-                                  vocab_size=1024, conditioning=["length"], max_steps=2000, lr=3e-3,
-                                  eval_interval=2000, checkpoint_interval=2000, adherence_samples=0, threads=2))
-        model, tokenizer, manifest = load_checkpoint(final)
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({"data": [str(data)], "preset": "tiny", "length_max": 8, "vocab_size": 1024,
+                                      "conditioning": ["length"], "max_steps": 2000, "lr": 3e-3,
+                                      "eval_interval": 2000, "checkpoint_interval": 2000, "adherence_samples": 0,
+                                      "threads": 1}))
+        cmd = [sys.executable, "-m", "udrl", "train", "--config", str(config), "--out", str(tmp_path / name)]
+        runs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+    carried = {}
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-2000:]
+        model, tokenizer, manifest = load_checkpoint(tmp_path / name / "model")
         requests = [Request(f"poster for a {w} party", make_command(manifest, "tags", 3)) for w in tests]
         outputs = greedy_generate(model, tokenizer, manifest, requests)
         carried[name] = sum(w in o.replace(",", " ").split() for w, o in zip(tests, outputs)) / len(tests)
