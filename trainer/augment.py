@@ -25,7 +25,7 @@ from typing import Any
 from udrl.manifest import END_STOPWORDS, FOCUS_STOPWORDS
 
 from .compose import english_words
-from .handwritten import read_requests
+from .handwritten import query_key, read_requests
 
 
 @dataclasses.dataclass
@@ -70,7 +70,7 @@ def augment_rows(rows: Sequence[dict[str, Any]], config: AugmentConfig,
         raise ValueError("copies must be at least 0 and words_per_copy at least 1")
     pool = tuple(words) if words is not None else english_words()
     rng = random.Random(config.seed)
-    handwritten = {" ".join(r.query.lower().split()) for r in read_requests()}
+    handwritten = {query_key(r.query) for r in read_requests()}
     out = []
     for row in rows:
         candidates = swappable_words(row["query"], row["output"])
@@ -86,6 +86,6 @@ def augment_rows(rows: Sequence[dict[str, Any]], config: AugmentConfig,
                     continue
                 taken.add(new)
                 query, output = _swap(query, old, new), _swap(output, old, new)
-            if query != row["query"] and " ".join(query.lower().split()) not in handwritten:
+            if query != row["query"] and query_key(query) not in handwritten:
                 out.append({**row, "query": query, "output": output, "origin": row.get("origin", row["query"])})
     return out

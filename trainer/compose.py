@@ -28,7 +28,7 @@ from pathlib import Path
 from udrl.errors import DatasetError
 from udrl.manifest import END_STOPWORDS, FOCUS_STOPWORDS
 
-from .handwritten import read_requests
+from .handwritten import query_key, read_requests
 
 COMPOSE_DIR = Path(__file__).resolve().parents[1] / "data" / "compose"
 
@@ -68,10 +68,6 @@ def english_words(first_rank: int = 1500, last_rank: int = 40000, min_len: int =
     common = set(FOCUS_STOPWORDS) | set(END_STOPWORDS)
     words = top_n_list("en", last_rank)[first_rank:]
     return tuple(w for w in words if w.isascii() and w.isalpha() and len(w) >= min_len and w not in common)
-
-
-def _key(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
 
 
 def _job_title(raw: str) -> str:
@@ -173,6 +169,7 @@ class _Composer:
 def compose_topics(config: ComposeConfig, jobs: int = 300) -> list[str]:
     """Seed topics for the teacher to write requests about (``udrl distill --topics``): every
     subject of the lists and ``jobs`` of Faker's trades, distinct."""
+    # A composer of its own, freshly seeded: the topics never depend on how many queries were drawn.
     composer = _Composer(config)
     trades = [_job_title(composer.fake.job()) for _ in range(jobs * 3)]
     return list(dict.fromkeys(composer.subjects + trades))[: len(set(composer.subjects)) + jobs]
@@ -186,17 +183,17 @@ def compose_queries(config: ComposeConfig) -> list[str]:
     if config.n < 1:
         raise DatasetError(f"n must be at least 1, got {config.n}")
     composer = _Composer(config)
-    banned = {_key(r.query) for r in read_requests()}
+    banned = {query_key(r.query) for r in read_requests()}
     for path in config.exclude:
-        banned.update(_key(q) for q in read_lines(path))
+        banned.update(query_key(q) for q in read_lines(path))
     out: list[str] = []
     seen = set(banned)
     for _ in range(config.n * config.max_tries_per_query):
         if len(out) == config.n:
             break
         query = clean_query(composer.request())
-        if query and _key(query) not in seen:
-            seen.add(_key(query))
+        if query and query_key(query) not in seen:
+            seen.add(query_key(query))
             out.append(query)
     if len(out) < config.n:
         raise DatasetError(f"composed only {len(out)} distinct requests of the {config.n} asked for; "

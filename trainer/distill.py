@@ -28,7 +28,7 @@ from udrl.errors import ConfigError, DatasetError
 from udrl.manifest import DEFAULT_TASKS
 from udrl.files import write_atomic
 
-from .handwritten import read_requests
+from .handwritten import query_key, read_requests
 from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from .prompts import (
     LENGTH_SPREAD,
@@ -89,14 +89,10 @@ def read_lines(path: str | Path) -> list[str]:
     return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _query_key(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
-
-
 def dedupe_queries(candidates: Iterable[str], banned: Iterable[str] = ()) -> list[str]:
     """Cleaned queries, first occurrence kept, duplicates by case and punctuation removed, and none
     of the few-shot requests, the hand-written evaluation set or ``banned``."""
-    key = _query_key
+    key = query_key
     seen = {key(r) for r in SHOWN_REQUESTS} | {key(r.query) for r in read_requests()} | {key(b) for b in banned}
     kept = []
     for text in candidates:

@@ -27,6 +27,12 @@ class HandwrittenRequest:
     query: str
 
 
+def query_key(text: str) -> str:
+    """The form in which two requests count as the same one: lower case, punctuation dropped, spaces
+    collapsed. Every source of training queries bans the hand-written set (and its own repeats) by it."""
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
+
+
 def read_requests(directory: Path = HANDWRITTEN_DIR) -> list[HandwrittenRequest]:
     """Every request of ``requests.txt``, in file order; `DatasetError` naming a malformed line."""
     path = directory / "requests.txt"

@@ -268,19 +268,17 @@ def _parent_manifest(config: TrainConfig) -> Manifest | None:
     return load_manifest(parent) if parent is not None and parent.exists() else None
 
 
-def _preset_of(config: TrainConfig) -> str | None:
+def _preset_of(config: TrainConfig, parent: Manifest | None) -> str | None:
     """The architecture preset of the model a run trains: a second stage (``--init`` a udrl checkpoint)
     keeps its parent's; a foreign pretrained GPT-2 has none."""
     if not config.init:
         return config.preset
-    parent = _parent_manifest(config)
     return parent.model.get("preset") if parent else None
 
 
-def _parent_edges(config: TrainConfig) -> list[float] | None:
+def _parent_edges(config: TrainConfig, parent: Manifest | None) -> list[float] | None:
     """A later stage keeps its parent's reward edges, so each reward level keeps its meaning: added data
     (a rollout's records, relabelled on the parent's edges) would otherwise move the quantiles."""
-    parent = _parent_manifest(config)
     edges = list(parent.reward_edges) if parent else []
     return edges if edges and len(edges) + 1 == config.reward_levels else None
 
@@ -301,12 +299,11 @@ def _materialise_init(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, init=str(target))
 
 
-def _resolve_tasks(config: TrainConfig) -> TrainConfig:
+def _resolve_tasks(config: TrainConfig, parent: Manifest | None) -> TrainConfig:
     """Unless given, the tasks are the ``--init`` model's (or the shipped four), then every other
     task the data holds, in the order it first appears."""
     if config.tasks is not None:
         return config
-    parent = _parent_manifest(config)
     tasks = list(parent.tasks) if parent else list(DEFAULT_TASKS)
     for path in map(Path, config.data):
         if path.is_file():
@@ -336,18 +333,19 @@ def _start_new_tasks_at_the_old(model: GPT2LMHeadModel, parent: Manifest | None,
 
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a run; returns the directory of the final checkpoint (``run/model``)."""
-    config = _resolve_config(config)
-    config = _resolve_tasks(_materialise_init(config))
+    config = _materialise_init(_resolve_config(config))
+    parent = _parent_manifest(config)
+    config = _resolve_tasks(config, parent)
     config.validate()
     d, device = _start_distributed(config)
     try:
-        return _train(config, d, device)
+        return _train(config, parent, d, device)
     finally:
         if d.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
+def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device: torch.device) -> Path:
     hf_logging.disable_progress_bar()  # our own bar is enough; theirs would print per checkpoint
     run_dir = Path(config.out_dir)
     log = print if d.main else (lambda *a, **k: None)
@@ -366,14 +364,13 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     report = read_records(config.data, config.tasks, lo_hi, config.skip_invalid)
     if report.skipped:
         log(f"skipped {len(report.skipped)} invalid line(s); first: {report.skipped[0]}")
-    parent = _parent_manifest(config)
     records = (replay_mix(report.records, parent.tasks, config.replay, config.seed)
                if parent is not None and config.replay is not None else report.records)
     if len(records) < len(report.records):
         log(f"replay: {len(records)} of {len(report.records)} records, the --init model's tasks "
             f"{config.replay:.0%} of them")
     train_records, val_records = split_by_query(records, config.val_fraction)
-    edges = config.reward_edges or _parent_edges(config)
+    edges = config.reward_edges or _parent_edges(config, parent)
     if edges is None:
         # Over the whole dataset, as `udrl judge` does, so the buckets match the relabelled data.
         edges = quantile_edges([r.score for r in records], config.reward_levels)
@@ -412,7 +409,7 @@ def _train(config: TrainConfig, d: Distributed, device: torch.device) -> Path:
     n_ctx = model.config.n_positions
     manifest = manifest.replace(model={
         "architecture": "gpt2",
-        "preset": _preset_of(config),
+        "preset": _preset_of(config, parent),
         "n_params": count_parameters(model),
         "n_layer": model.config.n_layer,
         "n_head": model.config.n_head,
