@@ -248,7 +248,7 @@ static int count_words(const char *text, size_t len) {
     return words;
 }
 
-/* generate.WORD_START: the bytes a token's text begins with when it starts a new word. */
+/* rules.WORD_START: the bytes a token's text begins with when it starts a new word. */
 static int is_word_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 /* Words joined by single spaces, like " ".join(text.split()). Caller frees. */
@@ -345,9 +345,9 @@ struct udrl_model {
     int n_special;
     llama_token eos_id;
     int n_ctx, n_vocab;
-    unsigned char *word_start; /* per token: its piece starts a new word (generate.WORD_START) */
-    unsigned char *end_word;   /* per token: a whole word of end_stopwords (generate.end_word_tokens) */
-    char **word_key;           /* per word-start token: its ASCII focus key, else NULL (generate.word_start_keys) */
+    unsigned char *word_start; /* per token: its piece starts a new word (rules.WORD_START) */
+    unsigned char *end_word;   /* per token: a whole word of end_stopwords (rules.Vocabulary.end_word) */
+    char **word_key;           /* per word-start token: its ASCII focus key, else NULL (rules.Vocabulary.word_keys) */
     char error[512];
 };
 
@@ -896,7 +896,7 @@ static void free_focus(focus_word *words, int n) {
     free(words);
 }
 
-/* The query's content words and their one-token spellings (generate.focus_tokens); NULL with *n = 0
+/* The query's content words and their one-token spellings (rules.focus_tokens); NULL with *n = 0
    when none. */
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
@@ -951,47 +951,59 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
     return words;
 }
 
-/* Add the bonus to the tokens of the content words the text does not contain yet, once per token. */
-static void apply_focus(float *logits, const focus_word *words, int n_words, int *wanted, const char *text,
-                        size_t len, float bias) {
+/* ---------------------------------------------------------------- the decoding rules ------- */
+
+/* What the rules see at one step (rules.DecodeState): the command's length and the options, the
+   query's focus words, the generated ids and their text without the output prefix. */
+typedef struct {
+    const udrl_model *m;
+    int length, length_guard, no_repeat_ngram;
+    float focus_bias;
+    const focus_word *focus;
+    int n_focus;
+    int *wanted; /* n_focus slots of scratch space */
+    const llama_token *ids;
+    int32_t n_ids;
+    const char *text;
+    size_t len;
+} rule_state;
+
+/* Words written while the length guard still holds the end back, else -1 (DecodeState.guarded_words). */
+static int guarded_words(const rule_state *s) {
+    int words;
+    if (!s->length_guard) return -1;
+    words = count_words(s->text, s->len);
+    return words < s->length ? words : -1;
+}
+
+/* 1. The bonus for each one-token spelling of a content word the text does not contain yet, once per token. */
+static void query_focus(const rule_state *s, float *logits) {
     size_t pos = 0, start, wlen;
     int i, j, k, l;
-    for (i = 0; i < n_words; i++) wanted[i] = 1;
-    while (next_word(text, len, &pos, &start, &wlen))
-        for (i = 0; i < n_words; i++)
-            if (wanted[i] && focus_key_is(text + start, wlen, words[i].key)) wanted[i] = 0;
-    for (i = 0; i < n_words; i++) {
-        if (!wanted[i]) continue;
-        for (k = 0; k < words[i].n_ids; k++) {
+    if (s->focus_bias <= 0 || !s->n_focus) return;
+    for (i = 0; i < s->n_focus; i++) s->wanted[i] = 1;
+    while (next_word(s->text, s->len, &pos, &start, &wlen))
+        for (i = 0; i < s->n_focus; i++)
+            if (s->wanted[i] && focus_key_is(s->text + start, wlen, s->focus[i].key)) s->wanted[i] = 0;
+    for (i = 0; i < s->n_focus; i++) {
+        if (!s->wanted[i]) continue;
+        for (k = 0; k < s->focus[i].n_ids; k++) {
             int seen = 0;
             for (j = 0; j < i && !seen; j++)
-                for (l = 0; wanted[j] && l < words[j].n_ids; l++) seen |= words[j].ids[l] == words[i].ids[k];
-            if (!seen) logits[words[i].ids[k]] += bias;
+                for (l = 0; s->wanted[j] && l < s->focus[j].n_ids; l++) seen |= s->focus[j].ids[l] == s->focus[i].ids[k];
+            if (!seen) logits[s->focus[i].ids[k]] += s->focus_bias;
         }
     }
 }
 
-/* Where the model would end before the requested word count, let only tokens that start a new
-   word through (as the SDK): otherwise the best token after a forbidden end is glued-on junk. */
-static void word_instead_of_end(const udrl_model *m, float *logits) {
-    int i, best = 0, any = 0;
-    for (i = 1; i < m->n_vocab; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (best != m->eos_id) return;
-    for (i = 0; i < m->n_vocab && !any; i++) any = m->word_start[i] && logits[i] > -INFINITY;
-    if (!any) return;
-    for (i = 0; i < m->n_vocab; i++)
-        if (!m->word_start[i]) logits[i] = -INFINITY;
-}
-
-/* The last word the guard allows may not be one that leaves the output unfinished ("at the"), as
-   the SDK; unless nothing else is left. */
-static void ban_end_words(const udrl_model *m, float *logits) {
-    int i, any = 0;
-    for (i = 0; i < m->n_vocab && !any; i++) any = !m->end_word[i] && i != m->eos_id && logits[i] > -INFINITY;
-    if (!any) return;
-    for (i = 0; i < m->n_vocab; i++)
-        if (m->end_word[i]) logits[i] = -INFINITY;
+/* 2. No token that would complete an n-gram already among the generated ids. */
+static void ban_repeated_ngram(const rule_state *s, float *logits) {
+    int32_t i, k, n = s->no_repeat_ngram;
+    if (n < 1 || s->n_ids < n - 1) return;
+    for (i = 0; i + n <= s->n_ids; i++) {
+        for (k = 0; k < n - 1 && s->ids[i + k] == s->ids[s->n_ids - n + 1 + k]; k++) {}
+        if (k == n - 1) logits[s->ids[i + n - 1]] = -INFINITY;
+    }
 }
 
 /* Forbid every word-start token whose whole word has the focus key of word[0..wlen). */
@@ -1007,18 +1019,21 @@ static void ban_word_key(const udrl_model *m, float *logits, const char *word, s
         if (m->word_key[i] && !strcmp(m->word_key[i], key)) logits[i] = -INFINITY;
 }
 
-/* The next word may not be the text's last word again ("poster poster"), as the SDK's ban_word_again. */
-static void ban_word_again(const udrl_model *m, float *logits, const char *text, size_t len) {
+/* 3. With the n-gram ban on, the next word may not be the text's last word again ("poster poster"). */
+static void ban_word_again(const rule_state *s, float *logits) {
     size_t pos = 0, start, wlen, last = 0, last_len = 0;
     int found = 0;
-    while (next_word(text, len, &pos, &start, &wlen)) { last = start; last_len = wlen; found = 1; }
-    if (found) ban_word_key(m, logits, text + last, last_len);
+    if (!s->no_repeat_ngram) return;
+    while (next_word(s->text, s->len, &pos, &start, &wlen)) { last = start; last_len = wlen; found = 1; }
+    if (found) ban_word_key(s->m, logits, s->text + last, last_len);
 }
 
-/* After a list separator, the next item may not be a one-word item already written ("label, homemade,
-   label"), as the SDK's ban_item_again. */
-static void ban_item_again(const udrl_model *m, float *logits, const char *text, size_t len) {
-    size_t end = len, item = 0, i, pos, start, wlen;
+/* 4. With the n-gram ban on, after a list separator the next item may not be a one-word item
+   already written ("label, homemade, label"). */
+static void ban_item_again(const rule_state *s, float *logits) {
+    const char *text = s->text;
+    size_t end = s->len, item = 0, i, pos, start, wlen;
+    if (!s->no_repeat_ngram) return;
     while (end && strchr(" \t\n\r\v\f", text[end - 1])) end--;
     if (!end || (text[end - 1] != ',' && text[end - 1] != ';' && text[end - 1] != ':')) return;
     end--;
@@ -1029,18 +1044,52 @@ static void ban_item_again(const udrl_model *m, float *logits, const char *text,
         pos = item;
         while (next_word(text, i, &pos, &start, &wlen)) { one = start; one_len = wlen; words++; }
         item = i + 1;
-        if (words == 1) ban_word_key(m, logits, text + one, one_len);
+        if (words == 1) ban_word_key(s->m, logits, text + one, one_len);
     }
 }
 
-/* Forbid every token that would complete an n-gram already among the generated ids (as the SDK). */
-static void ban_repeats(float *logits, const llama_token *ids, int32_t n_ids, int n) {
-    int32_t i, k;
-    if (n < 1 || n_ids < n - 1) return;
-    for (i = 0; i + n <= n_ids; i++) {
-        for (k = 0; k < n - 1 && ids[i + k] == ids[n_ids - n + 1 + k]; k++) {}
-        if (k == n - 1) logits[ids[i + n - 1]] = -INFINITY;
-    }
+/* 5. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
+   nothing else is left. */
+static void ban_unfinished_end(const rule_state *s, float *logits) {
+    const udrl_model *m = s->m;
+    int i, any = 0, ends = 0;
+    if (guarded_words(s) != s->length - 1) return;
+    for (i = 0; i < m->n_vocab && !ends; i++) ends = m->end_word[i];
+    for (i = 0; i < m->n_vocab && !any; i++) any = !m->end_word[i] && i != m->eos_id && logits[i] > -INFINITY;
+    if (!ends || !any) return;
+    for (i = 0; i < m->n_vocab; i++)
+        if (m->end_word[i]) logits[i] = -INFINITY;
+}
+
+/* 6. Where the model would end before the requested count, only tokens that start a new word:
+   otherwise the best token after a forbidden end is glued-on junk. */
+static void word_instead_of_end(const rule_state *s, float *logits) {
+    const udrl_model *m = s->m;
+    int i, best = 0, any = 0;
+    if (guarded_words(s) < 0) return;
+    for (i = 1; i < m->n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    if (best != m->eos_id) return;
+    for (i = 0; i < m->n_vocab && !any; i++) any = m->word_start[i] && logits[i] > -INFINITY;
+    if (!any) return;
+    for (i = 0; i < m->n_vocab; i++)
+        if (!m->word_start[i]) logits[i] = -INFINITY;
+}
+
+/* 7. No end of sequence before the requested number of words. */
+static void ban_early_end(const rule_state *s, float *logits) {
+    if (guarded_words(s) >= 0) logits[s->m->eos_id] = -INFINITY;
+}
+
+/* rules.RULES, in the same order. */
+static void (*const RULES[])(const rule_state *, float *) = {
+    query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_unfinished_end, word_instead_of_end,
+    ban_early_end,
+};
+
+static void apply_rules(const rule_state *s, float *logits) {
+    size_t i;
+    for (i = 0; i < sizeof RULES / sizeof RULES[0]; i++) RULES[i](s, logits);
 }
 
 static llama_token sample(const float *logits, int n_vocab, const udrl_sampling *s, uint64_t *rng, candidate *work) {
@@ -1133,6 +1182,12 @@ static int emit(udrl_piece_callback callback, void *user_data, char *text, size_
     return stop;
 }
 
+/* Where the text the rules see starts: past the manifest's output prefix (as the SDK's _Decoder.text). */
+static size_t rule_text_start(const udrl_model *m, const char *text, size_t len) {
+    size_t n = m->output_prefix_len;
+    return n && len >= n && !memcmp(text, m->output_prefix, n) ? n : 0;
+}
+
 /* Where the pieces handed to the callback start: past the manifest's output prefix and any
    whitespace before the first word, as in the SDK (whose result is the text stripped). */
 static size_t stream_start(const udrl_model *m, const char *text, size_t len) {
@@ -1156,6 +1211,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     size_t len = 0, cap = 256, emitted = 0, ready, start, end;
     int32_t n_prompt = 0, budget, generated = 0, room;
     uint64_t rng;
+    rule_state rules;
     if (!m || !cmd || !out || out_size == 0) return UDRL_E_ARGUMENT;
     out[0] = '\0';
     m->error[0] = '\0';
@@ -1186,25 +1242,25 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         }
     }
     text[0] = '\0';
+    rules.m = m;
+    rules.length = r.length;
+    rules.length_guard = s.length_guard;
+    rules.no_repeat_ngram = s.no_repeat_ngram;
+    rules.focus_bias = focus_bias;
+    rules.focus = focus;
+    rules.n_focus = n_focus;
+    rules.wanted = wanted;
     rng = s.seed;
     llama_memory_clear(llama_get_memory(m->ctx), true);
     if ((status = decode(m, prompt, n_prompt)) != UDRL_OK) goto done;
     while (generated < budget) {
         float *logits = llama_get_logits_ith(m->ctx, -1);
         size_t before = len;
-        int words;
-        if (n_focus) apply_focus(logits, focus, n_focus, wanted, text, len, focus_bias);
-        ban_repeats(logits, ids, generated, s.no_repeat_ngram);
-        if (s.no_repeat_ngram) {
-            ban_word_again(m, logits, text, len);
-            ban_item_again(m, logits, text, len);
-        }
-        words = s.length_guard ? count_words(text, len) : 0;
-        if (s.length_guard && words < r.length) {
-            if (words == r.length - 1) ban_end_words(m, logits); /* the next word is the last */
-            word_instead_of_end(m, logits);
-            logits[m->eos_id] = -INFINITY;
-        }
+        rules.ids = ids;
+        rules.n_ids = generated;
+        rules.text = text + rule_text_start(m, text, len);
+        rules.len = len - rule_text_start(m, text, len);
+        apply_rules(&rules, logits);
         token = sample(logits, m->n_vocab, &s, &rng, work);
         if (token == m->eos_id) break;
         if (!append_piece(m, token, &text, &len, &cap)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto done; }

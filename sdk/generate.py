@@ -2,23 +2,12 @@
 
 One request is a `Job`: render the command and query into the prompt (`commands.render_prompt`),
 prefill, then repeatedly pick a token from the logits (`Job.advance`: the decoding rules of
-`_Decoder.mask`, then the sampler) and step; scheduler.py runs the prefills and steps of many Jobs
-together. The **length guard** enforces the length
-command at decode time: end-of-sequence is forbidden until the text has the requested number of
-words, and generation stops before a token that would start one word too many; a separator it
-leaves dangling ("jazz, night,") is dropped, so it is held back from the stream until the next
-word comes. Where the model would end too early, the guard lets only tokens that start a new
-word through: otherwise the best token after a forbidden end is glued-on junk ("Party!!s!)!").
-And the last word it allows may not be one of the manifest's ``end_stopwords`` ("the", "and"):
-cut at the requested count, a model that meant a longer phrase would stop on "Festival at the".
-**Query focus** adds a bonus (the manifest's ``focus_bias`` for the task; ``focus=0`` turns it
-off) to each content word of the query that is one token, spelled as the model writes a word
-(" blueberry", " Blueberry"), for as long as the output does not contain that word (a word the
-tokenizer splits gets none: lifting its first piece left fragments such as "t t shirt"): a small
-policy's rare-word knowledge is weak, and this keeps it on the subject it was asked about without
-letting it repeat a word to score. With the n-gram ban on, the next word may also not be the last
-word again ("poster poster"). The text is the generated tokens' bytes decoded as UTF-8, so
-characters split across tokens stream whole.
+rules.py, then the sampler) and step; scheduler.py runs the prefills and steps of many Jobs
+together. The **length guard** enforces the length command at decode time: rules.py holds back
+the end of sequence until the text has the requested number of words, and `_Decoder.accept` stops
+before a token that would start one word too many; a separator it leaves dangling ("jazz,
+night,") is dropped, so it is held back from the stream until the next word comes. The text is the
+generated tokens' bytes decoded as UTF-8, so characters split across tokens stream whole.
 """
 
 from __future__ import annotations
@@ -26,11 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import re
 import resource
 import sys
 import time
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,41 +25,8 @@ import numpy as np
 from .backends import Backend
 from .commands import Command, count_words, render_prompt
 from .errors import CommandError
-from .manifest import Manifest, focus_key
+from .rules import SEPARATORS, DecodeState, apply_rules, focus_tokens, vocabulary
 from .sampling import Sampler, make_sampler
-
-# What separates the items of a list output; one left at the end by the length guard's cut is dropped.
-SEPARATORS = ",;:"
-# A token starts a new word when its text begins with one of these and has more than whitespace.
-WORD_START = b" \t\n\r\x0b\x0c"
-_word_starts: weakref.WeakKeyDictionary[Backend, np.ndarray] = weakref.WeakKeyDictionary()
-
-
-def word_start_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
-    """Per token id, whether the token starts a new word (computed once per backend)."""
-    starts = _word_starts.get(backend)
-    if starts is None or len(starts) != n_vocab:
-        pieces = (backend.token_bytes(t) for t in range(n_vocab))
-        starts = np.array([p[:1] != b"" and p[0] in WORD_START and p.strip(WORD_START) != b"" for p in pieces])
-        _word_starts[backend] = starts
-    return starts
-
-
-_end_words: weakref.WeakKeyDictionary[Backend, np.ndarray] = weakref.WeakKeyDictionary()
-
-
-def end_word_tokens(backend: Backend, n_vocab: int) -> np.ndarray:
-    """Per token id, whether the token starts a new word that is whole one of the manifest's
-    ``end_stopwords`` (compared as query focus compares words); computed once per backend."""
-    ends = _end_words.get(backend)
-    if ends is None or len(ends) != n_vocab:
-        words = set(backend.manifest.end_stopwords)
-        starts = word_start_tokens(backend, n_vocab)
-        ends = np.array([bool(words) and bool(start) and focus_key(
-            backend.token_bytes(t).strip(WORD_START).decode("utf-8", errors="replace")) in words
-            for t, start in enumerate(starts)])
-        _end_words[backend] = ends
-    return ends
 
 
 def _integer(name: str, value: object, low: int, none_ok: bool = False, hint: str = "") -> int | None:
@@ -89,24 +43,6 @@ def _real(name: str, value: object, hint: str, low: float | None = None) -> floa
             or (low is not None and value < low):
         raise CommandError(f"{name} must be a finite number {hint}, got {value!r}")
     return float(value)
-
-
-_word_keys: weakref.WeakKeyDictionary[Backend, dict[str, list[int]]] = weakref.WeakKeyDictionary()
-
-
-def word_start_keys(backend: Backend, n_vocab: int) -> dict[str, list[int]]:
-    """For each ASCII word key (as query focus compares words), the tokens that start a new word
-    which is that whole key (" poster", " Poster", " poster,"); computed once per backend."""
-    keys = _word_keys.get(backend)
-    if keys is None:
-        keys = {}
-        for t, start in enumerate(word_start_tokens(backend, n_vocab)):
-            if start:
-                key = focus_key(backend.token_bytes(t).strip(WORD_START).decode("utf-8", errors="replace"))
-                if key and key.isascii():
-                    keys.setdefault(key, []).append(t)
-        _word_keys[backend] = keys
-    return keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,34 +156,6 @@ def prepare(backend: Backend, query: str, command: Command, max_tokens: int | No
     return prompt, min(budget, room)
 
 
-def focus_words(manifest: Manifest, query: str) -> list[str]:
-    """The query's content words, as query focus compares them, in order, without repeats.
-
-    >>> focus_words(Manifest.new(), "Poster for the Blueberry-latte launch!")
-    ['poster', 'blueberry-latte', 'launch']
-    """
-    words: list[str] = []
-    for raw in query.split():
-        word = focus_key(raw)
-        if len(word.encode()) >= manifest.focus_min_bytes and word not in manifest.focus_stopwords \
-                and word not in words:
-            words.append(word)
-    return words
-
-
-def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
-    """For each content word of the query, its spellings " word" and " Word" that are one token
-    each. A word the tokenizer splits gets no bonus: lifting its first piece alone made the model
-    start the word and not finish it ("t t shirt", "studio her"), most of the shipped model's
-    degenerate tags on hand-written requests."""
-    tokens = {}
-    for word in focus_words(backend.manifest, query):
-        first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
-        spellings = (" " + word, " " + first + word[1:])
-        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if len(ids) == 1})
-    return tokens
-
-
 def _without_dangling_end(text: str) -> str:
     """``text`` without the whitespace and separators at its end."""
     end = len(text)
@@ -262,10 +170,11 @@ class _Decoder:
 
     def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions):
         self.backend, self.command, self.guard = backend, command, options.length_guard
-        self.no_repeat_ngram = options.no_repeat_ngram
         by_task = backend.manifest.focus_bias.get(command.task, 0.0)
         self.focus_bias = by_task if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
+        self.no_repeat_ngram = options.no_repeat_ngram
+        self.state: DecodeState | None = None  # made at the first step, when the vocabulary size is known
         self.eos = backend.manifest.eos_id
         self.prefix = backend.manifest.output_prefix
         self.ids: list[int] = []
@@ -275,71 +184,12 @@ class _Decoder:
         self.finish: str | None = None
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
-        logits = logits.copy()
-        if self.focus:
-            written = {focus_key(w) for w in self.text.split()}
-            wanted = sorted({t for word, ids in self.focus.items() if word not in written for t in ids})
-            if wanted:
-                logits[wanted] += self.focus_bias
-        banned = self.repeats()
-        if banned:
-            logits[banned] = -np.inf
-        if self.no_repeat_ngram:
-            self.ban_word_again(logits)
-            self.ban_item_again(logits)
-        words = count_words(self.text) if self.guard else 0
-        if self.guard and words < self.command.length:
-            if words == self.command.length - 1:  # the next word is the last
-                self.ban_end_words(logits)
-            if int(np.argmax(logits)) == self.eos:  # the model would end: ask for a word, not junk
-                starts = word_start_tokens(self.backend, len(logits))
-                if np.isfinite(logits[starts]).any():
-                    logits[~starts] = -np.inf
-            logits[self.eos] = -np.inf
-        return logits
-
-    def ban_word_again(self, logits: np.ndarray) -> None:
-        """The next word may not be the last one again ("poster poster", "Party Party"): the token
-        n-gram ban cannot see a repeated single-token word, and on hand-written requests such
-        doublings were most of the shipped model's degenerate outputs."""
-        words = self.text.split()
-        if words:
-            again = word_start_keys(self.backend, len(logits)).get(focus_key(words[-1]))
-            if again:
-                logits[again] = -np.inf
-
-    def ban_item_again(self, logits: np.ndarray) -> None:
-        """After a list separator, the next item may not be a one-word item already written
-        ("label, homemade, label"): the n-gram ban cannot see it (the first item has no separator
-        before it), and on hand-written requests such repeats were most of the degenerate tags
-        left once query focus stopped lifting pieces of words."""
-        text = self.text.rstrip(WORD_START.decode())  # ASCII whitespace, as the C layer
-        if not text or text[-1] not in SEPARATORS:
-            return
-        keys = word_start_keys(self.backend, len(logits))
-        for item in re.split(f"[{re.escape(SEPARATORS)}]", text[:-1]):
-            words = item.split()
-            if len(words) == 1:
-                again = keys.get(focus_key(words[0]))
-                if again:
-                    logits[again] = -np.inf
-
-    def ban_end_words(self, logits: np.ndarray) -> None:
-        """The last word may not be one that leaves the output unfinished ("at the", "colors and"),
-        unless nothing else is left."""
-        ends = end_word_tokens(self.backend, len(logits))
-        others = np.isfinite(logits) & ~ends
-        others[self.eos] = False
-        if ends.any() and others.any():
-            logits[ends] = -np.inf
-
-    def repeats(self) -> list[int]:
-        """Tokens that would complete an n-gram already generated (small models loop without this)."""
-        n, ids = self.no_repeat_ngram, self.ids
-        if n < 1 or len(ids) < n - 1:
-            return []
-        tail = ids[len(ids) - n + 1 :] if n > 1 else []
-        return [ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == tail]
+        """The logits with the decoding rules (rules.py) applied for this step."""
+        if self.state is None:
+            self.state = DecodeState(vocabulary(self.backend, len(logits)), self.command.length, self.guard,
+                                     self.no_repeat_ngram, self.focus_bias, self.focus)
+        self.state.ids, self.state.text = self.ids, self.text
+        return apply_rules(logits, self.state)
 
     def accept(self, token: int) -> bool:
         """Take a sampled token; False (and a finish reason) when the sequence ends before it."""

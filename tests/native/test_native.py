@@ -1,5 +1,6 @@
 """native/: the C library and udrl-generate, built here and compared with the Python SDK."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -281,3 +282,45 @@ def test_a_task_added_by_fine_tuning_runs_in_c_as_in_the_sdk(exe, tiny_finetuned
     got = run(exe, "--model", str(gguf), "poster for a jazz night", "--task", "alt_text", "--length", "8")
     assert got.returncode == 0, got.stderr
     assert got.stdout.rstrip("\n") == want
+
+
+VECTORS = NATIVE.parent / "tests" / "data" / "decoding-vectors.json"
+C_RULES = ("query_focus", "ban_repeated_ngram", "ban_word_again", "ban_item_again", "ban_unfinished_end",
+           "word_instead_of_end", "ban_early_end")
+
+
+def build_rule_tests(source_dir: Path, target: Path, *make_vars: str) -> Path:
+    cmd = ["make", "-C", str(source_dir), f"BUILD={target}", f"PYTHON={sys.executable}", "CFLAGS=-O1",
+           *make_vars, f"{target}/test-rules"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return target / "test-rules"
+
+
+def test_the_c_rules_reproduce_the_shared_decoding_vectors(tmp_path):
+    from udrl.model import default_model_path
+
+    exe = build_rule_tests(NATIVE, tmp_path / "build")
+    out = run(exe, str(default_model_path()), str(VECTORS))
+    assert out.returncode == 0, out.stdout + out.stderr
+    n = len(json.loads(VECTORS.read_text(encoding="utf-8"))["cases"])
+    assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == n and f"{n} cases, 0 failed" in out.stdout
+
+
+def test_a_c_rule_left_out_fails_the_vectors(tmp_path):
+    """Each rule of the C layer's RULES table, taken out, fails some case: the vectors see every rule."""
+    from udrl.model import default_model_path
+
+    source = (NATIVE / "udrl.c").read_text(encoding="utf-8")
+    table = source[source.index("RULES[])"):]
+    table = table[: table.index("};")]
+    assert all(rule in table for rule in C_RULES), "the C RULES table changed: update C_RULES"
+    for rule in C_RULES:
+        work = tmp_path / rule
+        shutil.copytree(NATIVE, work, ignore=shutil.ignore_patterns("build", "jvm"))
+        mutated = table.replace(f" {rule},", " ").replace(f"{rule},", "")
+        assert mutated != table
+        (work / "udrl.c").write_text(source.replace(table, mutated), encoding="utf-8")
+        exe = build_rule_tests(work, work / "build", "WARNINGS=-std=c99")  # the rule is now unused
+        out = run(exe, str(default_model_path()), str(VECTORS))
+        assert out.returncode == 1 and "FAIL" in out.stdout, f"without {rule}: {out.stdout}"

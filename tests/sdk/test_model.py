@@ -49,7 +49,7 @@ def test_stream_yields_exactly_what_generate_returns(models, backend):
 
 
 def test_focus_words_are_the_content_words_of_the_query(models):
-    from udrl.generate import focus_words
+    from udrl.rules import focus_words
 
     manifest = models["llama"].manifest
     assert focus_words(manifest, "A poster for the Jazz-night, at THE park!") == ["poster", "jazz-night", "park"]
@@ -191,7 +191,7 @@ def test_the_length_guard_never_ends_on_a_word_of_the_manifests_end_stopwords(ti
 
 def test_query_focus_lifts_only_request_words_that_are_one_token(tiny_artifacts):
     from udrl.backends import open_backend
-    from udrl.generate import focus_tokens, focus_words
+    from udrl.rules import focus_tokens, focus_words
 
     backend = open_backend(tiny_artifacts["llama"])
     try:

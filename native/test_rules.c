@@ -1,0 +1,165 @@
+/*
+ * test_rules.c - runs the shared decoding vectors (tests/data/decoding-vectors.json) through the C
+ * layer's decoding rules and compares the logits they leave with the file's, which the SDK's rules
+ * (udrl/rules.py) wrote: a rule changed on one side only fails here or in the Python test.
+ *
+ *   test-rules MODEL.gguf VECTORS.json     prints "ok NAME" or "FAIL NAME: ..." per case; exit 1 on a failure
+ *
+ * It includes udrl.c to reach the static rules and the JSON reader.
+ */
+#include "udrl.c"
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *data = NULL;
+    long size;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (data = malloc((size_t)size + 1)) && fread(data, 1, (size_t)size, f) == (size_t)size) {
+        data[size] = '\0';
+        *len = (size_t)size;
+    } else {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    return data;
+}
+
+/* The case's expected logits: 0 but for its given ones, raised and banned as the file says. */
+static int expected_logits(const jval *c, float *want, int n_vocab) {
+    const jval *logits = j_get(c, "logits"), *expect = j_get(c, "expect"), *banned, *raised;
+    size_t i;
+    int a, b, t;
+    if (!logits || !expect || !(banned = j_get(expect, "banned")) || !(raised = j_get(expect, "raised"))) return 0;
+    for (i = 0; i < logits->n; i++) {
+        if (!j_int(&logits->items[i].items[0], &t) || t < 0 || t >= n_vocab) return 0;
+        want[t] = (float)logits->items[i].items[1].num;
+    }
+    for (i = 0; i < raised->n; i++) {
+        if (!j_int(&raised->items[i].items[0], &t) || t < 0 || t >= n_vocab) return 0;
+        want[t] += (float)raised->items[i].items[1].num;
+    }
+    for (i = 0; i < banned->n; i++) {
+        if (!j_int(&banned->items[i].items[0], &a) || !j_int(&banned->items[i].items[1], &b) || a < 0 || b >= n_vocab)
+            return 0;
+        for (t = a; t <= b; t++) want[t] = -INFINITY;
+    }
+    return 1;
+}
+
+/* Apply the rules to one case; 1 when the logits they leave are the expected ones. */
+static int run_case(udrl_model *m, const jval *c, float *got, float *want) {
+    const char *name = j_str(j_get(c, "name")), *query = j_str(j_get(c, "query"));
+    const jval *ids_v = j_get(c, "ids"), *guard_v = j_get(c, "length_guard"), *focus_v = j_get(c, "focus");
+    rule_state s;
+    llama_token *ids = NULL;
+    focus_word *focus = NULL;
+    int *wanted = NULL, n_focus = 0, ok = 0, i, first_bad = -1, argmax;
+    char *text = NULL;
+    size_t len = 0, cap = 64, k;
+    udrl_status status = UDRL_OK;
+    if (!name || !query || !ids_v || !guard_v || !focus_v) { printf("FAIL malformed case\n"); return 0; }
+    memset(&s, 0, sizeof s);
+    s.m = m;
+    s.length_guard = guard_v->type == J_BOOL && guard_v->num != 0;
+    s.focus_bias = (float)focus_v->num;
+    if (!j_int(j_get(c, "length"), &s.length) || !j_int(j_get(c, "no_repeat_ngram"), &s.no_repeat_ngram) ||
+        !(ids = malloc(sizeof *ids * (ids_v->n + 1))) || !(text = malloc(cap))) {
+        printf("FAIL %s: malformed case\n", name);
+        goto done;
+    }
+    text[0] = '\0';
+    for (k = 0; k < ids_v->n; k++) {
+        int t;
+        if (!j_int(&ids_v->items[k], &t) || !append_piece(m, t, &text, &len, &cap)) {
+            printf("FAIL %s: bad token id\n", name);
+            goto done;
+        }
+        ids[k] = t;
+    }
+    if (s.focus_bias > 0) {
+        focus = focus_words(m, query, &n_focus, &status);
+        if (status != UDRL_OK || (n_focus && !(wanted = malloc(sizeof *wanted * (size_t)n_focus)))) {
+            printf("FAIL %s: focus words\n", name);
+            goto done;
+        }
+    }
+    s.focus = focus;
+    s.n_focus = n_focus;
+    s.wanted = wanted;
+    s.ids = ids;
+    s.n_ids = (int32_t)ids_v->n;
+    s.text = text + rule_text_start(m, text, len);
+    s.len = len - rule_text_start(m, text, len);
+    for (i = 0; i < m->n_vocab; i++) got[i] = want[i] = 0.0f;
+    if (!expected_logits(c, want, m->n_vocab)) { printf("FAIL %s: malformed expectation\n", name); goto done; }
+    for (k = 0; k < j_get(c, "logits")->n; k++) {
+        const jval *pair = &j_get(c, "logits")->items[k];
+        got[(int)pair->items[0].num] = (float)pair->items[1].num;
+    }
+    apply_rules(&s, got);
+    for (i = 0; i < m->n_vocab && first_bad < 0; i++)
+        if (!(got[i] == want[i] || fabsf(got[i] - want[i]) <= 1e-5f)) first_bad = i;
+    for (argmax = 0, i = 1; i < m->n_vocab; i++)
+        if (got[i] > got[argmax]) argmax = i;
+    if (first_bad >= 0)
+        printf("FAIL %s: token %d is %g, expected %g\n", name, first_bad, got[first_bad], want[first_bad]);
+    else if (!j_int(j_get(j_get(c, "expect"), "argmax"), &i) || i != argmax)
+        printf("FAIL %s: argmax %d\n", name, argmax);
+    else {
+        printf("ok %s\n", name);
+        ok = 1;
+    }
+done:
+    free(ids);
+    free(text);
+    free(wanted);
+    free_focus(focus, n_focus);
+    return ok;
+}
+
+int main(int argc, char **argv) {
+    udrl_model *model = NULL;
+    char err[512];
+    size_t len = 0, i;
+    char *data;
+    jparser ps;
+    jval root;
+    const jval *cases;
+    float *got, *want;
+    int failed = 0;
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s MODEL.gguf VECTORS.json\n", argv[0]);
+        return 2;
+    }
+    udrl_backend_init();
+    if (udrl_model_open(argv[1], NULL, &model, err, sizeof err) != UDRL_OK) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    memset(&root, 0, sizeof root);
+    if (!(data = read_file(argv[2], &len))) {
+        fprintf(stderr, "cannot read %s\n", argv[2]);
+        return 2;
+    }
+    ps.p = data;
+    ps.end = data + len;
+    ps.depth = 0;
+    if (!j_value(&ps, &root) || !(cases = j_get(&root, "cases")) || cases->type != J_ARR) {
+        fprintf(stderr, "%s is not a vectors file\n", argv[2]);
+        return 2;
+    }
+    got = malloc(sizeof *got * (size_t)model->n_vocab);
+    want = malloc(sizeof *want * (size_t)model->n_vocab);
+    if (!got || !want) return 2;
+    for (i = 0; i < cases->n; i++) failed += !run_case(model, &cases->items[i], got, want);
+    printf("%zu cases, %d failed\n", cases->n, failed);
+    free(got);
+    free(want);
+    j_free(&root);
+    free(data);
+    udrl_model_free(model);
+    udrl_backend_free();
+    return failed ? 1 : 0;
+}

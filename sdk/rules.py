@@ -1,0 +1,208 @@
+"""The decoding rules: what udrl does to the logits of each step before the sampler picks a token.
+
+Each rule is one function ``rule(logits, state)`` that edits a float vector in place; `RULES` lists
+them in the order they run and `apply_rules` runs that list, as mlx-lm runs its logits processors.
+`DecodeState` is everything a rule may look at: the vocabulary's tables, the command, the options
+and what has been generated so far. The C layer (native/udrl.c, ``RULES`` there) runs the same rules
+in the same order; ``docs/decoding.md`` specifies them and ``tests/data/decoding-vectors.json`` holds
+cases that both the Python tests and native/test_rules.c must reproduce, so a rule changed on one
+side only fails a test.
+
+1. `query_focus`: a bonus for each one-token spelling of a content word of the query the text does
+   not contain yet (a small policy's rare-word knowledge is weak; split words get none, since
+   lifting a first piece left fragments such as "t t shirt").
+2. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
+3. `ban_word_again`: the next word may not be the last word again ("poster poster").
+4. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
+5. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
+   ("Festival at the").
+6. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
+   ("Party!!s!)!" otherwise).
+7. `ban_early_end`: no end of sequence before the requested number of words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import weakref
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .backends import Backend
+from .commands import count_words
+from .manifest import Manifest, focus_key
+
+# What separates the items of a list output.
+SEPARATORS = ",;:"
+# A token starts a new word when its text begins with one of these and has more than whitespace.
+WORD_START = b" \t\n\r\x0b\x0c"
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """Per-token tables the rules read, computed once per backend (`vocabulary`)."""
+
+    eos: int
+    word_start: np.ndarray  # bool per token: starts a new word
+    end_word: np.ndarray  # bool per token: starts a new word that is whole an end stopword
+    word_keys: dict[str, list[int]]  # ASCII word key -> the word-start tokens that are that whole word
+
+
+_vocabularies: weakref.WeakKeyDictionary[Backend, Vocabulary] = weakref.WeakKeyDictionary()
+
+
+def vocabulary(backend: Backend, n_vocab: int) -> Vocabulary:
+    """The rules' tables for ``backend``'s tokens (cached per backend)."""
+    vocab = _vocabularies.get(backend)
+    if vocab is None or len(vocab.word_start) != n_vocab:
+        pieces = [backend.token_bytes(t) for t in range(n_vocab)]
+        starts = np.array([p[:1] != b"" and p[0] in WORD_START and p.strip(WORD_START) != b"" for p in pieces])
+        end_words = set(backend.manifest.end_stopwords)
+        ends = np.zeros(n_vocab, dtype=bool)
+        keys: dict[str, list[int]] = {}
+        for t in np.flatnonzero(starts):
+            key = focus_key(pieces[t].strip(WORD_START).decode("utf-8", errors="replace"))
+            ends[t] = key in end_words
+            if key and key.isascii():
+                keys.setdefault(key, []).append(int(t))
+        vocab = Vocabulary(backend.manifest.eos_id, starts, ends, keys)
+        _vocabularies[backend] = vocab
+    return vocab
+
+
+def focus_words(manifest: Manifest, query: str) -> list[str]:
+    """The query's content words, as query focus compares them, in order, without repeats.
+
+    >>> focus_words(Manifest.new(), "Poster for the Blueberry-latte launch!")
+    ['poster', 'blueberry-latte', 'launch']
+    """
+    words: list[str] = []
+    for raw in query.split():
+        word = focus_key(raw)
+        if len(word.encode()) >= manifest.focus_min_bytes and word not in manifest.focus_stopwords \
+                and word not in words:
+            words.append(word)
+    return words
+
+
+def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
+    """For each content word of the query, its spellings " word" and " Word" that are one token
+    each (a word the tokenizer splits gets no bonus)."""
+    tokens = {}
+    for word in focus_words(backend.manifest, query):
+        first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
+        spellings = (" " + word, " " + first + word[1:])
+        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if len(ids) == 1})
+    return tokens
+
+
+@dataclasses.dataclass
+class DecodeState:
+    """What the rules see at one step of one request. ``text`` is the output so far (the generated
+    tokens' text without the manifest's output prefix), ``ids`` its tokens."""
+
+    vocab: Vocabulary
+    length: int  # the command's word count
+    length_guard: bool = True
+    no_repeat_ngram: int = 2
+    focus_bias: float = 0.0
+    focus: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # `focus_tokens`
+    ids: list[int] = dataclasses.field(default_factory=list)
+    text: str = ""
+
+    def guarded_words(self) -> int | None:
+        """Words written so far while the length guard still holds the end back; None otherwise."""
+        if not self.length_guard:
+            return None
+        words = count_words(self.text)
+        return words if words < self.length else None
+
+
+Rule = Callable[[np.ndarray, DecodeState], None]
+
+
+def query_focus(logits: np.ndarray, state: DecodeState) -> None:
+    """Add the focus bonus to the tokens of the content words the text does not contain yet."""
+    if state.focus_bias <= 0 or not state.focus:
+        return
+    written = {focus_key(w) for w in state.text.split()}
+    wanted = sorted({t for word, ids in state.focus.items() if word not in written for t in ids})
+    if wanted:
+        logits[wanted] += state.focus_bias
+
+
+def ban_repeated_ngram(logits: np.ndarray, state: DecodeState) -> None:
+    """Forbid each token that would complete an n-gram already generated (small models loop)."""
+    n, ids = state.no_repeat_ngram, state.ids
+    if n < 1 or len(ids) < n - 1:
+        return
+    tail = ids[len(ids) - n + 1 :] if n > 1 else []
+    banned = [ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == tail]
+    if banned:
+        logits[banned] = -np.inf
+
+
+def ban_word_again(logits: np.ndarray, state: DecodeState) -> None:
+    """With the n-gram ban on, the next word may not be the last one again ("poster poster"): the
+    token ban cannot see a repeated single-token word."""
+    words = state.text.split()
+    if state.no_repeat_ngram and words:
+        again = state.vocab.word_keys.get(focus_key(words[-1]))
+        if again:
+            logits[again] = -np.inf
+
+
+def ban_item_again(logits: np.ndarray, state: DecodeState) -> None:
+    """With the n-gram ban on, after a list separator the next item may not be a one-word item
+    already written ("label, homemade, label"; the first item has no separator before it)."""
+    text = state.text.rstrip(WORD_START.decode())  # ASCII whitespace, as the C layer
+    if not state.no_repeat_ngram or not text or text[-1] not in SEPARATORS:
+        return
+    for item in re.split(f"[{re.escape(SEPARATORS)}]", text[:-1]):
+        words = item.split()
+        if len(words) == 1:
+            again = state.vocab.word_keys.get(focus_key(words[0]))
+            if again:
+                logits[again] = -np.inf
+
+
+def ban_unfinished_end(logits: np.ndarray, state: DecodeState) -> None:
+    """When the next word is the guard's last, it may not be an end stopword ("at the", "colors
+    and"), unless nothing else is left."""
+    if state.guarded_words() != state.length - 1:
+        return
+    ends = state.vocab.end_word
+    others = np.isfinite(logits) & ~ends
+    others[state.vocab.eos] = False
+    if ends.any() and others.any():
+        logits[ends] = -np.inf
+
+
+def word_instead_of_end(logits: np.ndarray, state: DecodeState) -> None:
+    """Where the model would end before the requested count, let only word-start tokens through:
+    otherwise the best token after a forbidden end is glued-on junk."""
+    if state.guarded_words() is None or int(np.argmax(logits)) != state.vocab.eos:
+        return
+    starts = state.vocab.word_start
+    if np.isfinite(logits[starts]).any():
+        logits[~starts] = -np.inf
+
+
+def ban_early_end(logits: np.ndarray, state: DecodeState) -> None:
+    """No end of sequence before the requested number of words."""
+    if state.guarded_words() is not None:
+        logits[state.vocab.eos] = -np.inf
+
+
+RULES: tuple[Rule, ...] = (query_focus, ban_repeated_ngram, ban_word_again, ban_item_again,
+                           ban_unfinished_end, word_instead_of_end, ban_early_end)
+
+
+def apply_rules(logits: np.ndarray, state: DecodeState, rules: Sequence[Rule] = RULES) -> np.ndarray:
+    """A copy of ``logits`` with each rule applied in turn."""
+    out = np.array(logits, copy=True)
+    for rule in rules:
+        rule(out, state)
+    return out
