@@ -86,30 +86,43 @@ model-artifacts: setup
 	    $(foreach v,$(ABLATION_RUNS),--ablation $(firstword $(subst =, ,$(v)))=$(MODEL)/ablation-$(firstword $(subst =, ,$(v))).json --run $(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
-# The committed dataset (resumable; about 4 hours of Gemma 3 270M on two cores from scratch):
+# The committed dataset (resumable; about 5 hours of Gemma 3 270M on two cores from scratch):
 # 1. 6,600 requests the teacher grew from 203 seed topics, every task (about 75 minutes; its log is
 #    committed as data/udrl-gemma.raw.jsonl.gz, so this step runs only without it);
-# 2. broad requests: 24,000 composed (artefact x subject x details: `udrl compose`) and 2,000 the
-#    teacher writes about the composition's subjects and Faker's trades, one task each (data/broad);
-# 3. both logs judged as one dataset, the teacher's loops left out, one copy-augmented record per
-#    record whose output carries a request word (`udrl judge --augment-copies`).
-# data/broad's files are committed gzipped (data/udrl-broad.*.gz) and unpacked here to resume.
+# 2. broad requests, one task each: 24,000 composed (artefact x subject x details: `udrl compose`)
+#    and 2,000 the teacher writes about the composition's subjects and Faker's trades (data/broad,
+#    about 70 minutes), then 7,200 more composed with another seed, none of the earlier ones
+#    (data/broad2, about 22 minutes);
+# 3. the three logs judged as one dataset, the teacher's loops left out, one copy-augmented record
+#    per record whose output carries a request word (`udrl judge --augment-copies`).
+# The broad runs' files are committed gzipped (data/udrl-broad.*.gz, data/udrl-broad2.*.gz) and
+# unpacked here to resume; $(call unpack,DIR,NAME,FILES) and $(call pack,...) do that.
 BROAD := data/broad
 BROAD_FILES := distill.json query_calls.jsonl raw.jsonl composed.txt topics.txt
+BROAD2 := data/broad2
+BROAD2_FILES := distill.json raw.jsonl composed.txt
+unpack = mkdir -p $(1) && for f in $(3); do if [ ! -e $(1)/$$f ] && [ -e data/$(2).$$f.gz ]; then \
+	    gunzip -c data/$(2).$$f.gz > $(1)/$$f; fi; done
+pack = for f in $(3); do gzip -9 -n -c $(1)/$$f > data/$(2).$$f.gz; done
 data: setup
 	test -e data/udrl-gemma.raw.jsonl.gz || { \
 	    $(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --out data/distill --threads 2 && \
 	    gzip -9 -n -c data/distill/raw.jsonl > data/udrl-gemma.raw.jsonl.gz && \
 	    cp data/distill/queries.txt data/udrl-gemma.queries.txt; }
-	mkdir -p $(BROAD)
-	for f in $(BROAD_FILES); do if [ ! -e $(BROAD)/$$f ] && [ -e data/udrl-broad.$$f.gz ]; then \
-	    gunzip -c data/udrl-broad.$$f.gz > $(BROAD)/$$f; fi; done
+	$(call unpack,$(BROAD),udrl-broad,$(BROAD_FILES))
 	test -e $(BROAD)/composed.txt || $(BIN)/udrl compose --n 24000 --exclude data/udrl-gemma.queries.txt \
 	    --out $(BROAD)/composed.txt --topics-out $(BROAD)/topics.txt
 	$(BIN)/udrl distill --topics $(BROAD)/topics.txt --n-queries 2000 --queries $(BROAD)/composed.txt \
 	    --exclude data/udrl-gemma.queries.txt --tasks-per-query 1 --batch-size 64 --out $(BROAD) --threads 2
-	for f in $(BROAD_FILES); do gzip -9 -n -c $(BROAD)/$$f > data/udrl-broad.$$f.gz; done
-	$(BIN)/udrl judge data/udrl-gemma.raw.jsonl.gz $(BROAD)/raw.jsonl --augment-copies 1 --out data/udrl-gemma.jsonl.gz
+	$(call pack,$(BROAD),udrl-broad,$(BROAD_FILES))
+	$(call unpack,$(BROAD2),udrl-broad2,$(BROAD2_FILES))
+	test -e $(BROAD2)/composed.txt || $(BIN)/udrl compose --n 7200 --seed 1 --exclude data/udrl-gemma.queries.txt \
+	    --exclude $(BROAD)/queries.txt --out $(BROAD2)/composed.txt
+	$(BIN)/udrl distill --queries $(BROAD2)/composed.txt --exclude data/udrl-gemma.queries.txt \
+	    --exclude $(BROAD)/queries.txt --tasks-per-query 1 --batch-size 64 --out $(BROAD2) --threads 2
+	$(call pack,$(BROAD2),udrl-broad2,$(BROAD2_FILES))
+	$(BIN)/udrl judge data/udrl-gemma.raw.jsonl.gz $(BROAD)/raw.jsonl $(BROAD2)/raw.jsonl --augment-copies 1 \
+	    --out data/udrl-gemma.jsonl.gz
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup
