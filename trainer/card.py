@@ -241,6 +241,12 @@ def plot_losses(runs: Mapping[str, dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _teacher_model(data: dict) -> str:
+    """The teacher model a dataset card names (one teacher, or several runs of them)."""
+    teachers = data["teacher"] if isinstance(data["teacher"], list) else [data["teacher"]]
+    return ", ".join(sorted({str((t or {}).get("model", "?")) for t in teachers}))
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -368,9 +374,11 @@ def build_card(config: CardConfig) -> Path:
 
     if data:
         lines += ["## Data", "",
-                  f"`data/udrl-gemma.jsonl.gz`: {data['records']:,} outputs of the teacher "
-                  f"({data['teacher']['model']}) for {data['distinct_queries']:,} design requests it wrote itself from "
-                  "seed topics, every output judged and relabelled with its achieved length and reward level "
+                  f"`data/udrl-gemma.jsonl.gz`: {data['records'] - data.get('augmented_records', 0):,} outputs of the "
+                  f"teacher ({_teacher_model(data)}) for {data['distinct_queries']:,} design requests (written by the "
+                  "teacher from seed topics, or composed by `udrl compose`)"
+                  + (f" and {data['augmented_records']:,} copy-augmented records" if data.get("augmented_records") else "")
+                  + ", every one judged and relabelled with its achieved length and reward level "
                   f"(edges {data['reward_edges']} on the judge's score). Per task:", ""]
         lines += _table(["task", "records", "mean words", "mean relevance"],
                         [(t, f"{v['records']:,}", v["mean_words"], v["mean_score"]) for t, v in data["per_task"].items()])

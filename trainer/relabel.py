@@ -145,7 +145,9 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
 
     card = {
         "records": len(records),
-        "distinct_queries": len({r["query"] for r in records}),
+        # the requests the teacher answered; copy-augmented records (with an ``origin``) are counted apart
+        "distinct_queries": len({r["query"] for r in records if "origin" not in r}),
+        "augmented_records": sum(1 for r in records if "origin" in r),
         "per_task": {t: {"records": len(v), "mean_words": round(mean([r["words"] for r in v]), 2),
                          "mean_score": round(mean([r["score"] for r in v]), 4)} for t, v in per_task.items()},
         "reward_edges": stats["reward_edges"],
@@ -159,8 +161,9 @@ def write_card(records: Sequence[dict[str, Any]], stats: dict[str, Any], path: P
     write_atomic(path.parent / f"{stem}.card.json", json.dumps(card, indent=2) + "\n")
     lines = [
         f"# Dataset card: {path.name}", "",
-        f"{card['records']} UDRL training records over {card['distinct_queries']} distinct design requests, "
-        "each relabelled with the commands it achieved (length in words, reward level).", "",
+        f"{card['records']} UDRL training records: {card['records'] - card['augmented_records']} teacher outputs "
+        f"over {card['distinct_queries']} distinct design requests and {card['augmented_records']} copy-augmented "
+        "records, each relabelled with the commands it achieved (length in words, reward level).", "",
         "| task | records | mean words | mean relevance |", "| --- | --- | --- | --- |",
         *[f"| {t} | {v['records']} | {v['mean_words']} | {v['mean_score']} |" for t, v in card["per_task"].items()],
         "", f"- Reward bucket edges (quantiles of relevance): {card['reward_edges']}; "
@@ -207,7 +210,7 @@ def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: 
     augmented = sum(1 for r in records if "origin" in r)
     write_card(records, stats, path, {"teacher": teachers[0] if len(teachers) == 1 else teachers,
                                       "seed": seeds[0] if len(seeds) == 1 else seeds, "raw_rows": len(rows),
-                                      "raw_logs": [str(r) for r in raws], "augmented_records": augmented})
+                                      "raw_logs": [str(r) for r in raws]})
     print(f"{len(records)} records ({augmented} copy-augmented; {sum(stats['dropped'].values())} left out) "
           f"-> {path}; reward edges {stats['reward_edges']}")
     return path
