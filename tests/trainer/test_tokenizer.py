@@ -37,9 +37,10 @@ def test_local_gpt2_tokenizer_gets_the_control_tokens(tmp_path):
 
 
 def test_with_the_english_word_list_no_hand_written_word_is_spelt_letter_by_letter():
-    """The shipped vocabulary size, trained on the committed data: ordinary words of the hand-written
-    requests ("bbq", "mr", "rpg") stop being spelt letter by letter when the BPE also learns from
-    wordfreq's list, for at most 10% more tokens on the data."""
+    """The retrain's vocabulary size (12,288), trained on the committed data: ordinary words of the
+    hand-written requests ("bbq", "mr", "rpg") stop being spelt letter by letter when the BPE also
+    learns from wordfreq's list, for at most 10% more tokens on the data. (At the shipped model's
+    8,192, on the 105,252-record set, "mr" stays spelt at any count tried: 30, 60 and 120.)"""
     import gzip
     import json
     import re
@@ -62,9 +63,9 @@ def test_with_the_english_word_list_no_hand_written_word_is_spelt_letter_by_lett
                 and all(len(tok.decode([i]).strip()) <= 1 for i in tok.encode(" " + w, add_special_tokens=False))]
 
     m = manifest()
-    data_only = train_bpe(texts, m, vocab_size=8192)
+    data_only = train_bpe(texts, m, vocab_size=12288)
     assert spelt(data_only)  # what the word list is for
-    listed = train_bpe(texts, m, vocab_size=8192, words=english_word_list(30000))
+    listed = train_bpe(texts, m, vocab_size=12288, words=english_word_list(30000))
     assert spelt(listed) == []
     data_tokens = sum(len(data_only.encode(t, add_special_tokens=False)) for t in texts[:3000])
     assert sum(len(listed.encode(t, add_special_tokens=False)) for t in texts[:3000]) < 1.1 * data_tokens
