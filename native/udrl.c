@@ -1052,11 +1052,10 @@ static void ban_item_again(const rule_state *s, float *logits) {
    nothing else is left. */
 static void ban_unfinished_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
-    int i, any = 0, ends = 0;
+    int i, any = 0;
     if (guarded_words(s) != s->length - 1) return;
-    for (i = 0; i < m->n_vocab && !ends; i++) ends = m->end_word[i];
     for (i = 0; i < m->n_vocab && !any; i++) any = !m->end_word[i] && i != m->eos_id && logits[i] > -INFINITY;
-    if (!ends || !any) return;
+    if (!any) return;
     for (i = 0; i < m->n_vocab; i++)
         if (m->end_word[i]) logits[i] = -INFINITY;
 }

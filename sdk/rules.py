@@ -176,7 +176,7 @@ def ban_unfinished_end(logits: np.ndarray, state: DecodeState) -> None:
     ends = state.vocab.end_word
     others = np.isfinite(logits) & ~ends
     others[state.vocab.eos] = False
-    if ends.any() and others.any():
+    if others.any():
         logits[ends] = -np.inf
 
 

@@ -53,3 +53,7 @@ def test_rules_edit_a_copy_and_keep_the_dtype(backend):
     case = case_inputs(backend, CASES[0])
     out = apply_case(backend, case)
     assert out.dtype == np.float32 and np.isfinite(out).sum() == len(out) - 1  # the early end's ban only
+    logits = np.zeros(len(out), dtype=np.float32)
+    state = rules.DecodeState(rules.vocabulary(backend, len(logits)), length=4)
+    assert np.isneginf(rules.apply_rules(logits, state)[backend.manifest.eos_id])
+    assert not logits.any()  # the caller's logits are left as they were
