@@ -9,6 +9,7 @@ SHIPPED := sdk/models/udrl-mini-q8_0.gguf
 # The shipped model's recipe: its training stages, the variants trained side by side (the UDRL model
 # and its two ablations) and the UDRL one's second round (trainer/recipe.py reads it; see its docstring).
 RECIPE ?= trainer/recipes/mini-recipe.json
+KEEP ?= data/stages
 STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
 # $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
 # the hand-written tuning half (`udrl focus`) and written into the checkpoint, and the GGUF again, carrying it.
@@ -61,11 +62,12 @@ test-slow: setup
 # run it again to continue, `rm -rf $(MODEL)` to start over): `udrl recipe` trains the three variants side
 # by side stage by stage, then the UDRL one's second round (query focus on the hand-written tuning half,
 # `udrl rollout`, one more stage); each variant's final run lands in $(MODEL)/NAME, earlier ones in
-# $(MODEL)/stageN/NAME. Then the UDRL one's query-focus bonus chosen again, exported to GGUF q8_0 (shipped),
+# $(MODEL)/stageN/NAME; each finished stage's weights are also kept in $(KEEP) (f16 GGUF, committed, so
+# that a later session on another machine goes on from them). Then the UDRL one's query-focus bonus chosen again, exported to GGUF q8_0 (shipped),
 # ONNX int8 and Core ML int8 (verified), everything evaluated (the shipped model beside the teacher), and
 # the card in sdk/models/README.md.
 model: setup
-	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL)
+	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	$(MAKE) model-artifacts
 
 # Everything after training (also useful alone when the runs exist). The ablation compares the three

@@ -51,7 +51,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_recipe(args: argparse.Namespace) -> int:
     from .recipe import run_recipe
 
-    finals = run_recipe(args.recipe, args.out, only=args.only, threads=args.threads)
+    finals = run_recipe(args.recipe, args.out, only=args.only, threads=args.threads, keep=args.keep, until=args.until)
     for name, run in finals.items():
         print(f"{name}: {run / 'model'}")
     return 0
@@ -318,6 +318,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--out", required=True, metavar="DIR", help="run directories (resumed where they exist)")
     rc.add_argument("--only", nargs="+", metavar="VARIANT", help="train only these variants (default: all)")
     rc.add_argument("--threads", type=int, help="torch threads per run (default: the CPUs shared out)")
+    rc.add_argument("--keep", metavar="DIR", help="also keep each finished stage's weights as DIR/NAME-stageN-f16.gguf "
+                    "(commit them to go on on another machine; a kept stage counts as done)")
+    rc.add_argument("--until", type=int, metavar="N", help="stop after stage N (default: every stage, then round 2)")
     rc.set_defaults(func=_cmd_recipe)
 
     q = sub.add_parser("compose", help="compose design requests from word lists (artefact x subject x details)")

@@ -12,7 +12,15 @@ finished run (its ``model`` directory published) is skipped, an interrupted one 
 last checkpoint, the rollout resumed from its log. Each variant's final run lands in ``OUT/NAME``,
 earlier ones in ``OUT/stageN/NAME``.
 
-    udrl recipe trainer/recipes/mini-recipe.json --out runs/model
+A recipe longer than one sitting (the shipped one is about five hours a variant on two cores) can
+be carried to another machine: with ``--keep DIR`` each finished stage's weights are also written
+as an f16 GGUF, ``DIR/NAME-stageN-f16.gguf`` (commit it). On a machine without the run directory a
+stage with a kept file (or a later one) counts as done, and the next stage starts from the kept
+weights, rebuilt into ``OUT/stageN/NAME/model``. (They are f16: a stage continued on the same
+machine starts from the fp32 weights instead, a difference far below the runs' noise.) ``--until
+N`` stops after stage N, so that one sitting ends on a kept stage.
+
+    udrl recipe trainer/recipes/mini-recipe.json --out runs/model --keep data/stages --until 1
 """
 
 from __future__ import annotations
@@ -91,11 +99,17 @@ def _udrl(*args: str) -> list[str]:
     return [sys.executable, "-m", "udrl", *args]
 
 
+def kept_file(keep: Path, name: str, stage: int) -> Path:
+    """Where ``--keep`` puts a variant's weights after a stage."""
+    return keep / f"{name}-stage{stage}-f16.gguf"
+
+
 def _train_command(config: str, run: Path, previous: Path | None, conditioning: Sequence[str],
-                   data: Sequence[str] | None) -> list[str]:
+                   data: Sequence[str] | None, threads: int) -> list[str]:
     if (run / RUN_CONFIG).exists():
-        return _udrl("train", "--resume", "--out", str(run))
-    cmd = _udrl("train", "--config", config, "--out", str(run), "--conditioning", *conditioning)
+        return _udrl("train", "--resume", "--out", str(run), "--threads", str(threads))
+    cmd = _udrl("train", "--config", config, "--out", str(run), "--conditioning", *conditioning,
+                "--threads", str(threads))
     if previous is not None:
         cmd += ["--init", str(previous / "model")]
     for path in data or []:
@@ -117,40 +131,73 @@ def _run_all(commands: Sequence[tuple[list[str], Path]], threads: int) -> None:
         raise UdrlError(f"a recipe step failed; see {failed[0]} (run the recipe again to resume)")
 
 
+def _kept_later(keep: Path | None, name: str, stage: int, stages: int) -> bool:
+    return keep is not None and any(kept_file(keep, name, s).is_file() for s in range(stage, stages + 1))
+
+
+def _bring_back(run: Path, keep: Path | None, name: str, stage: int) -> Path:
+    """A finished stage's run directory, its model rebuilt from the kept GGUF when the run is not here."""
+    if not (run / "model").is_dir() and keep is not None and kept_file(keep, name, stage).is_file():
+        from udrl.converters.from_gguf import checkpoint_from_gguf
+
+        checkpoint_from_gguf(kept_file(keep, name, stage), run / "model")
+    return run
+
+
 def run_recipe(recipe_path: str | Path, out: str | Path, only: Sequence[str] | None = None,
-               threads: int | None = None, log: Any = print) -> dict[str, Path]:
-    """Run (or resume) a recipe; returns each variant's final run directory."""
+               threads: int | None = None, keep: str | Path | None = None, until: int | None = None,
+               log: Any = print) -> dict[str, Path]:
+    """Run (or resume) a recipe; returns each variant's final run directory (with ``until``, its
+    run directory of that stage). ``keep`` and ``until``: see the module docstring."""
     recipe = Recipe.from_file(recipe_path)
     out = Path(out)
+    keep = Path(keep) if keep is not None else None
     names = list(only) if only else list(recipe.variants)
     unknown = [n for n in names if n not in recipe.variants]
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; the recipe has {list(recipe.variants)}")
+    stages = len(recipe.stages)
+    if until is not None and not 1 <= until <= stages:
+        raise ConfigError(f"--until {until}: the recipe has stages 1 to {stages}")
     threads = threads or max(1, (os.cpu_count() or 1) // len(names))
-    for stage, config in enumerate(recipe.stages, 1):
+    last = until or stages
+    for stage, config in enumerate(recipe.stages[:last], 1):
         steps = []
         for name in names:
             dirs = run_dirs(recipe, out, name)
-            run, previous = dirs[stage - 1], dirs[stage - 2] if stage > 1 else None
-            if (run / "model").is_dir():
+            run = dirs[stage - 1]
+            if (run / "model").is_dir() or _kept_later(keep, name, stage, stages):
                 continue
-            steps.append((_train_command(config, run, previous, recipe.variants[name], recipe.data),
-                          out / f"{name}.stage{stage}.log"))
+            previous = _bring_back(dirs[stage - 2], keep, name, stage - 1) if stage > 1 else None
+            steps.append((_train_command(config, run, previous, recipe.variants[name],
+                                         recipe.data, threads), out / f"{name}.stage{stage}.log"))
         if steps:
-            log(f"stage {stage}/{len(recipe.stages)}: training {len(steps)} run(s), {threads} thread(s) each")
+            log(f"stage {stage}/{stages}: training {len(steps)} run(s), {threads} thread(s) each")
             _run_all(steps, threads)
+        if keep is not None:
+            for name in names:
+                run = run_dirs(recipe, out, name)[stage - 1]
+                if (run / "model").is_dir() and not _kept_later(keep, name, stage, stages):
+                    log(f"stage {stage}: keeping {name}'s weights in {kept_file(keep, name, stage)}")
+                    keep.mkdir(parents=True, exist_ok=True)
+                    cmd = _udrl("export", str(run / "model"), "--format", "gguf", "--quant", "f16",
+                                "--out", str(kept_file(keep, name, stage)), "--force")
+                    _run_all([(cmd, out / f"{name}.stage{stage}.log")], threads)
+    if until is not None:
+        return {name: run_dirs(recipe, out, name)[until - 1] for name in names}
     if recipe.round2 and recipe.round2.variant in names:
-        _round2(recipe, out, log)
+        _round2(recipe, out, keep, log)
     return {name: run_dirs(recipe, out, name)[-1] for name in names}
 
 
-def _round2(recipe: Recipe, out: Path, log: Any) -> None:
+def _round2(recipe: Recipe, out: Path, keep: Path | None, log: Any) -> None:
     r2 = recipe.round2
     assert r2 is not None
     dirs = run_dirs(recipe, out, r2.variant)
     last, final = dirs[-2], dirs[-1]
     if (final / "model").is_dir():
         return
+    _bring_back(last, keep, r2.variant, len(recipe.stages))
     data = recipe.data or json.loads(Path(recipe.stages[-1]).read_text())["data"]
     gguf = last / "model-q8_0.gguf"
     focus_report = out / f"focus-stage{len(recipe.stages)}.json"
@@ -170,5 +217,6 @@ def _round2(recipe: Recipe, out: Path, log: Any) -> None:
                     "--samples", str(r2.samples), "--out", str(rollout_out), "--threads", threads)
         _run_all([(cmd, out / f"{r2.variant}.round2.log")], int(threads))
     log("round 2: the last stage")
-    cmd = _train_command(r2.config, final, last, recipe.variants[r2.variant], [*data, str(rollout_out)])
+    cmd = _train_command(r2.config, final, last, recipe.variants[r2.variant], [*data, str(rollout_out)],
+                         int(threads))
     _run_all([(cmd, out / f"{r2.variant}.stage{len(dirs)}.log")], int(threads))

@@ -4,7 +4,7 @@ import pytest
 
 from udrl import ConfigError
 from udrl.manifest import load_manifest
-from udrl.trainer.recipe import Recipe, run_dirs, run_recipe
+from udrl.trainer.recipe import Recipe, kept_file, run_dirs, run_recipe
 
 
 def _stage(path, data, steps, lr):
@@ -62,3 +62,25 @@ def test_the_shipped_recipe_reads_and_lays_out_its_runs(tmp_path):
     assert run_dirs(recipe, tmp_path, "udrl")[-2] == tmp_path / "stage4" / "udrl"
     assert run_dirs(recipe, tmp_path, "nocmd")[-1] == tmp_path / "nocmd"
     assert len(run_dirs(recipe, tmp_path, "nocmd")) == 4
+
+
+def test_kept_stages_carry_a_recipe_to_a_machine_without_its_runs(synthetic_data, tmp_path):
+    _stage(tmp_path / "one.json", synthetic_data, 8, 2e-3)
+    _stage(tmp_path / "two.json", synthetic_data, 4, 1e-3)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"stages": ["one.json", "two.json"], "variants": {"udrl": ["length", "reward"]}}))
+    keep = tmp_path / "kept"
+    first = tmp_path / "machine1"
+    assert run_recipe(recipe, first, threads=1, keep=keep, until=1, log=lambda _: None) == {
+        "udrl": first / "stage1" / "udrl"}
+    assert kept_file(keep, "udrl", 1).is_file() and not (first / "udrl").exists()  # stopped after stage 1
+
+    second = tmp_path / "machine2"  # only the kept file travels
+    lines = []
+    run_recipe(recipe, second, threads=1, keep=keep, log=lines.append)
+    assert lines[0].startswith("stage 2/2")  # stage 1 is not trained again
+    assert json.loads((second / "udrl" / "train_config.json").read_text())["init"] == str(second / "stage1" / "udrl" / "model")
+    assert load_manifest(second / "udrl" / "model").conditioning == ("length", "reward")
+    assert kept_file(keep, "udrl", 2).is_file()
+    with pytest.raises(ConfigError, match="--until 3: the recipe has stages 1 to 2"):
+        run_recipe(recipe, second, keep=keep, until=3)
