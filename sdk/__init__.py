@@ -15,8 +15,6 @@ from .errors import (
     BackendError,
     CheckpointError,
     CommandError,
-    ConfigError,
-    DatasetError,
     ManifestError,
     UdrlError,
 )
@@ -33,8 +31,6 @@ __all__ = [
     "Command",
     "CommandError",
     "CommandSpace",
-    "ConfigError",
-    "DatasetError",
     "GenerationResult",
     "Manifest",
     "ManifestError",

@@ -5,7 +5,7 @@ converters, ``udrl bench``) register through the ``udrl.cli`` entry-point group,
 imports them; a subcommand whose extra is not installed reports which one to install.
 
 User input never ends in a traceback: an error prints one line on stderr and exits with a status
-per kind (`EXIT_CODES`): 1 any other udrl error (an unreadable --file, --threads out of range), 2 usage, 3 a request or input the model does not
+per kind (each error's ``exit_code``): 1 any other udrl error (an unreadable --file, --threads out of range), 2 usage, 3 a request or input the model does not
 accept, 4 a corrupted artifact or manifest, 5 a runtime missing or unable to run it, 6 a training
 configuration or dataset, 130 interrupted, 141 standard output closed by its reader.
 """
@@ -13,6 +13,7 @@ configuration or dataset, 130 interrupted, 141 standard output closed by its rea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -24,16 +25,7 @@ from pathlib import Path
 from . import __version__, errors
 from .artifacts import artifact_size, read_manifest
 from .errors import UdrlError
-
-# Exit status per error kind; argparse's usage errors exit 2. The README lists the same table.
-EXIT_CODES: dict[type[UdrlError], int] = {
-    errors.CommandError: 3,  # a request or option the model does not accept
-    errors.ManifestError: 4,  # an artifact that is corrupted or carries no valid manifest
-    errors.CheckpointError: 4,
-    errors.BackendError: 5,  # a runtime that is missing or cannot run the artifact here
-    errors.ConfigError: 6,  # a training or export configuration, or a dataset
-    errors.DatasetError: 6,
-}
+from .generate import DEFAULTS, GenerationOptions
 
 
 def info(path: str) -> dict:
@@ -117,9 +109,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     lines = _read_queries(args)
     queries = [q for _, q in lines]
-    options = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                   max_tokens=args.max_tokens, length_guard=not args.no_length_guard,
-                   no_repeat_ngram=args.no_repeat_ngram, focus=args.focus)
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions) if f.name != "length_guard"}
+    options["length_guard"] = not args.no_length_guard
     with load(args.model, backend=args.backend, threads=args.threads) as model:
         if args.stream and len(queries) == 1 and not args.json:
             for piece in model.stream(queries[0], task=args.task, length=args.length, reward=args.reward, **options):
@@ -166,15 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task", default="image", help="image, search, headline, tags (see `udrl info`)")
     g.add_argument("--length", type=int, help="target length in words (default: the task's usual)")
     g.add_argument("--reward", type=int, help="relevance level, 0 lowest (default: the highest)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--max-tokens", type=int)
+    # One flag per GenerationOptions field, its default from there (a test checks they stay one set).
+    g.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="0 is greedy (default)")
+    g.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="0: off (default)")
+    g.add_argument("--top-p", type=float, default=DEFAULTS.top_p)
+    g.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    g.add_argument("--max-tokens", type=int, default=DEFAULTS.max_tokens)
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
-    g.add_argument("--no-repeat-ngram", type=int, default=2, metavar="N",
-                   help="forbid repeating any N generated tokens in a row (default 2; 0: off)")
-    g.add_argument("--focus", type=float, metavar="X",
+    g.add_argument("--no-repeat-ngram", type=int, default=DEFAULTS.no_repeat_ngram, metavar="N",
+                   help=f"forbid repeating any N generated tokens in a row (default {DEFAULTS.no_repeat_ngram}; 0: off)")
+    g.add_argument("--focus", type=float, default=DEFAULTS.focus, metavar="X",
                    help="query focus bonus for the request's words the output lacks "
                         "(default: the model's, see `udrl info`; 0: off)")
     g.add_argument("--model", help="artifact path (default: the bundled model)")
@@ -208,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def exit_code(exc: UdrlError) -> int:
-    """The documented exit status for an error kind (see the module docstring)."""
-    return next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1)
+    """The documented exit status for an error kind (each kind's ``exit_code``; see the module
+    docstring). Argparse's usage errors exit 2."""
+    return exc.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

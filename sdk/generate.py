@@ -82,6 +82,9 @@ class GenerationOptions:
         return make_sampler(self.temperature, self.top_k, self.top_p, seed)
 
 
+DEFAULTS = GenerationOptions()  # the one place the options' defaults are read from (SDK, CLI, server)
+
+
 @dataclasses.dataclass
 class GenerationResult:
     """What one request produced, with the figures the benchmarks read."""
@@ -115,14 +118,27 @@ class GenerationResult:
         return d
 
 
+@dataclasses.dataclass
+class JobStats:
+    """What a `Job` records as it runs; ``text`` and the counts after the end are filled by `Job.finish`."""
+
+    prompt_tokens: int
+    prompt_s: float = 0.0
+    first_token_s: float = 0.0
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # None while it runs
+    total_s: float = 0.0
+
+
 def result_of(job: Job) -> GenerationResult:
     """The `GenerationResult` of a `Job` that has ended."""
-    stats, text = job.stats, job.stats["text"]
-    return GenerationResult(text=text, query=job.query, command=job.command, words=count_words(text),
-                            prompt_tokens=stats["prompt_tokens"], completion_tokens=stats["completion_tokens"],
-                            finish_reason=stats["finish_reason"], prompt_s=stats["prompt_s"],
-                            first_token_s=stats["first_token_s"], total_s=stats["total_s"],
-                            peak_rss_mb=peak_rss_mb())
+    stats = job.stats
+    assert stats.finish_reason is not None, "result_of a job that has not ended"
+    return GenerationResult(text=stats.text, query=job.query, command=job.command, words=count_words(stats.text),
+                            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+                            finish_reason=stats.finish_reason, prompt_s=stats.prompt_s,
+                            first_token_s=stats.first_token_s, total_s=stats.total_s, peak_rss_mb=peak_rss_mb())
 
 
 def peak_rss_mb() -> float:
@@ -238,11 +254,11 @@ class Job:
         self.pieces: list[str] = []  # text pieces not yet taken by the caller
         self.next_token: int | None = None  # the token to feed next; None before prefill and once done
         self.done = False
-        self.stats: dict = dict(prompt_tokens=len(self.prompt), prompt_s=0.0, first_token_s=0.0)
+        self.stats = JobStats(prompt_tokens=len(self.prompt))
 
     def prefilled(self) -> None:
         """Note the end of the prompt's forward pass (for ``prompt_s``)."""
-        self.stats["prompt_s"] = time.perf_counter() - self.start
+        self.stats.prompt_s = time.perf_counter() - self.start
 
     def advance(self, logits: np.ndarray) -> int | None:
         """Pick the next token from the logits of the last one fed; return the token to feed next,
@@ -253,7 +269,7 @@ class Job:
             self.finish()
             return None
         if len(decoder.ids) == 1:
-            self.stats["first_token_s"] = time.perf_counter() - self.start
+            self.stats.first_token_s = time.perf_counter() - self.start
         piece = decoder.piece()
         if piece:
             self.pieces.append(piece)
@@ -274,8 +290,9 @@ class Job:
         if tail and decoder.finish != "cancelled":
             self.pieces.append(tail)
         self.next_token, self.done = None, True
-        self.stats.update(text=decoder.result(), completion_tokens=len(decoder.ids),
-                          finish_reason=decoder.finish or "max_tokens", total_s=time.perf_counter() - self.start)
+        self.stats.text, self.stats.completion_tokens = decoder.result(), len(decoder.ids)
+        self.stats.finish_reason = decoder.finish or "max_tokens"
+        self.stats.total_s = time.perf_counter() - self.start
 
     def take_pieces(self) -> list[str]:
         """The pieces produced since the last call."""
@@ -308,7 +325,7 @@ def decode_batch(backend: Backend, jobs: Sequence[Job]) -> None:
 
 
 def generate_batch_tokens(backend: Backend, requests: Sequence[tuple[str, Command]],
-                          options: GenerationOptions) -> list[dict]:
+                          options: GenerationOptions) -> list[JobStats]:
     """Several requests through `decode_batch` (request ``i`` samples with seed offset ``i``);
     each one's figures as `Job.stats`."""
     jobs = [Job(backend, q, c, options, sampler_offset=i) for i, (q, c) in enumerate(requests)]

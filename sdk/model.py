@@ -21,6 +21,7 @@ from .backends import Backend, BackendOptions, open_backend
 from .commands import Command, make_command
 from .errors import BackendError, CommandError, UdrlError
 from .generate import (
+    DEFAULTS,
     GenerationOptions,
     GenerationResult,
     Job,
@@ -198,9 +199,11 @@ class Model:
     # -- generation --------------------------------------------------------------------------------
 
     def submit(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
-               temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-               max_tokens: int | None = None, length_guard: bool = True, no_repeat_ngram: int = 2,
-               focus: float | None = None, on_piece: Callable[[str], None] | None = None,
+               temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+               top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
+               max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
+               no_repeat_ngram: int = DEFAULTS.no_repeat_ngram, focus: float | None = DEFAULTS.focus,
+               on_piece: Callable[[str], None] | None = None,
                on_done: Callable[[Ticket], None] | None = None) -> Ticket:
         """Queue a request for **continuous batching** and return at once with a `Ticket`
         (``ticket.result()`` waits for the `GenerationResult`; ``ticket.cancel()`` frees its slot at
@@ -212,27 +215,31 @@ class Model:
         thread. ``on_piece(text)`` receives the text in pieces and ``on_done(ticket)`` the end, on
         the computing thread: keep them short."""
         command = make_command(self.manifest, task, length, reward)
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
-                                    focus)
+        options = GenerationOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                    max_tokens=max_tokens, length_guard=length_guard,
+                                    no_repeat_ngram=no_repeat_ngram, focus=focus)
         _, batcher, (job,) = self._jobs([(query, command, options)], indexed=False)
         return batcher.submit(job, on_piece, on_done)
 
     def stream(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
-               temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-               max_tokens: int | None = None, length_guard: bool = True,
-               no_repeat_ngram: int = 2, focus: float | None = None) -> Stream:
+               temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+               top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
+               max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
+               no_repeat_ngram: int = DEFAULTS.no_repeat_ngram, focus: float | None = DEFAULTS.focus) -> Stream:
         """Yield the output's text in pieces as it decodes (same text as `generate`). Returns a
         `Stream`: iterate it; ``close()`` or ``with`` ends it early; its ``result`` holds the
         `GenerationResult` once it is exhausted. The request is checked before the first piece."""
-        options = dict(task=task, length=length, reward=reward, temperature=temperature, top_p=top_p, top_k=top_k,
+        options = dict(task=task, length=length, reward=reward, temperature=temperature, top_k=top_k, top_p=top_p,
                        seed=seed, max_tokens=max_tokens, length_guard=length_guard,
                        no_repeat_ngram=no_repeat_ngram, focus=focus)
         return Stream(self, lambda **callbacks: self.submit(query, **options, **callbacks))
 
     def generate(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
-                 temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-                 max_tokens: int | None = None, length_guard: bool = True,
-                 no_repeat_ngram: int = 2, focus: float | None = None) -> GenerationResult:
+                 temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
+                 max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
+                 no_repeat_ngram: int = DEFAULTS.no_repeat_ngram,
+                 focus: float | None = DEFAULTS.focus) -> GenerationResult:
         """Write a prompt for ``query``: ``task`` (see `commands`), ``length`` in words (default: the
         task's usual length), ``reward`` relevance level (default: the highest). Greedy unless
         ``temperature`` > 0; the same ``seed`` gives the same output on the same backend.
@@ -243,13 +250,15 @@ class Model:
         default from its manifest, 0: off). Options of the wrong type or out of range raise
         `CommandError` naming the option. Calls from several threads at once decode together."""
         return self._wait(self.submit(query, task=task, length=length, reward=reward, temperature=temperature,
-                                      top_p=top_p, top_k=top_k, seed=seed, max_tokens=max_tokens,
+                                      top_k=top_k, top_p=top_p, seed=seed, max_tokens=max_tokens,
                                       length_guard=length_guard, no_repeat_ngram=no_repeat_ngram, focus=focus))
 
-    def generate_batch(self, requests: Sequence[Request | dict], *, temperature: float = 0.0, top_p: float = 1.0,
-                       top_k: int = 0, seed: int | None = None, max_tokens: int | None = None,
-                       length_guard: bool = True, no_repeat_ngram: int = 2,
-                       focus: float | None = None) -> list[GenerationResult]:
+    def generate_batch(self, requests: Sequence[Request | dict], *,
+                       temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                       top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
+                       max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
+                       no_repeat_ngram: int = DEFAULTS.no_repeat_ngram,
+                       focus: float | None = DEFAULTS.focus) -> list[GenerationResult]:
         """Several requests at once. On llama.cpp, **continuous batching** (scheduler.py): one
         KV-cache sequence per request, up to ``parallel`` (see `load`) per ``llama_decode``; a
         request that ends frees its slot for the next at once, so nobody waits for the longest.
@@ -262,8 +271,9 @@ class Model:
         items = [_request(i, r) for i, r in enumerate(_sequence_of_requests(requests))]
         if not items:
             return []
-        options = GenerationOptions(temperature, top_k, top_p, seed, max_tokens, length_guard, no_repeat_ngram,
-                                    focus)
+        options = GenerationOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                    max_tokens=max_tokens, length_guard=length_guard,
+                                    no_repeat_ngram=no_repeat_ngram, focus=focus)
         commands = []
         for i, r in enumerate(items):
             try:

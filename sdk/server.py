@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from .backends import require
 from .errors import CommandError, UdrlError
+from .generate import DEFAULTS
 from .model import Model, load
 
 for _module in ("fastapi", "uvicorn", "pydantic"):
@@ -76,21 +77,19 @@ class _Sampling(BaseModel):
     task: StrictStr = "image"
     length: StrictInt | None = None
     reward: StrictInt | None = None
-    focus: Real | None = None
-    temperature: Real = 0.0
-    top_p: Real = 1.0
-    top_k: StrictInt = 0
-    seed: StrictInt | None = None
-    max_tokens: StrictInt | None = None
-    length_guard: StrictBool = True
-    no_repeat_ngram: StrictInt = 2
+    focus: Real | None = DEFAULTS.focus
+    temperature: Real = DEFAULTS.temperature
+    top_p: Real = DEFAULTS.top_p
+    top_k: StrictInt = DEFAULTS.top_k
+    seed: StrictInt | None = DEFAULTS.seed
+    max_tokens: StrictInt | None = DEFAULTS.max_tokens
+    length_guard: StrictBool = DEFAULTS.length_guard
+    no_repeat_ngram: StrictInt = DEFAULTS.no_repeat_ngram
     stream: StrictBool = False
 
     def options(self) -> dict[str, Any]:
-        return dict(task=self.task, length=self.length, reward=self.reward, focus=self.focus,
-                    temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed,
-                    max_tokens=self.max_tokens, length_guard=self.length_guard,
-                    no_repeat_ngram=self.no_repeat_ngram)
+        """The keyword arguments of `Model.generate` / `Model.stream` (the command and the options)."""
+        return {name: getattr(self, name) for name in _Sampling.model_fields if name != "stream"}
 
 
 class CompletionRequest(_Sampling):
@@ -197,7 +196,7 @@ def create_app(model: Model, config: ServerConfig = ServerConfig()) -> Any:
     counts = {"served": 0, "cancelled": 0}  # requests ended, by whether they ran to their end
 
     def count(ticket: Any) -> None:  # on the Model's batching thread; one writer
-        counts["cancelled" if ticket.job.stats.get("finish_reason") == "cancelled" else "served"] += 1
+        counts["cancelled" if ticket.job.stats.finish_reason == "cancelled" else "served"] += 1
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,6 +14,8 @@ from typing import Any
 
 from udrl.errors import UdrlError
 
+from .config import add_flags
+
 _NEEDS = "the trainer needs the 'train' extra: pip install 'udrl-edge[train]'"
 
 
@@ -178,36 +180,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the trainer's subcommands to the ``udrl`` parser."""
     p = sub.add_parser("train", help="train a command-conditioned GPT-2 policy (UDRL)")
-    p.add_argument("--data", action="append", metavar="FILE", help="JSONL(.gz) records; repeatable")
-    p.add_argument("--out", dest="out_dir", metavar="DIR", help="run directory (default runs/udrl)")
     p.add_argument("--config", metavar="JSON", help="TrainConfig as JSON; flags override it")
-    p.add_argument("--preset", help="model size: tiny, mini (shipped default) or gpt2-124m")
-    p.add_argument("--init", metavar="MODEL", help="start from a udrl checkpoint or GGUF ('default': the bundled "
-                   "model; new tasks of the data get control tokens) or a local pretrained GPT-2 directory")
-    p.add_argument("--tasks", nargs="+", metavar="TASK",
-                   help="tasks to train (default: the --init model's, then any other task in the data)")
-    p.add_argument("--replay", type=float, metavar="SHARE",
-                   help="with --init a udrl model: keep its own tasks' records at this share beside a new task's")
-    p.add_argument("--tokenizer", metavar="DIR", help="use a local GPT-2 tokenizer instead of training a BPE")
-    p.add_argument("--vocab-size", type=int)
-    p.add_argument("--tokenizer-words", type=int, metavar="N",
-                   help="the BPE also learns wordfreq's N most frequent English words (default 0: the data alone)")
-    p.add_argument("--steps", dest="max_steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--eval-interval", type=int)
-    p.add_argument("--checkpoint-interval", type=int)
-    p.add_argument("--length-max", type=int, help="largest target length in words")
-    p.add_argument("--reward-levels", type=int)
-    p.add_argument("--conditioning", nargs="*", choices=["length", "reward"],
-                   help="commands besides the task to condition on (ablations: give fewer)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--skip-invalid", action="store_true", help="skip and count malformed lines")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    add_flags(p)  # one per TrainConfig field
     p.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("card", help="write the model card (markdown + plots) from eval, ablation and run files")

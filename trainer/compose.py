@@ -25,9 +25,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from udrl.errors import DatasetError
 from udrl.manifest import END_STOPWORDS, FOCUS_STOPWORDS
 
+from .errors import DatasetError
 from .handwritten import query_key, read_requests
 
 COMPOSE_DIR = Path(__file__).resolve().parents[1] / "data" / "compose"

@@ -2,66 +2,92 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from udrl.errors import ConfigError
 from udrl.manifest import CONDITIONS
 
-from .model import PRESETS
+from .errors import ConfigError
+
+# The model architectures by name (`model.build_model`). n_positions bounds prompt + output; requests
+# are short design briefs and outputs at most ~48 words.
+PRESETS: dict[str, dict[str, int]] = {
+    # For tests: trains in seconds on a laptop CPU.
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128},
+    # The shipped default: about 25M parameters with a 12k vocabulary (at most 30M).
+    "mini": {"n_layer": 6, "n_head": 8, "n_embd": 512, "n_positions": 256},
+    # The paper's scale: GPT-2 small's shape (124M with GPT-2's 50k vocabulary).
+    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
+}
+
+
+def _option(default: Any = None, help: str = "", factory: Any = None, **flag: Any) -> Any:
+    """A field with its command-line flag's help (and any argparse settings: ``flag`` for another
+    flag name, ``choices``, ``metavar``, ``nargs``); `add_flags` reads them."""
+    metadata = {"help": help, **flag}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
 class TrainConfig:
+    """Every setting of a training run (``udrl train`` has one flag per field; ``--config`` reads a
+    JSON file of them); saved with every checkpoint."""
+
     # data
-    data: list[str] = dataclasses.field(default_factory=list)  # JSONL(.gz) files
-    out_dir: str = "runs/udrl"
-    skip_invalid: bool = False  # skip (and count) malformed lines instead of stopping
-    val_fraction: float = 0.05  # share of distinct queries held out for validation
+    data: list[str] = _option(factory=list, help="JSONL(.gz) records; repeatable", metavar="FILE", nargs="append")
+    out_dir: str = _option("runs/udrl", "run directory", flag="--out", metavar="DIR")
+    skip_invalid: bool = _option(False, "skip (and count) malformed lines instead of stopping")
+    val_fraction: float = _option(0.05, "share of distinct queries held out for validation")
     # command schema (written into the manifest)
-    # None: the --init model's tasks (else the four shipped ones), then any other task of the data.
-    tasks: list[str] | None = None
-    length_min: int = 1
-    length_max: int = 48
-    reward_levels: int = 3
-    reward_edges: list[float] | None = None  # default: the --init model's, else quantiles of the scores
-    conditioning: list[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))
+    tasks: list[str] | None = _option(None, "tasks to train (default: the --init model's, else the four shipped "
+                                      "ones, then any other task in the data)", metavar="TASK")
+    length_min: int = _option(1, "smallest target length in words")
+    length_max: int = _option(48, "largest target length in words")
+    reward_levels: int = _option(3, "relevance levels of the reward command")
+    reward_edges: list[float] | None = _option(None, "the levels' score edges (default: the --init model's, "
+                                               "else quantiles of the scores)", metavar="EDGE")
+    conditioning: list[str] = _option(factory=lambda: list(CONDITIONS), nargs="*", choices=list(CONDITIONS),
+                                      help="commands besides the task to condition on (ablations: give fewer)")
     # model and tokenizer
-    preset: str = "tiny"
-    # Start from: a udrl checkpoint or GGUF ("default": the bundled model), or a local pretrained GPT-2.
-    init: str | None = None
-    # With --init a udrl model and data of new tasks: the share of records from its own tasks kept beside
-    # the new ones (replayed, so that they do not degrade); None keeps all.
-    replay: float | None = None
-    tokenizer: str | None = None  # local GPT-2 tokenizer directory (default: train a BPE)
-    vocab_size: int = 8192
-    # The BPE also learns from wordfreq's N most frequent English words, so that ordinary words the data
-    # never has are whole tokens or a few pieces, never single letters (0: the data alone).
-    tokenizer_words: int = 0
-    dropout: float = 0.0
+    preset: str = _option("tiny", "model size", choices=list(PRESETS))
+    init: str | None = _option(None, "start from a udrl checkpoint or GGUF ('default': the bundled model; new "
+                               "tasks of the data get control tokens) or a local pretrained GPT-2 directory",
+                               metavar="MODEL")
+    replay: float | None = _option(None, "with --init a udrl model: keep its own tasks' records at this share "
+                                   "beside a new task's, so that they do not degrade (default: all)", metavar="SHARE")
+    tokenizer: str | None = _option(None, "use a local GPT-2 tokenizer instead of training a BPE", metavar="DIR")
+    vocab_size: int = _option(8192, "BPE vocabulary size")
+    tokenizer_words: int = _option(0, "the BPE also learns wordfreq's N most frequent English words, so that "
+                                   "ordinary words the data lacks are never spelt letter by letter (0: the data "
+                                   "alone)", metavar="N")
+    dropout: float = _option(0.0, "dropout of residual, embedding and attention")
     # optimisation
-    max_steps: int = 2000
-    batch_size: int = 32  # per process, per micro-step
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    max_steps: int = _option(2000, "optimizer steps", flag="--steps")
+    batch_size: int = _option(32, "records per process and micro-step")
+    grad_accum: int = _option(1, "micro-steps per optimizer step")
+    lr: float = _option(1e-3, "peak learning rate")
+    min_lr_ratio: float = _option(0.1, "the cosine decays to lr * this")
+    warmup_steps: int = _option(100, "linear warm-up steps")
+    weight_decay: float = _option(0.1, "AdamW weight decay")
+    grad_clip: float = _option(1.0, "gradient norm clip (0: off)")
     # bookkeeping
-    log_interval: int = 10
-    eval_interval: int = 250
-    eval_batches: int = 20
-    adherence_samples: int = 64  # validation requests generated at each evaluation
-    checkpoint_interval: int = 250
-    keep_checkpoints: int = 2
-    seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int | None = None  # torch CPU threads (default: torch's choice)
-    resume: bool = False
+    log_interval: int = _option(10, "steps between log lines")
+    eval_interval: int = _option(250, "steps between evaluations")
+    eval_batches: int = _option(20, "validation batches per evaluation")
+    adherence_samples: int = _option(64, "validation requests generated at each evaluation")
+    checkpoint_interval: int = _option(250, "steps between checkpoints")
+    keep_checkpoints: int = _option(2, "checkpoints kept")
+    seed: int = _option(1337, "seed of the data order and initialisation")
+    device: str = _option("auto", "where to train", choices=["auto", "cpu", "cuda", "mps"])
+    threads: int | None = _option(None, "torch CPU threads (default: torch's choice)")
+    resume: bool = _option(False, "continue the run in --out from its latest checkpoint")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -83,6 +109,7 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what ``--config`` reads and a checkpoint saves)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
@@ -115,3 +142,30 @@ class TrainConfig:
             problems.append(f"device {self.device!r} is unknown; use auto, cpu, cuda or mps")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field (``--vocab-size`` for ``vocab_size``, unless the field names
+    another), typed from its annotation, with its help and default shown. Every flag defaults to
+    None (a switch to False), so that only the flags given override a ``--config`` file."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        meta = dict(field.metadata)
+        flag = meta.pop("flag", "--" + field.name.replace("_", "-"))
+        nargs = meta.pop("nargs", None)
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        meta["help"] = f"{meta['help']} (default: {default})" if default not in (None, False, []) else meta["help"]
+        kind = hints[field.name]
+        if kind is bool:
+            parser.add_argument(flag, dest=field.name, action="store_true", **meta)
+            continue
+        if type(None) in typing.get_args(kind):  # X | None: the flag takes an X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if typing.get_origin(kind) is list:
+            item = typing.get_args(kind)[0]
+            if nargs == "append":
+                parser.add_argument(flag, dest=field.name, type=item, action="append", **meta)
+            else:
+                parser.add_argument(flag, dest=field.name, type=item, nargs=nargs or "+", **meta)
+        else:
+            parser.add_argument(flag, dest=field.name, type=kind, **meta)

@@ -25,8 +25,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from udrl.commands import count_words
-from udrl.errors import DatasetError
 from udrl.manifest import Manifest
+
+from .errors import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)

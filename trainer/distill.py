@@ -24,10 +24,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from udrl.errors import ConfigError, DatasetError
-from udrl.manifest import DEFAULT_TASKS
 from udrl.files import write_atomic
+from udrl.manifest import DEFAULT_TASKS
 
+from .errors import ConfigError, DatasetError
 from .handwritten import query_key, read_requests
 from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from .prompts import (

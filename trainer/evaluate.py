@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-
 from udrl.backend_torch import TorchBackend
 from udrl.commands import Command, count_words
 from udrl.generate import GenerationOptions, generate_batch_tokens
@@ -45,7 +44,7 @@ def greedy_generate(
     try:
         for start in range(0, len(requests), batch_size):
             chunk = [(r.query, r.command) for r in requests[start : start + batch_size]]
-            outputs += [s["text"] for s in generate_batch_tokens(backend, chunk, options)]
+            outputs += [s.text for s in generate_batch_tokens(backend, chunk, options)]
     finally:
         model.train(was_training)
     return outputs

@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from udrl.errors import DatasetError
+from .errors import DatasetError
 
 HANDWRITTEN_DIR = Path(__file__).resolve().parents[1] / "data" / "handwritten"
 SPLITS = ("tune", "eval")

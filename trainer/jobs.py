@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
-from udrl.errors import DatasetError
+
+from .errors import DatasetError
 
 
 class JsonlLog:

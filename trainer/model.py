@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
-
 from udrl.checkpoint import check_gpt2_dir
-from udrl.errors import ConfigError
 
-# n_positions bounds prompt + output; requests are short design briefs and outputs at most ~48 words.
-PRESETS: dict[str, dict[str, int]] = {
-    # For tests: trains in seconds on a laptop CPU.
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128},
-    # The shipped default: about 23M parameters with an 8k vocabulary (at most 30M).
-    "mini": {"n_layer": 6, "n_head": 8, "n_embd": 512, "n_positions": 256},
-    # The paper's scale: GPT-2 small's shape (124M with GPT-2's 50k vocabulary).
-    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
-}
+from .config import PRESETS
+from .errors import ConfigError
 
 
 def build_model(preset: str, vocab_size: int, eos_id: int, dropout: float = 0.0) -> GPT2LMHeadModel:

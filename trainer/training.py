@@ -27,13 +27,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
-
 from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
-from udrl.errors import ConfigError, DatasetError
+from udrl.files import file_digest, write_atomic
 from udrl.manifest import DEFAULT_TASKS, MANIFEST_FILENAME, Manifest, load_manifest
 from udrl.model import default_model_path
-from udrl.files import file_digest, write_atomic
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -47,9 +45,10 @@ from .dataset import (
     replay_mix,
     split_by_query,
 )
+from .errors import ConfigError, DatasetError
 from .evaluate import Request, adherence, greedy_generate
-from .model import build_model, count_parameters, init_from_pretrained
 from .figures import save_figure
+from .model import build_model, count_parameters, init_from_pretrained
 from .tokenizer import attach_token_ids, english_word_list, load_gpt2_tokenizer, train_bpe
 
 IGNORE = -100

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 import udrl
 from udrl.backends import BackendOptions, open_backend
 from udrl.commands import make_command
@@ -73,8 +72,8 @@ def test_a_cancelled_request_frees_its_slot_at_the_next_step(tiny_artifacts, alo
         assert list(scheduler.running.values()) == [long_job] and list(scheduler.waiting) == [short]
         scheduler.cancel(long_job)
         ended = scheduler.step()
-        assert ended == [long_job] and long_job.stats["finish_reason"] == "cancelled"
-        assert long_job.stats["completion_tokens"] == 2
+        assert ended == [long_job] and long_job.stats.finish_reason == "cancelled"
+        assert long_job.stats.completion_tokens == 2
         assert list(scheduler.running.values()) == [short]  # joined in the same step
         while not scheduler.idle:
             scheduler.step()
@@ -153,7 +152,7 @@ def test_with_its_own_thread_a_model_decodes_what_nobody_waits_for(tiny_artifact
         ended = threading.Event()
         texts: list[str] = []
         m.submit(REQUESTS[1][0], task="tags", length=3,
-                 on_done=lambda ticket: (texts.append(ticket.job.stats["text"]), ended.set()))
+                 on_done=lambda ticket: (texts.append(ticket.job.stats.text), ended.set()))
         assert ended.wait(30)
         assert texts == [alone[REQUESTS[1]].text]
         assert m.generate(REQUESTS[3][0], task="search", length=2).text == alone[REQUESTS[3]].text

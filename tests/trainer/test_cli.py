@@ -40,3 +40,23 @@ def test_train_cli_end_to_end_with_config_file(tmp_path, synthetic_data):
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "r" / "model" / "train_config.json").read_text())["max_steps"] == 4
     assert udrl("info", str(tmp_path / "r" / "model")).returncode == 0
+
+
+def test_udrl_train_has_one_flag_per_config_field_and_flags_override_the_file(tmp_path):
+    import argparse
+    import dataclasses
+
+    from udrl.trainer.cli import _config_from_args
+    from udrl.trainer.config import TrainConfig, add_flags
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_flags(parser)
+    dests = {action.dest for action in parser._actions}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= dests
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"data": ["d.jsonl"], "lr": 0.5, "conditioning": ["length"], "max_steps": 9}))
+    args = parser.parse_args(["--config", str(file), "--steps", "3", "--conditioning", "--reward-edges", "0.2", "0.6"])
+    config = _config_from_args(args)
+    assert (config.max_steps, config.conditioning, config.reward_edges) == (3, [], [0.2, 0.6])  # the flags
+    assert (config.lr, config.data, config.vocab_size) == (0.5, ["d.jsonl"], TrainConfig().vocab_size)  # file, default

@@ -2,9 +2,8 @@ import gzip
 import json
 
 import pytest
-
-from udrl import DatasetError
 from udrl.trainer.dataset import quantile_edges, read_records, split_by_query
+from udrl.trainer.errors import DatasetError
 
 TASKS = ["image", "search", "headline", "tags"]
 

@@ -4,9 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from udrl import ConfigError
 from udrl.trainer.distill import DistillConfig, distill, plan_jobs
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.jobs import JsonlLog
 
 QUERIES = [

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-
 import udrl
-from udrl import ConfigError, DatasetError
 from udrl.manifest import load_manifest
 from udrl.trainer import TrainConfig
 from udrl.trainer.dataset import Record, replay_mix
+from udrl.trainer.errors import ConfigError, DatasetError
 
 
 def test_a_new_task_gets_one_control_token_and_the_old_ones_keep_theirs(tiny_finetuned, tiny_artifacts):

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from udrl.errors import DatasetError
 from udrl.trainer.degenerate import degenerate_reasons, is_degenerate
-from udrl.trainer.handwritten import HANDWRITTEN_DIR, draw_split, load_split, query_key, read_requests
+from udrl.trainer.errors import DatasetError
+from udrl.trainer.handwritten import (
+    HANDWRITTEN_DIR,
+    draw_split,
+    load_split,
+    query_key,
+    read_requests,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
-from udrl import CheckpointError, ConfigError
+from udrl import CheckpointError
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.model import PRESETS, build_model, count_parameters, init_from_pretrained
 
 

@@ -1,9 +1,8 @@
 import json
 
 import pytest
-
-from udrl import ConfigError
 from udrl.manifest import load_manifest
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.recipe import Recipe, kept_file, run_dirs, run_recipe
 
 

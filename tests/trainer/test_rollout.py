@@ -3,11 +3,10 @@ import gzip
 import json
 
 import pytest
-
 from udrl.artifacts import read_manifest
 from udrl.commands import count_words, reward_level_for
-from udrl.errors import ConfigError
 from udrl.trainer.dataset import Record, read_records, split_by_query
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.judge import Judge
 from udrl.trainer.rollout import RolloutConfig, copy_shares, plan_jobs, rollout, training_split
 

@@ -5,8 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from udrl import ConfigError
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.formats import format_problems
 from udrl.trainer.prompts import LENGTH_SPREAD, build_prompt, clean_output
 from udrl.trainer.taskfile import TASKS, TaskRegistry, load_task_file, problems_with

@@ -181,23 +181,23 @@ def faulty_server():
 
 def test_http_teacher_retries_server_errors_then_succeeds(faulty_server):
     url, handler = faulty_server(failures=2)
-    teacher = OpenAITeacher(url, retries=3, backoff=0.01)
+    teacher = OpenAITeacher(url, retries=3)
     assert teacher.complete("p", SAMPLING) == " bike repair workshop"
     assert handler.seen == 3
 
 
 def test_http_teacher_reports_a_server_that_keeps_failing(faulty_server):
     url, handler = faulty_server(failures=100)
-    teacher = OpenAITeacher(url, retries=2, backoff=0.01)
-    with pytest.raises(TeacherError, match=r"failed 3 time\(s\) \(HTTP 500; HTTP 500; HTTP 500\)"):
+    teacher = OpenAITeacher(url, retries=2)
+    with pytest.raises(TeacherError, match=r"answered HTTP 500 3 time\(s\)"):
         teacher.complete("p", SAMPLING)
     assert handler.seen == 3
 
 
 def test_http_teacher_reports_a_server_that_times_out(faulty_server):
     url, handler = faulty_server(failures=100, hang=1.0)
-    teacher = OpenAITeacher(url, retries=1, backoff=0.01, timeout=0.2)
-    with pytest.raises(TeacherError, match=r"failed 2 time\(s\) \(timeout; timeout\)"):
+    teacher = OpenAITeacher(url, retries=1, timeout=0.2)
+    with pytest.raises(TeacherError, match=r"timed out 2 time\(s\)"):
         teacher.complete("p", SAMPLING)
     assert handler.seen == 2
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from udrl import CheckpointError, ConfigError, DatasetError, Manifest, ManifestError, load_manifest
+from udrl import CheckpointError, Manifest, ManifestError, load_manifest
+from udrl.checkpoint import load_checkpoint, verify_checkpoint
 from udrl.trainer import TrainConfig, train
 from udrl.trainer.dataset import quantile_edges
-from udrl.checkpoint import load_checkpoint, verify_checkpoint
+from udrl.trainer.errors import ConfigError, DatasetError
 
 
 def metrics(run: Path) -> list[dict]:
@@ -169,7 +169,6 @@ def test_a_word_copied_from_the_query_is_the_same_token_in_the_output(tiny_run):
     """Copying a request's words (most of a search query or a tag list) is token identity for the
     model: the first output word and the first query word are spelt the same as later ones."""
     from transformers import PreTrainedTokenizerFast
-
     from udrl.trainer.dataset import Record
     from udrl.trainer.training import _encode
 
@@ -224,7 +223,6 @@ def test_training_from_a_local_pretrained_gpt2(tmp_path, synthetic_data):
     """--init DIR: the run starts from the directory's weights and tokenizer, plus control tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
-
     from udrl.trainer.dataset import iter_texts, read_records
     from udrl.trainer.model import build_model
 
