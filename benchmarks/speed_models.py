@@ -11,10 +11,11 @@ import argparse
 from pathlib import Path
 
 from udrl.converters import export
-from udrl.manifest import Manifest
 from udrl.files import file_digest
+from udrl.manifest import DEFAULT_TASKS, Manifest
 from udrl.trainer.checkpoint import write_checkpoint_dir
 from udrl.trainer.dataset import iter_texts, median_lengths, quantile_edges, read_records
+from udrl.trainer.decoding import starting_settings
 from udrl.trainer.model import build_model, count_parameters
 from udrl.trainer.tokenizer import attach_token_ids, train_bpe
 
@@ -25,7 +26,7 @@ ONNX = ("fp32", "int8")
 def make(data: str, out: Path, presets: list[str], vocab_size: int = 8192) -> list[Path]:
     records = read_records([data], ["image", "search", "headline", "tags"], (1, 48), skip_invalid=True).records
     manifest = Manifest.new(reward_edges=quantile_edges([r.score for r in records], 3),
-                            data_hash=file_digest([data])).replace(default_length=median_lengths(records))
+                            data_hash=file_digest([data]), **starting_settings(DEFAULT_TASKS)).replace(default_length=median_lengths(records))
     tokenizer = train_bpe(iter_texts(records, manifest), manifest, vocab_size)
     manifest = attach_token_ids(manifest, tokenizer)
     artifacts = []

@@ -59,8 +59,8 @@ def _onnx_manifest(path: Path) -> str | None:
     try:
         import onnx
         from google.protobuf.message import DecodeError
-    except ImportError:
-        raise UdrlError("reading ONNX needs the 'convert' extra: pip install 'udrl-edge[convert]'") from None
+    except ImportError as exc:
+        raise UdrlError("reading ONNX needs the 'convert' extra: pip install 'udrl-edge[convert]'") from exc
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
@@ -71,8 +71,8 @@ def _onnx_manifest(path: Path) -> str | None:
 def _coreml_manifest(path: Path) -> str | None:
     try:
         import coremltools as ct
-    except ImportError:
-        raise UdrlError("reading Core ML needs the 'coreml' extra: pip install 'udrl-edge[coreml]'") from None
+    except ImportError as exc:
+        raise UdrlError("reading Core ML needs the 'coreml' extra: pip install 'udrl-edge[coreml]'") from exc
     spec = ct.utils.load_spec(str(path))
     return dict(spec.description.metadata.userDefined).get(METADATA_KEY)
 

@@ -123,8 +123,8 @@ class _Cursor:
         raw = self.take(self.unpack("<Q"))
         try:
             return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.fail("a string is not valid UTF-8") from None
+        except UnicodeDecodeError as exc:
+            raise self.fail("a string is not valid UTF-8") from exc
 
     def value(self, vtype: int) -> Any:
         if vtype in _FIXED:

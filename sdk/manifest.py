@@ -47,33 +47,9 @@ DEFAULT_TEMPLATE = "{task}{length}{reward} {query}{sep}"
 OUTPUT_PREFIX = " "
 SEP_TOKEN = "<|sep|>"
 EOS_TOKEN = "<|endoftext|>"
-# Query focus (see `generate.py`): per task, the logit bonus new models get for the request's content
-# words the output lacks so far, and which words do not count as content. A small policy trained
-# from scratch knows a rare subject word ("blueberry") too weakly to pick it over a frequent one
-# ("chocolate"); the bonus lets the word the user asked about win. The judge rewards copying the
-# request, so relevance cannot choose the bonus; `udrl focus` (trainer/focus.py) does, beside the
-# teacher. These defaults are what it chose for the mini model (trainer/recipes/mini-notes.md).
-FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 1.0, "tags": 8.0}
+# A query word counts as content for query focus (`rules.py`) from this many bytes; the tuned
+# settings (bonus per task, stopword lists) travel in each model's manifest, set by the trainer.
 FOCUS_MIN_BYTES = 3
-FOCUS_STOPWORDS = (
-    "about", "after", "all", "also", "and", "any", "are", "around", "based", "been", "before", "being",
-    "between", "both", "but", "can", "could", "create", "design", "does", "each", "every", "for", "from",
-    "had", "has", "have", "her", "his", "how", "into", "its", "just", "like", "make", "more", "most",
-    "need", "new", "not", "off", "one", "only", "onto", "our", "out", "over", "own", "please", "same",
-    "she", "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
-    "they", "this", "those", "through", "too", "under", "using", "very", "want", "was", "were", "what",
-    "when", "where", "which", "while", "who", "why", "will", "with", "would", "you", "your",
-)
-
-# Words an output never ends on: articles, conjunctions, possessives and prepositions, which leave a
-# phrase open. The length guard cuts at the requested word count, so without this a cut lands on
-# "at the" or "colors and". Words that end phrasal verbs ("sign up", "check out") are not here; the
-# teacher's outputs end on one of these in under 0.2% of its records ("The Game is on").
-END_STOPWORDS = (
-    "a", "about", "an", "and", "as", "at", "between", "but", "by", "for", "from", "his", "in", "into", "its",
-    "my", "nor", "of", "on", "onto", "or", "our", "over", "per", "than", "the", "their", "through", "to",
-    "under", "via", "with", "within", "without", "your",
-)
 
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TEMPLATE_FIELDS = ("task", "length", "reward", "query", "sep")
@@ -165,10 +141,6 @@ class Manifest:
         """A manifest for a new model, with control tokens named by the standard rule."""
         lo, hi = length_range
         provenance.setdefault("output_prefix", OUTPUT_PREFIX)
-        # A task of a custom model starts without focus, until `udrl focus` chooses its bonus.
-        provenance.setdefault("focus_bias", {t: FOCUS_BIAS.get(t, 0.0) for t in tasks})
-        provenance.setdefault("focus_stopwords", FOCUS_STOPWORDS)
-        provenance.setdefault("end_stopwords", END_STOPWORDS)
         control = {
             "task": {t: task_token(t) for t in tasks},
             "length": {str(n): length_token(n) for n in range(lo, hi + 1)} if lo <= hi else {},

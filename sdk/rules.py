@@ -75,7 +75,7 @@ def vocabulary(backend: Backend, n_vocab: int) -> Vocabulary:
 def focus_words(manifest: Manifest, query: str) -> list[str]:
     """The query's content words, as query focus compares them, in order, without repeats.
 
-    >>> focus_words(Manifest.new(), "Poster for the Blueberry-latte launch!")
+    >>> focus_words(Manifest.new(focus_stopwords=("for", "the")), "Poster for the Blueberry-latte launch!")
     ['poster', 'blueberry-latte', 'launch']
     """
     words: list[str] = []

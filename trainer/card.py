@@ -266,7 +266,6 @@ def front_matter(report: Mapping[str, Any], title: str) -> list[str]:
     """The card's YAML front matter, as the Hugging Face hub reads it: licence, library, pipeline,
     tags, data, and a model-index with the evaluation's relevance and length figures per task."""
     import yaml
-
     from udrl.converters.metadata import LICENSE, LICENSE_LINK, LICENSE_NAME
 
     u, r = report["udrl"], report["ratios"]

@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-
 from udrl.errors import CheckpointError
-from udrl.manifest import Manifest, save_manifest
 from udrl.files import write_atomic
+from udrl.manifest import Manifest, save_manifest
 
 STATE = "train_state.pt"
 RUN_CONFIG = "train_config.json"

@@ -117,9 +117,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from .relabel import RelabelConfig, judge_file
-
     from .augment import AugmentConfig
+    from .relabel import RelabelConfig, judge_file
 
     augment = AugmentConfig(copies=args.augment_copies, words_per_copy=args.augment_words, seed=args.seed)
     judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max,

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from udrl.manifest import END_STOPWORDS, FOCUS_STOPWORDS
-
+from .decoding import END_STOPWORDS, FOCUS_STOPWORDS
 from .errors import DatasetError
 from .handwritten import query_key, read_requests
 

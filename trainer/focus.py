@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
-from udrl.manifest import load_manifest, save_manifest
 from udrl.files import write_atomic
+from udrl.manifest import load_manifest, save_manifest
 
 from .judge import Judge
 from .quality import EvalConfig, plan_requests, run_model, run_teacher, score

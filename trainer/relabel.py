@@ -52,9 +52,9 @@ def read_raw(path: str | Path) -> list[dict[str, Any]]:
     for lineno, line in enumerate(lines, 1):
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
             if lineno < len(lines):  # only the last line may be torn (a run still writing, or killed)
-                raise DatasetError(f"{path}:{lineno}: not valid JSON") from None
+                raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
     return rows
 
 

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from udrl.manifest import DEFAULT_TASKS, END_STOPWORDS, focus_key
+from udrl.manifest import DEFAULT_TASKS, focus_key
 
+from .decoding import END_STOPWORDS
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):

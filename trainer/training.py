@@ -45,6 +45,7 @@ from .dataset import (
     replay_mix,
     split_by_query,
 )
+from .decoding import starting_settings
 from .errors import ConfigError, DatasetError
 from .evaluate import Request, adherence, greedy_generate
 from .figures import save_figure
@@ -390,6 +391,7 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
             conditioning=config.conditioning,
             data_hash=file_digest(config.data),
             parent=config.init,
+            **starting_settings(config.tasks),
         ).replace(default_length=median_lengths(train_records))
     tokenizer = _prepare_tokenizer(config, manifest, train_records, run_dir, d)
     manifest = attach_token_ids(manifest, tokenizer)

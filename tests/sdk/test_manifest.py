@@ -34,21 +34,15 @@ def test_new_models_see_every_word_after_a_space_and_older_manifests_keep_their_
     assert render_prompt(legacy, "jazz night", cmd) == "<|task:tags|><|len:3|><|rew:2|>jazz night<|sep|>"
 
 
-def test_new_models_get_query_focus_and_older_manifests_have_it_off():
-    from udrl.manifest import FOCUS_BIAS, FOCUS_STOPWORDS
-
-    m = make()
-    assert m.focus_bias == FOCUS_BIAS and "the" in m.focus_stopwords == FOCUS_STOPWORDS
-    assert Manifest.from_dict(m.to_dict()) == m
-    older = m.to_dict()
+def test_the_schema_holds_no_tuned_numbers_and_older_manifests_have_focus_off():
+    m = make()  # the SDK's Manifest.new: focus and the end words come from the trainer, not from here
+    assert m.focus_bias == {} and m.focus_stopwords == () and m.end_stopwords == ()
+    tuned = make(focus_bias={t: 1.5 for t in m.tasks}, focus_stopwords=("the",), end_stopwords=("of",))
+    assert Manifest.from_dict(tuned.to_dict()) == tuned
+    older = tuned.to_dict()
     del older["focus"], older["length_guard"]
     legacy = Manifest.from_dict(older)
-    assert legacy.focus_bias == {} and legacy.focus_stopwords == ()
-    # the length guard's end words likewise: new models have them, older manifests none
-    assert "the" in m.end_stopwords and legacy.end_stopwords == ()
-    # a task the defaults do not know starts without focus, until `udrl focus` chooses its bonus
-    custom = Manifest.new(tasks=["tags", "poster"], length_range=(1, 12), reward_edges=[0.5])
-    assert dict(custom.focus_bias) == {"tags": FOCUS_BIAS["tags"], "poster": 0.0}
+    assert legacy.focus_bias == {} and legacy.focus_stopwords == () and legacy.end_stopwords == ()
 
 
 def test_round_trip_through_a_checkpoint_directory(tmp_path):

@@ -1,0 +1,19 @@
+from udrl.manifest import Manifest
+from udrl.trainer.decoding import END_STOPWORDS, FOCUS_BIAS, FOCUS_STOPWORDS, starting_settings
+
+
+def test_a_new_model_starts_with_the_tuned_focus_and_a_new_task_without_it():
+    m = Manifest.new(tasks=["tags", "poster"], length_range=(1, 12), reward_edges=[0.5],
+                     **starting_settings(["tags", "poster"]))
+    assert dict(m.focus_bias) == {"tags": FOCUS_BIAS["tags"], "poster": 0.0}
+    assert m.focus_stopwords == FOCUS_STOPWORDS and "the" in m.focus_stopwords
+    assert m.end_stopwords == END_STOPWORDS and "the" in m.end_stopwords
+    assert Manifest.from_dict(m.to_dict()) == m
+
+
+def test_a_trained_model_carries_its_decoding_settings(tiny_run):
+    from udrl.manifest import load_manifest
+
+    m = load_manifest(tiny_run / "model")
+    assert m.focus_stopwords == FOCUS_STOPWORDS and m.end_stopwords == END_STOPWORDS
+    assert set(m.focus_bias) == set(m.tasks)

@@ -1,0 +1,47 @@
+"""The decoding settings a new model's manifest starts with. The SDK and the C layer read them from
+the manifest (they hold no tuned numbers); `udrl focus` (focus.py) tunes the bonus afterwards and
+writes it into the manifest of the model it was tuned for.
+
+    >>> starting_settings(["tags", "poster"])["focus_bias"]
+    {'tags': 8.0, 'poster': 0.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# Query focus (udrl.rules): per task, the logit bonus for the request's content words the output
+# lacks so far, and which words do not count as content. A small policy trained from scratch knows
+# a rare subject word ("blueberry") too weakly to pick it over a frequent one ("chocolate"); the
+# bonus lets the word the user asked about win. The judge rewards copying the request, so
+# relevance cannot choose the bonus; `udrl focus` does, beside the teacher. These starting values
+# are what it chose for the mini model (trainer/recipes/mini-notes.md); a task they do not name
+# starts without focus, until `udrl focus` chooses its bonus.
+FOCUS_BIAS = {"image": 0.0, "search": 3.0, "headline": 1.0, "tags": 8.0}
+FOCUS_STOPWORDS = (
+    "about", "after", "all", "also", "and", "any", "are", "around", "based", "been", "before", "being",
+    "between", "both", "but", "can", "could", "create", "design", "does", "each", "every", "for", "from",
+    "had", "has", "have", "her", "his", "how", "into", "its", "just", "like", "make", "more", "most",
+    "need", "new", "not", "off", "one", "only", "onto", "our", "out", "over", "own", "please", "same",
+    "she", "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "through", "too", "under", "using", "very", "want", "was", "were", "what",
+    "when", "where", "which", "while", "who", "why", "will", "with", "would", "you", "your",
+)
+
+# Words an output never ends on: articles, conjunctions, possessives and prepositions, which leave a
+# phrase open. The length guard cuts at the requested word count, so without this a cut lands on
+# "at the" or "colors and". Words that end phrasal verbs ("sign up", "check out") are not here; the
+# teacher's outputs end on one of these in under 0.2% of its records ("The Game is on").
+END_STOPWORDS = (
+    "a", "about", "an", "and", "as", "at", "between", "but", "by", "for", "from", "his", "in", "into", "its",
+    "my", "nor", "of", "on", "onto", "or", "our", "over", "per", "than", "the", "their", "through", "to",
+    "under", "via", "with", "within", "without", "your",
+)
+
+
+def starting_settings(tasks: Sequence[str]) -> dict[str, Any]:
+    """The `Manifest.new` fields a new model of ``tasks`` starts with: focus bonus, focus stopwords,
+    end stopwords."""
+    return {"focus_bias": {t: FOCUS_BIAS.get(t, 0.0) for t in tasks}, "focus_stopwords": FOCUS_STOPWORDS,
+            "end_stopwords": END_STOPWORDS}
