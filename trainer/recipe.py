@@ -16,9 +16,10 @@ A recipe longer than one sitting (the shipped one is about five hours a variant 
 be carried to another machine: with ``--keep DIR`` each finished stage's weights are also written
 as an f16 GGUF, ``DIR/NAME-stageN-f16.gguf`` (commit it). On a machine without the run directory a
 stage with a kept file (or a later one) counts as done, and the next stage starts from the kept
-weights, rebuilt into ``OUT/stageN/NAME/model``. (They are f16: a stage continued on the same
-machine starts from the fp32 weights instead, a difference far below the runs' noise.) ``--until
-N`` stops after stage N, so that one sitting ends on a kept stage.
+weights, rebuilt into ``OUT/stageN/NAME/model``. The second round's focus report and judged
+rollout are written in DIR too. (Kept weights are f16; a stage continued on the same machine
+starts from the fp32 ones.) ``--until N`` stops after stage N, so that one sitting ends on a kept
+stage.
 
     udrl recipe trainer/recipes/mini-recipe.json --out runs/model --keep data/stages --until 1
 """
@@ -46,6 +47,7 @@ class Round2:
     config: str  # its train config
     tasks: list[str]  # tasks the rollout asks for
     samples: int = 8
+    queries: int | None = None  # only the first N training queries (by hash order); None: all
 
 
 @dataclasses.dataclass
@@ -81,7 +83,8 @@ class Recipe:
             if missing:
                 raise ConfigError(f"{path}: round2 needs {sorted(missing)}")
             round2 = Round2(variant=r["variant"], config=str(here / r["config"]), tasks=list(r["tasks"]),
-                            samples=int(r.get("samples", 8)))
+                            samples=int(r.get("samples", 8)),
+                            queries=int(r["queries"]) if r.get("queries") is not None else None)
             if round2.variant not in raw["variants"]:
                 raise ConfigError(f"{path}: round2 variant {round2.variant!r} is not one of {sorted(raw['variants'])}")
         for config in stages + ([round2.config] if round2 else []):
@@ -201,10 +204,11 @@ def _round2(recipe: Recipe, out: Path, keep: Path | None, log: Any) -> None:
     _bring_back(last, keep, r2.variant, len(recipe.stages))
     data = recipe.data or json.loads(Path(recipe.stages[-1]).read_text())["data"]
     gguf = last / "model-q8_0.gguf"
-    focus_report = out / f"focus-stage{len(recipe.stages)}.json"
-    rollout_out = out / "rollout" / "round2.jsonl.gz"
+    # With --keep the round's products travel too: the focus report and the judged rollout.
+    focus_report = (keep or out) / f"{r2.variant}-focus-stage{len(recipe.stages)}.json"
+    rollout_out = keep / f"{r2.variant}-round2-rollout.jsonl.gz" if keep else out / "rollout" / "round2.jsonl.gz"
     threads = str(os.cpu_count() or 1)
-    if not focus_report.exists():
+    if not focus_report.exists() or not gguf.exists():  # the focused GGUF is remade on a new machine
         log(f"round 2: query focus of {last} on the hand-written tuning half")
         steps = [_udrl("export", str(last / "model"), "--format", "gguf", "--quant", "q8_0", "--force"),
                  _udrl("focus", str(gguf), *[a for d in data for a in ("--data", d)], "--write", str(last / "model"),
@@ -215,7 +219,8 @@ def _round2(recipe: Recipe, out: Path, keep: Path | None, log: Any) -> None:
     if not rollout_out.exists():
         log(f"round 2: {gguf} answers its training queries ({', '.join(r2.tasks)})")
         cmd = _udrl("rollout", str(gguf), *[a for d in data for a in ("--data", d)], "--tasks", *r2.tasks,
-                    "--samples", str(r2.samples), "--out", str(rollout_out), "--threads", threads)
+                    "--samples", str(r2.samples), "--out", str(rollout_out), "--threads", threads,
+                    *(["--queries", str(r2.queries)] if r2.queries else []))
         _run_all([(cmd, out / f"{r2.variant}.round2.log")], int(threads))
     log("round 2: the last stage")
     cmd = _train_command(r2.config, final, last, recipe.variants[r2.variant], [*data, str(rollout_out)],
