@@ -199,9 +199,8 @@ def worker_udrl(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
     """Plain llama-cpp-python: no udrl code in the generation loop (udrl only renders the prompt text;
     `open_llama` only chooses the model's weight buffers where llama.cpp's AMX kernels crash)."""
-    from udrl.backend_llama import open_llama
-
     from udrl.artifacts import read_manifest
+    from udrl.backend_llama import open_llama
     from udrl.commands import make_command, render_prompt
 
     m = read_manifest(spec["path"])
@@ -243,7 +242,6 @@ def worker_raw_llama(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-
     from udrl.commands import make_command, render_prompt
     from udrl.manifest import load_manifest
 
@@ -281,7 +279,6 @@ def worker_hf_eager(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_teacher(spec: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp
-
     from udrl.backend_llama import open_llama
     from udrl.trainer.prompts import STOP, build_prompt
     from udrl.trainer.teachers import gemma_path

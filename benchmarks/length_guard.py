@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 import udrl
-from udrl.trainer.dataset import read_records, split_by_query
+from udrl.trainer.training.dataset import read_records, split_by_query
 
 
 def measure(model_path: str, data: str, queries: int = 25, val_fraction: float = 0.05) -> dict:

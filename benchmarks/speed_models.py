@@ -13,11 +13,11 @@ from pathlib import Path
 from udrl.converters import export
 from udrl.files import file_digest
 from udrl.manifest import DEFAULT_TASKS, Manifest
-from udrl.trainer.checkpoint import write_checkpoint_dir
-from udrl.trainer.dataset import iter_texts, median_lengths, quantile_edges, read_records
 from udrl.trainer.decoding import starting_settings
-from udrl.trainer.model import build_model, count_parameters
-from udrl.trainer.tokenizer import attach_token_ids, train_bpe
+from udrl.trainer.training.checkpoint import write_checkpoint_dir
+from udrl.trainer.training.dataset import iter_texts, median_lengths, quantile_edges, read_records
+from udrl.trainer.training.model import build_model, count_parameters
+from udrl.trainer.training.tokenizer import attach_token_ids, train_bpe
 
 GGUF = ("f16", "q8_0", "q4_k_m")
 ONNX = ("fp32", "int8")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
 from udrl.artifacts import artifact_size, read_manifest
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 from udrl.errors import UdrlError

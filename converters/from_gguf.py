@@ -56,7 +56,7 @@ def gguf_state_dict(reader: gguf.GGUFReader, names: Iterable[str], n_layer: int)
 def gguf_tokenizer(reader: gguf.GGUFReader, manifest: Manifest):
     """The byte-level BPE the GGUF carries, as the trainer's ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from udrl.trainer.tokenizer import wrap_tokenizer
+    from udrl.trainer.training.tokenizer import wrap_tokenizer
 
     tokens = _field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
@@ -78,7 +78,7 @@ def checkpoint_from_gguf(path: str | Path, target: str | Path) -> Path:
     `ManifestError` for a file that is not one."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
-    from udrl.trainer.checkpoint import write_checkpoint_dir
+    from udrl.trainer.training.checkpoint import write_checkpoint_dir
 
     path = Path(path)
     manifest = read_manifest(path)  # checks the header against the manifest first

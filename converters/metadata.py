@@ -6,7 +6,7 @@ places each runtime's tools look.
 | GGUF | ``general.name``, ``general.description``, ``general.author``, ``general.license`` (+ ``.link``), ``general.version``, ``general.size_label``, ``general.quantized_by`` | Ollama ``show``, LM Studio, ``llama_cpp.Llama(...).metadata`` |
 | ONNX | ``producer_name``, ``producer_version``, ``model_version``, ``doc_string`` | Netron, ONNX Runtime's model metadata |
 | Core ML | author, license, version, short description | Xcode's model view |
-| model card | YAML front matter (`trainer/card.py`) | the Hugging Face hub |
+| model card | YAML front matter (`trainer/evaluate/card.py`) | the Hugging Face hub |
 
 The weights are distilled from Gemma 3 outputs, so the Gemma Terms of Use apply to them and to what
 they generate; that is the licence every artifact states.

@@ -22,19 +22,17 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
+import coremltools as ct  # noqa: E402  (after torch, as coremltools expects)
 import numpy as np
 import torch
 from torch import nn
-
 from udrl.artifacts import artifact_size
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
-from .metadata import artifact_info
 from .gpt2 import GPT2Forward
+from .metadata import artifact_info
 from .verify import compare_logits, logit_checks, prompt_set, reference_logits
-
-import coremltools as ct  # noqa: E402  (after torch, as coremltools expects)
 
 # MIL ops that prove a weight compression was applied.
 _COMPRESSION_OPS = {"int8": ("constexpr_blockwise_shift_scale", "constexpr_affine_dequantize"),

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import gguf
 import numpy as np
-
 from udrl.manifest import METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
@@ -124,7 +123,6 @@ def write_gguf(source: Source, path: Path, dtype: str, quant: str) -> None:
 
 def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
     import llama_cpp
-
     from udrl.backend_llama import quiet_llama_logs
 
     quiet_llama_logs(llama_cpp)  # the quantizer reports every tensor otherwise

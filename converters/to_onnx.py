@@ -17,13 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-
 from udrl.backends import left_pad
 from udrl.manifest import METADATA_KEY, TOKENIZER_METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
-from .metadata import ArtifactInfo, artifact_info
 from .gpt2 import GPT2Forward
+from .metadata import ArtifactInfo, artifact_info
 from .verify import compare_logits, greedy_agreement, logit_checks, prompt_set, reference_logits
 
 OPSET = 17

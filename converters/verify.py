@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-
 from udrl.commands import make_command, render_prompt
 from udrl.manifest import Manifest
 

@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from udrl.trainer.synthetic import write_synthetic
+    from udrl.trainer.distill.synthetic import write_synthetic
 
     return write_synthetic(tmp_path_factory.mktemp("data") / "synthetic.jsonl", n=2400, seed=0)
 

@@ -29,21 +29,23 @@ def test_importing_the_sdk_loads_neither_trainer_converters_nor_torch():
 
 
 def test_the_readme_layout_table_matches_the_folders():
-    """Every tracked top-level folder has a row, every row's folder exists, and every file the table
-    names (`name.py`, `sub/`) is in that folder."""
+    """Every tracked top-level folder has a row (or rows for its subfolders), every row's folder
+    exists, and every file the table names (`name.py`, `sub/`) is in that row's folder."""
     import re
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     table = text[text.index("## Layout"):]
     table = table[: table.index("\n\n", table.index("| folder"))]
     rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| `")]
-    folders = {re.match(r"\s*`([^`/]+)/`", folder).group(1) for folder, _, _ in rows}
+    folders = {re.match(r"\s*`([^`/]+)/", folder).group(1) for folder, _, _ in rows}
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     top = {p.split("/")[0] for p in tracked if "/" in p and not p.startswith(".")}
     assert folders == top
+    packages = {p.rsplit("/", 1)[0] for p in tracked if p.count("/") == 2 and p.endswith("/__init__.py")}
+    assert packages <= {re.match(r"\s*`([^`]+)/`", folder).group(1) for folder, _, _ in rows}  # trainer/distill ...
     missing = []
     for folder, _, holds in rows:
-        base = ROOT / re.match(r"\s*`([^`/]+)/`", folder).group(1)
+        base = ROOT / re.match(r"\s*`([^`]+)/`", folder).group(1)  # a row's names are inside its folder
         for name in re.findall(r"`([\w./*-]+)`", holds.replace("over `llama.h`", "")):  # llama.cpp's
             if name.endswith((".py", ".c", ".h", ".md", ".json")) or name.endswith("/"):
                 if not any(base.glob(name.rstrip("/"))) and not (ROOT / name).exists():

@@ -14,13 +14,13 @@ from typing import Any
 
 from udrl.errors import UdrlError
 
-from .config import add_flags
+from .training.config import add_flags
 
 _NEEDS = "the trainer needs the 'train' extra: pip install 'udrl-edge[train]'"
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from .config import TrainConfig
+    from .training.config import TrainConfig
 
     base = TrainConfig.from_json_file(args.config).to_dict() if args.config else {}
     for field in dataclasses.fields(TrainConfig):
@@ -32,7 +32,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
-        from .training import train
+        from .training.loop import train
     except ImportError as exc:
         raise UdrlError(f"{_NEEDS} ({exc})") from None
     config = _config_from_args(args)
@@ -43,7 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import write_synthetic
+    from .distill.synthetic import write_synthetic
 
     path = write_synthetic(args.out, n=args.n, seed=args.seed)
     print(f"wrote {args.n} synthetic records to {path}")
@@ -62,7 +62,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_compose(args: argparse.Namespace) -> int:
     from udrl.files import write_atomic
 
-    from .compose import ComposeConfig, compose_queries, compose_topics
+    from .distill.compose import ComposeConfig, compose_queries, compose_topics
 
     config = ComposeConfig(n=args.n, seed=args.seed, exclude=args.exclude or [])
     queries = compose_queries(config)
@@ -90,7 +90,7 @@ def _teacher_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import DistillConfig, distill
+    from .distill.distill import DistillConfig, distill
 
     if args.teacher in ("gguf", "hf") and not args.model:
         raise UdrlError(f"--teacher {args.teacher} needs --model PATH")
@@ -117,8 +117,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from .augment import AugmentConfig
-    from .relabel import RelabelConfig, judge_file
+    from .distill.augment import AugmentConfig
+    from .distill.relabel import RelabelConfig, judge_file
 
     augment = AugmentConfig(copies=args.augment_copies, words_per_copy=args.augment_words, seed=args.seed)
     judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max,
@@ -127,7 +127,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .quality import EvalConfig, evaluate_quality, markdown
+    from .evaluate.quality import EvalConfig, evaluate_quality, markdown
 
     config = EvalConfig(model=args.model, data=args.data, query_set=args.set, queries=args.queries,
                         teacher=not args.no_teacher, length_guard=not args.no_length_guard, threads=args.threads,
@@ -147,7 +147,7 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def _cmd_focus(args: argparse.Namespace) -> int:
-    from .focus import DEFAULT_GRID, FocusConfig, markdown, tune_focus
+    from .evaluate.focus import DEFAULT_GRID, FocusConfig, markdown, tune_focus
 
     config = FocusConfig(model=args.model, data=args.data, query_set=args.set, first_query=args.first_query,
                          queries=args.queries,
@@ -158,7 +158,7 @@ def _cmd_focus(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from .rollout import RolloutConfig, rollout
+    from .distill.rollout import RolloutConfig, rollout
 
     rollout(RolloutConfig(model=args.model, data=args.data, out=args.out, tasks=args.tasks, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, queries=args.queries, seed=args.seed,
@@ -167,7 +167,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from .card import CardConfig, build_card
+    from .evaluate.card import CardConfig, build_card
 
     config = CardConfig(eval=args.eval, out=args.out, ablation=_pairs(args.ablation, "--ablation"),
                         runs=_pairs(args.run, "--run"), exports=args.export or [], data_card=args.data_card,

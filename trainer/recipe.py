@@ -37,8 +37,8 @@ from typing import Any
 
 from udrl.errors import UdrlError
 
-from .checkpoint import RUN_CONFIG
 from .errors import ConfigError
+from .training.checkpoint import RUN_CONFIG
 
 
 @dataclasses.dataclass

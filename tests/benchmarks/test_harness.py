@@ -4,7 +4,6 @@ import sys
 import time
 
 import pytest
-
 from udrl.benchmarks.harness import BenchConfig, memory_bandwidth_gbs, ratios, run
 
 ROW_KEYS = {"name", "kind", "device", "import_s", "load_s", "decode_tok_s", "latency_all_s", "latency_s", "peak_rss_mb"}

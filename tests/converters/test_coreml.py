@@ -1,6 +1,5 @@
 import coremltools as ct
 import pytest
-
 from udrl.artifacts import read_manifest
 from udrl.converters import export
 

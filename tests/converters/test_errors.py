@@ -1,10 +1,8 @@
 import json
 
 import pytest
-
 from udrl import CheckpointError, ManifestError
-from udrl.converters import ExportError, export
-from udrl.converters import to_gguf
+from udrl.converters import ExportError, export, to_gguf
 
 
 def _leftovers(directory):

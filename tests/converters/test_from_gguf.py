@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 import udrl
 from udrl.backend_llama import open_llama
 from udrl.checkpoint import load_checkpoint

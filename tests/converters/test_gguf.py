@@ -2,9 +2,8 @@ import json
 import re
 
 import pytest
-from udrl.backend_llama import open_llama
-
 from udrl.artifacts import read_manifest
+from udrl.backend_llama import open_llama
 from udrl.checkpoint import load_checkpoint
 from udrl.converters import export
 from udrl.converters.to_gguf import read_manifest_json

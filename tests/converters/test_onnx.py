@@ -2,7 +2,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from udrl.artifacts import read_manifest
 from udrl.checkpoint import load_checkpoint
 from udrl.converters import export

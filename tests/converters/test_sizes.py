@@ -5,11 +5,10 @@ import time
 import numpy as np
 import pytest
 from udrl.backend_llama import open_llama
-
 from udrl.checkpoint import load_checkpoint
 from udrl.converters import export
-from udrl.trainer.checkpoint import write_checkpoint_dir
-from udrl.trainer.model import build_model, count_parameters
+from udrl.trainer.training.checkpoint import write_checkpoint_dir
+from udrl.trainer.training.model import build_model, count_parameters
 
 
 @pytest.mark.slow

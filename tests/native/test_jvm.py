@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import udrl
 from udrl.model import default_model_path
 

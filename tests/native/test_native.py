@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import udrl
 from udrl.commands import make_command, render_prompt
 

@@ -1,5 +1,4 @@
 import pytest
-
 from udrl import CommandError, Manifest, count_words, make_command, render_prompt
 from udrl.commands import reward_level
 

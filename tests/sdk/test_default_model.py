@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 import udrl
 from udrl.model import default_model_path
 

@@ -1,7 +1,6 @@
 import importlib.util
 
 import pytest
-
 import udrl
 from udrl import BackendError, CommandError, ManifestError, UdrlError
 

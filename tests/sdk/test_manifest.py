@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from udrl import Manifest, ManifestError, load_manifest, save_manifest
 from udrl.manifest import MANIFEST_FILENAME
 

@@ -1,7 +1,6 @@
 import threading
 
 import pytest
-
 import udrl
 from udrl import Request
 
@@ -164,8 +163,8 @@ def test_close_releases_and_further_use_is_an_error(tiny_artifacts):
 def test_the_length_guard_never_ends_on_a_word_of_the_manifests_end_stopwords(tiny_run, tmp_path):
     import shutil
 
-    from udrl.manifest import MANIFEST_FILENAME, focus_key, load_manifest
     from udrl.files import write_atomic
+    from udrl.manifest import MANIFEST_FILENAME, focus_key, load_manifest
 
     ckpt = tmp_path / "model"
     shutil.copytree(tiny_run / "model", ckpt)

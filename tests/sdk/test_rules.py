@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from udrl import rules
 from udrl.backends import open_backend
 from udrl.model import default_model_path

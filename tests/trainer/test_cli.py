@@ -47,7 +47,7 @@ def test_udrl_train_has_one_flag_per_config_field_and_flags_override_the_file(tm
     import dataclasses
 
     from udrl.trainer.cli import _config_from_args
-    from udrl.trainer.config import TrainConfig, add_flags
+    from udrl.trainer.training.config import TrainConfig, add_flags
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from udrl.trainer.degenerate import degenerate_reasons, is_degenerate
 from udrl.trainer.errors import DatasetError
+from udrl.trainer.evaluate.degenerate import degenerate_reasons, is_degenerate
 from udrl.trainer.handwritten import (
     HANDWRITTEN_DIR,
     draw_split,

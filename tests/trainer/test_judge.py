@@ -3,12 +3,11 @@ import json
 
 import numpy as np
 import pytest
-
 from udrl.commands import make_command, reward_level
 from udrl.manifest import Manifest
-from udrl.trainer.dataset import quantile_edges, read_records
+from udrl.trainer.distill.relabel import RelabelConfig, judge_file, relabel
 from udrl.trainer.judge import Judge
-from udrl.trainer.relabel import RelabelConfig, judge_file, relabel
+from udrl.trainer.training.dataset import quantile_edges, read_records
 
 PAIRS = [
     ("poster for a jazz night", "saxophone player on a smoky stage, warm spotlight"),
@@ -93,8 +92,8 @@ def test_the_teachers_repetition_loops_are_left_out(judge):
 
 
 def test_copy_augmented_records_are_judged_and_stay_with_their_request(judge, tmp_path):
-    from udrl.trainer.augment import AugmentConfig
-    from udrl.trainer.dataset import split_by_query
+    from udrl.trainer.distill.augment import AugmentConfig
+    from udrl.trainer.training.dataset import split_by_query
 
     config = RelabelConfig(reward_levels=3, augment=AugmentConfig(copies=2, seed=0))
     records, stats = relabel(raw_rows(), judge, config)

@@ -1,7 +1,5 @@
 import pytest
-
 from udrl.trainer.formats import is_valid_format
-from udrl.trainer.taskfile import TASKS
 from udrl.trainer.prompts import (
     LENGTH_SPREAD,
     build_prompt,
@@ -10,6 +8,7 @@ from udrl.trainer.prompts import (
     clean_query,
     split_query_list,
 )
+from udrl.trainer.taskfile import TASKS
 
 
 @pytest.mark.parametrize("task", list(LENGTH_SPREAD))

@@ -8,7 +8,6 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from udrl.trainer.formats import is_valid_format
 from udrl.trainer.prompts import LENGTH_SPREAD, STOP, build_prompt, clean_output
 from udrl.trainer.teachers import OpenAITeacher, Sampling, TeacherError, gemma_path, make_teacher

@@ -5,10 +5,16 @@ import json
 import pytest
 from udrl.artifacts import read_manifest
 from udrl.commands import count_words, reward_level_for
-from udrl.trainer.dataset import Record, read_records, split_by_query
+from udrl.trainer.distill.rollout import (
+    RolloutConfig,
+    copy_shares,
+    plan_jobs,
+    rollout,
+    training_split,
+)
 from udrl.trainer.errors import ConfigError
 from udrl.trainer.judge import Judge
-from udrl.trainer.rollout import RolloutConfig, copy_shares, plan_jobs, rollout, training_split
+from udrl.trainer.training.dataset import Record, read_records, split_by_query
 
 TASKS = ["headline", "tags"]
 

@@ -22,9 +22,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..decoding import END_STOPWORDS, FOCUS_STOPWORDS
+from ..handwritten import query_key, read_requests
 from .compose import english_words
-from .decoding import END_STOPWORDS, FOCUS_STOPWORDS
-from .handwritten import query_key, read_requests
 
 
 @dataclasses.dataclass

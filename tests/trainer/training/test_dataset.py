@@ -2,8 +2,8 @@ import gzip
 import json
 
 import pytest
-from udrl.trainer.dataset import quantile_edges, read_records, split_by_query
 from udrl.trainer.errors import DatasetError
+from udrl.trainer.training.dataset import quantile_edges, read_records, split_by_query
 
 TASKS = ["image", "search", "headline", "tags"]
 

@@ -1,9 +1,8 @@
 import random
 
 import pytest
-
-from udrl.trainer.augment import AugmentConfig, augment_rows, swappable_words
-from udrl.trainer.compose import english_words
+from udrl.trainer.distill.augment import AugmentConfig, augment_rows, swappable_words
+from udrl.trainer.distill.compose import english_words
 
 
 def test_swappable_words_are_request_words_the_output_carries():
@@ -62,7 +61,7 @@ def test_copy_augmentation_teaches_a_tiny_model_to_carry_an_unseen_word(tmp_path
 
     from udrl.checkpoint import load_checkpoint
     from udrl.commands import make_command
-    from udrl.trainer.evaluate import Request, greedy_generate
+    from udrl.trainer.training.adherence import Request, greedy_generate
 
     rng = random.Random(0)
     pool = [w for w in english_words() if 4 <= len(w) <= 8]

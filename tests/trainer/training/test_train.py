@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from udrl import CheckpointError, Manifest, ManifestError, load_manifest
 from udrl.checkpoint import load_checkpoint, verify_checkpoint
 from udrl.trainer import TrainConfig, train
-from udrl.trainer.dataset import quantile_edges
 from udrl.trainer.errors import ConfigError, DatasetError
+from udrl.trainer.training.dataset import quantile_edges
 
 
 def metrics(run: Path) -> list[dict]:
@@ -43,9 +43,9 @@ def test_udrl_length_commands_are_obeyed_far_more_than_without(synthetic_data, t
     """The paper's point at test scale: with achieved-length commands, the policy lands within one word
     of a requested length on held-out queries far more often than the same model trained without."""
     from udrl.commands import make_command
-    from udrl.trainer.dataset import read_records, split_by_query
-    from udrl.trainer.evaluate import Request, adherence, greedy_generate
-    from udrl.trainer.synthetic import LENGTHS
+    from udrl.trainer.distill.synthetic import LENGTHS
+    from udrl.trainer.training.adherence import Request, adherence, greedy_generate
+    from udrl.trainer.training.dataset import read_records, split_by_query
 
     scores = {}
     for name, conditioning in (("udrl", ["length", "reward"]), ("plain", [])):
@@ -169,8 +169,8 @@ def test_a_word_copied_from_the_query_is_the_same_token_in_the_output(tiny_run):
     """Copying a request's words (most of a search query or a tag list) is token identity for the
     model: the first output word and the first query word are spelt the same as later ones."""
     from transformers import PreTrainedTokenizerFast
-    from udrl.trainer.dataset import Record
-    from udrl.trainer.training import _encode
+    from udrl.trainer.training.dataset import Record
+    from udrl.trainer.training.loop import _encode
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tiny_run / "model"), local_files_only=True)
     manifest = load_manifest(tiny_run / "model")
@@ -223,8 +223,8 @@ def test_training_from_a_local_pretrained_gpt2(tmp_path, synthetic_data):
     """--init DIR: the run starts from the directory's weights and tokenizer, plus control tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
-    from udrl.trainer.dataset import iter_texts, read_records
-    from udrl.trainer.model import build_model
+    from udrl.trainer.training.dataset import iter_texts, read_records
+    from udrl.trainer.training.model import build_model
 
     base_dir = tmp_path / "gpt2"
     records = read_records([synthetic_data], ["image", "search", "headline", "tags"], (1, 48)).records

@@ -34,7 +34,7 @@ from udrl.errors import UdrlError
 from udrl.files import write_atomic
 from udrl.manifest import load_manifest, save_manifest
 
-from .judge import Judge
+from ..judge import Judge
 from .quality import EvalConfig, plan_requests, run_model, run_teacher, score
 
 DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)

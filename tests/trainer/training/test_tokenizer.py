@@ -1,8 +1,7 @@
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GPT2TokenizerFast
-
 from udrl import Manifest
-from udrl.trainer.tokenizer import attach_token_ids, load_gpt2_tokenizer, train_bpe
+from udrl.trainer.training.tokenizer import attach_token_ids, load_gpt2_tokenizer, train_bpe
 
 TEXTS = ["minimalist poster for a coffee shop", "espresso, latte, beans", "Café au lait ☕ 東京"] * 20
 
@@ -47,9 +46,9 @@ def test_with_the_english_word_list_no_hand_written_word_is_spelt_letter_by_lett
     from pathlib import Path
 
     from udrl.trainer.handwritten import read_requests
-    from udrl.trainer.tokenizer import english_word_list
+    from udrl.trainer.training.tokenizer import english_word_list
 
-    data = Path(__file__).resolve().parents[2] / "data" / "udrl-gemma.jsonl.gz"
+    data = Path(__file__).resolve().parents[3] / "data" / "udrl-gemma.jsonl.gz"
     with gzip.open(data, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     texts = [f" {r['query']} {r['output']}" for r in records]

@@ -22,14 +22,14 @@ from typing import Any
 from udrl.commands import count_words, reward_level_for
 from udrl.files import write_atomic
 
+from ..errors import DatasetError
+from ..evaluate.degenerate import repetition_reasons
+from ..figures import save_figure
+from ..formats import format_problems
+from ..judge import Judge
+from ..taskfile import TASKS
+from ..training.dataset import quantile_edges
 from .augment import AugmentConfig, augment_rows
-from .dataset import quantile_edges
-from .degenerate import repetition_reasons
-from .errors import DatasetError
-from .figures import save_figure
-from .formats import format_problems
-from .judge import Judge
-from .taskfile import TASKS
 
 
 @dataclasses.dataclass

@@ -31,11 +31,11 @@ from udrl.commands import count_words
 from udrl.files import write_atomic
 from udrl.manifest import focus_key
 
-from .dataset import read_records, split_by_query
+from ..formats import is_valid_format
+from ..handwritten import load_split
+from ..judge import Judge, reporting_judge
+from ..training.dataset import read_records, split_by_query
 from .degenerate import is_degenerate
-from .formats import is_valid_format
-from .handwritten import load_split
-from .judge import Judge, reporting_judge
 
 QUERY_SETS = ("handwritten", "handwritten-tune", "in-distribution")
 
@@ -60,7 +60,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.query_set not in QUERY_SETS:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"unknown query set {self.query_set!r}; choose one of: {', '.join(QUERY_SETS)}")
 
@@ -182,8 +182,8 @@ def run_model(config: EvalConfig, requests: Sequence[EvalRequest],
 
 
 def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[list[str], list[float], dict[str, Any]]:
-    from .prompts import STOP, build_prompt, clean_output
-    from .teachers import Sampling, make_teacher
+    from ..prompts import STOP, build_prompt, clean_output
+    from ..teachers import Sampling, make_teacher
 
     teacher = make_teacher("gemma", threads=config.threads)
     sampling = Sampling(max_tokens=80, temperature=0.0, stop=tuple(STOP))

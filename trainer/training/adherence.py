@@ -16,7 +16,7 @@ from udrl.commands import Command, count_words
 from udrl.generate import GenerationOptions, generate_batch_tokens
 from udrl.manifest import Manifest
 
-from .formats import is_valid_format
+from ..formats import is_valid_format
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,12 @@
 from pathlib import Path
 
 import pytest
-from udrl.trainer.compose import ComposeConfig, compose_queries, compose_topics, english_words
+from udrl.trainer.distill.compose import (
+    ComposeConfig,
+    compose_queries,
+    compose_topics,
+    english_words,
+)
 from udrl.trainer.errors import DatasetError
 from udrl.trainer.handwritten import read_requests
 

@@ -27,10 +27,10 @@ from typing import Any
 from udrl.files import write_atomic
 from udrl.manifest import DEFAULT_TASKS
 
-from .errors import ConfigError, DatasetError
-from .handwritten import query_key, read_requests
-from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
-from .prompts import (
+from ..errors import ConfigError, DatasetError
+from ..handwritten import query_key, read_requests
+from ..jobs import JsonlLog, batches, progress_bar, query_id, stable_int
+from ..prompts import (
     LENGTH_SPREAD,
     QUERY_STOP,
     SHOWN_REQUESTS,
@@ -41,8 +41,8 @@ from .prompts import (
     clean_query,
     split_query_list,
 )
-from .taskfile import TASKS
-from .teachers import Sampling, Teacher, make_teacher
+from ..taskfile import TASKS
+from ..teachers import Sampling, Teacher, make_teacher
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 from udrl.commands import count_words
 from udrl.manifest import Manifest
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)

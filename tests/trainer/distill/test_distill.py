@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from udrl.trainer.distill import DistillConfig, distill, plan_jobs
+from udrl.trainer.distill.distill import DistillConfig, distill, plan_jobs
 from udrl.trainer.errors import ConfigError
 from udrl.trainer.jobs import JsonlLog
 
@@ -88,14 +88,14 @@ def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path, kil
 
 
 def test_a_task_of_ones_own_is_distilled_and_judged_from_its_task_file(tmp_path, monkeypatch):
+    from udrl.trainer.distill.relabel import judge_file
     from udrl.trainer.judge import Judge
-    from udrl.trainer.relabel import judge_file
     from udrl.trainer.taskfile import TASKS
 
     # judge_file adds the task to this process's registry, as `udrl judge` does; keep it to this test.
     monkeypatch.setattr(TASKS, "_specs", dict(TASKS._specs))
 
-    task_file = Path(__file__).resolve().parents[2] / "data" / "tasks" / "alt_text.toml"
+    task_file = Path(__file__).resolve().parents[3] / "data" / "tasks" / "alt_text.toml"
     queries = tmp_path / "queries.txt"
     queries.write_text("\n".join(QUERIES[:4]) + "\n")
     out = tmp_path / "distill"

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from .decoding import END_STOPWORDS, FOCUS_STOPWORDS
-from .errors import DatasetError
-from .handwritten import query_key, read_requests
+from ..decoding import END_STOPWORDS, FOCUS_STOPWORDS
+from ..errors import DatasetError
+from ..handwritten import query_key, read_requests
 
-COMPOSE_DIR = Path(__file__).resolve().parents[1] / "data" / "compose"
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "data" / "compose"
 
 
 @dataclasses.dataclass
@@ -176,8 +176,8 @@ def compose_topics(config: ComposeConfig, jobs: int = 300) -> list[str]:
 
 def compose_queries(config: ComposeConfig) -> list[str]:
     """``config.n`` distinct composed requests (3 to 20 words), none of them hand-written or excluded."""
+    from ..prompts import clean_query
     from .distill import read_lines
-    from .prompts import clean_query
 
     if config.n < 1:
         raise DatasetError(f"n must be at least 1, got {config.n}")

@@ -19,7 +19,7 @@ from typing import Any
 from udrl.errors import UdrlError
 from udrl.files import write_atomic
 
-from .figures import save_figure
+from ..figures import save_figure
 
 # The targets (shipped model against the teacher, one evaluation run).
 TARGET_RELEVANCE_RATIO = 0.95
@@ -82,7 +82,7 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 
 
 # The committed training recipes (`make model` runs them in order, one stage each).
-RECIPE_DIR = Path(__file__).parent / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
                "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
 # Manifest fields that fix how a run's prompts were written.

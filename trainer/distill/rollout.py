@@ -33,11 +33,11 @@ from udrl.commands import reward_level_for
 from udrl.files import file_digest, write_atomic
 from udrl.manifest import Manifest
 
-from .dataset import Record, query_hash, read_records, split_by_query
-from .errors import ConfigError
-from .jobs import JsonlLog, batches, progress_bar, query_id, stable_int
-from .judge import Judge
-from .quality import query_word_share
+from ..errors import ConfigError
+from ..evaluate.quality import query_word_share
+from ..jobs import JsonlLog, batches, progress_bar, query_id, stable_int
+from ..judge import Judge
+from ..training.dataset import Record, query_hash, read_records, split_by_query
 from .relabel import RelabelConfig, relabel, write_records
 
 

@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
-
 from udrl.errors import UdrlError
-from udrl.trainer.card import RECIPE_DIR, CardConfig, build_card, recipe_of, targets
+from udrl.trainer.evaluate.card import RECIPE_DIR, CardConfig, build_card, recipe_of, targets
+from udrl.trainer.evaluate.quality import EvalConfig, evaluate_quality
 from udrl.trainer.judge import Judge
-from udrl.trainer.quality import EvalConfig, evaluate_quality
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from udrl.manifest import focus_key
 
-from .decoding import END_STOPWORDS, FOCUS_STOPWORDS
+from ..decoding import END_STOPWORDS, FOCUS_STOPWORDS
 
 LIST_TASKS = ("tags",)  # outputs that are comma-separated lists
 _KEEP_SINGLE = {"a", "i", "&", "+", "x"}  # one-character words that are words ("4 x 6" too)

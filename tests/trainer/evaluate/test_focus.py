@@ -1,10 +1,9 @@
 import shutil
 
 import pytest
-
 from udrl.errors import ManifestError, UdrlError
 from udrl.manifest import load_manifest
-from udrl.trainer.focus import FocusConfig, choose, markdown, refine, tune_focus
+from udrl.trainer.evaluate.focus import FocusConfig, choose, markdown, refine, tune_focus
 from udrl.trainer.judge import Judge
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from udrl.manifest import CONDITIONS
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The model architectures by name (`model.build_model`). n_positions bounds prompt + output; requests
 # are short design briefs and outputs at most ~48 words.

@@ -3,7 +3,7 @@ import json
 import pytest
 from udrl import CheckpointError
 from udrl.trainer.errors import ConfigError
-from udrl.trainer.model import PRESETS, build_model, count_parameters, init_from_pretrained
+from udrl.trainer.training.model import PRESETS, build_model, count_parameters, init_from_pretrained
 
 
 def test_presets_have_the_documented_sizes():

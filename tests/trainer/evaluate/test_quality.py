@@ -1,11 +1,17 @@
 import json
 
 import pytest
-
-from udrl.trainer.dataset import read_records, split_by_query
+from udrl.trainer.evaluate.quality import (
+    EvalConfig,
+    copy_matched,
+    distinct_2,
+    evaluate_quality,
+    markdown,
+    plan_requests,
+    query_word_share,
+)
 from udrl.trainer.judge import Judge
-from udrl.trainer.quality import (EvalConfig, copy_matched, distinct_2, evaluate_quality, markdown, plan_requests,
-                                  query_word_share)
+from udrl.trainer.training.dataset import read_records, split_by_query
 
 TASKS = ["image", "search", "headline", "tags"]
 

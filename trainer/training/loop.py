@@ -33,7 +33,11 @@ from udrl.files import file_digest, write_atomic
 from udrl.manifest import DEFAULT_TASKS, MANIFEST_FILENAME, Manifest, load_manifest
 from udrl.model import default_model_path
 
+from ..decoding import starting_settings
+from ..errors import ConfigError, DatasetError
+from ..figures import save_figure
 from . import checkpoint as ckpt
+from .adherence import Request, adherence, greedy_generate
 from .config import TrainConfig
 from .dataset import (
     Record,
@@ -45,10 +49,6 @@ from .dataset import (
     replay_mix,
     split_by_query,
 )
-from .decoding import starting_settings
-from .errors import ConfigError, DatasetError
-from .evaluate import Request, adherence, greedy_generate
-from .figures import save_figure
 from .model import build_model, count_parameters, init_from_pretrained
 from .tokenizer import attach_token_ids, english_word_list, load_gpt2_tokenizer, train_bpe
 

@@ -6,8 +6,8 @@ import pytest
 import udrl
 from udrl.manifest import load_manifest
 from udrl.trainer import TrainConfig
-from udrl.trainer.dataset import Record, replay_mix
 from udrl.trainer.errors import ConfigError, DatasetError
+from udrl.trainer.training.dataset import Record, replay_mix
 
 
 def test_a_new_task_gets_one_control_token_and_the_old_ones_keep_theirs(tiny_finetuned, tiny_artifacts):

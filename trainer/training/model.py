@@ -7,8 +7,8 @@ from pathlib import Path
 from transformers import GPT2Config, GPT2LMHeadModel
 from udrl.checkpoint import check_gpt2_dir
 
+from ..errors import ConfigError
 from .config import PRESETS
-from .errors import ConfigError
 
 
 def build_model(preset: str, vocab_size: int, eos_id: int, dropout: float = 0.0) -> GPT2LMHeadModel:

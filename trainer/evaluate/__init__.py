@@ -1,0 +1,1 @@
+"""Measuring a model: `udrl eval`, degenerate outputs, query focus, the model card."""

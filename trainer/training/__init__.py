@@ -1,0 +1,1 @@
+"""Training the policy: configuration, dataset, tokenizer, model presets, the loop, checkpoints."""
