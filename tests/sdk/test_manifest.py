@@ -79,7 +79,8 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):
-    data = make().to_dict()
+    # A tuned manifest, so that the focus rows have a bias per task to break.
+    data = make(focus_bias={t: 1.0 for t in ("image", "search", "headline", "tags")}).to_dict()
     mutate(data)
     (tmp_path / MANIFEST_FILENAME).write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=message):
