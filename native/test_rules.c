@@ -5,7 +5,7 @@
  *
  *   test-rules MODEL.gguf VECTORS.json     prints "ok NAME" or "FAIL NAME: ..." per case; exit 1 on a failure
  *
- * It includes udrl.c to reach the static rules and the JSON reader.
+ * It includes udrl.c to reach the static rules and its typed lookups over cJSON.
  */
 #include "udrl.c"
 
@@ -27,21 +27,30 @@ static char *read_file(const char *path, size_t *len) {
 }
 
 /* The case's expected logits: 0 but for its given ones, raised and banned as the file says. */
-static int expected_logits(const jval *c, float *want, int n_vocab) {
-    const jval *logits = j_get(c, "logits"), *expect = j_get(c, "expect"), *banned, *raised;
-    size_t i;
+/* A [token id, value] pair of the vectors file; 0 when it is not one. */
+static int id_value(const cJSON *pair, int n_vocab, int *t, double *value) {
+    const cJSON *v = cJSON_GetArrayItem(pair, 1);
+    if (!cJSON_IsArray(pair) || !j_int(cJSON_GetArrayItem(pair, 0), t) || *t < 0 || *t >= n_vocab || !cJSON_IsNumber(v))
+        return 0;
+    *value = v->valuedouble;
+    return 1;
+}
+
+static int expected_logits(const cJSON *c, float *want, int n_vocab) {
+    const cJSON *logits = j_get(c, "logits"), *expect = j_get(c, "expect"), *banned, *raised, *item;
     int a, b, t;
-    if (!logits || !expect || !(banned = j_get(expect, "banned")) || !(raised = j_get(expect, "raised"))) return 0;
-    for (i = 0; i < logits->n; i++) {
-        if (!j_int(&logits->items[i].items[0], &t) || t < 0 || t >= n_vocab) return 0;
-        want[t] = (float)logits->items[i].items[1].num;
+    double value;
+    if (!cJSON_IsArray(logits) || !(banned = j_get(expect, "banned")) || !(raised = j_get(expect, "raised"))) return 0;
+    cJSON_ArrayForEach(item, logits) {
+        if (!id_value(item, n_vocab, &t, &value)) return 0;
+        want[t] = (float)value;
     }
-    for (i = 0; i < raised->n; i++) {
-        if (!j_int(&raised->items[i].items[0], &t) || t < 0 || t >= n_vocab) return 0;
-        want[t] += (float)raised->items[i].items[1].num;
+    cJSON_ArrayForEach(item, raised) {
+        if (!id_value(item, n_vocab, &t, &value)) return 0;
+        want[t] += (float)value;
     }
-    for (i = 0; i < banned->n; i++) {
-        if (!j_int(&banned->items[i].items[0], &a) || !j_int(&banned->items[i].items[1], &b) || a < 0 || b >= n_vocab)
+    cJSON_ArrayForEach(item, banned) {
+        if (!j_int(cJSON_GetArrayItem(item, 0), &a) || !j_int(cJSON_GetArrayItem(item, 1), &b) || a < 0 || b >= n_vocab)
             return 0;
         for (t = a; t <= b; t++) want[t] = -INFINITY;
     }
@@ -49,34 +58,38 @@ static int expected_logits(const jval *c, float *want, int n_vocab) {
 }
 
 /* Apply the rules to one case; 1 when the logits they leave are the expected ones. */
-static int run_case(udrl_model *m, const jval *c, float *got, float *want) {
+static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     const char *name = j_str(j_get(c, "name")), *query = j_str(j_get(c, "query"));
-    const jval *ids_v = j_get(c, "ids"), *guard_v = j_get(c, "length_guard"), *focus_v = j_get(c, "focus");
+    const cJSON *ids_v = j_get(c, "ids"), *guard_v = j_get(c, "length_guard"), *focus_v = j_get(c, "focus"), *item;
     rule_state s;
     llama_token *ids = NULL;
     focus_word *focus = NULL;
     int *wanted = NULL, n_focus = 0, ok = 0, i, first_bad = -1, argmax;
     char *text = NULL;
-    size_t len = 0, cap = 64, k;
+    size_t len = 0, cap = 64, k = 0;
+    double value;
     udrl_status status = UDRL_OK;
-    if (!name || !query || !ids_v || !guard_v || !focus_v) { printf("FAIL malformed case\n"); return 0; }
+    if (!name || !query || !cJSON_IsArray(ids_v) || !cJSON_IsBool(guard_v) || !cJSON_IsNumber(focus_v)) {
+        printf("FAIL malformed case\n");
+        return 0;
+    }
     memset(&s, 0, sizeof s);
     s.m = m;
-    s.length_guard = guard_v->type == J_BOOL && guard_v->num != 0;
-    s.focus_bias = (float)focus_v->num;
+    s.length_guard = cJSON_IsTrue(guard_v);
+    s.focus_bias = (float)focus_v->valuedouble;
     if (!j_int(j_get(c, "length"), &s.length) || !j_int(j_get(c, "no_repeat_ngram"), &s.no_repeat_ngram) ||
-        !(ids = malloc(sizeof *ids * (ids_v->n + 1))) || !(text = malloc(cap))) {
+        !(ids = malloc(sizeof *ids * ((size_t)cJSON_GetArraySize(ids_v) + 1))) || !(text = malloc(cap))) {
         printf("FAIL %s: malformed case\n", name);
         goto done;
     }
     text[0] = '\0';
-    for (k = 0; k < ids_v->n; k++) {
+    cJSON_ArrayForEach(item, ids_v) {
         int t;
-        if (!j_int(&ids_v->items[k], &t) || !append_piece(m, t, &text, &len, &cap)) {
+        if (!j_int(item, &t) || !append_piece(m, t, &text, &len, &cap)) {
             printf("FAIL %s: bad token id\n", name);
             goto done;
         }
-        ids[k] = t;
+        ids[k++] = t;
     }
     if (s.focus_bias > 0) {
         focus = focus_words(m, query, &n_focus, &status);
@@ -89,14 +102,13 @@ static int run_case(udrl_model *m, const jval *c, float *got, float *want) {
     s.n_focus = n_focus;
     s.wanted = wanted;
     s.ids = ids;
-    s.n_ids = (int32_t)ids_v->n;
+    s.n_ids = (int32_t)k;
     s.text = text + rule_text_start(m, text, len);
     s.len = len - rule_text_start(m, text, len);
     for (i = 0; i < m->n_vocab; i++) got[i] = want[i] = 0.0f;
     if (!expected_logits(c, want, m->n_vocab)) { printf("FAIL %s: malformed expectation\n", name); goto done; }
-    for (k = 0; k < j_get(c, "logits")->n; k++) {
-        const jval *pair = &j_get(c, "logits")->items[k];
-        got[(int)pair->items[0].num] = (float)pair->items[1].num;
+    cJSON_ArrayForEach(item, j_get(c, "logits")) {
+        if (id_value(item, m->n_vocab, &i, &value)) got[i] = (float)value;
     }
     apply_rules(&s, got);
     for (i = 0; i < m->n_vocab && first_bad < 0; i++)
@@ -122,11 +134,10 @@ done:
 int main(int argc, char **argv) {
     udrl_model *model = NULL;
     char err[512];
-    size_t len = 0, i;
+    size_t len = 0;
     char *data;
-    jparser ps;
-    jval root;
-    const jval *cases;
+    cJSON *root;
+    const cJSON *cases, *c;
     float *got, *want;
     int failed = 0;
     if (argc != 3) {
@@ -138,26 +149,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    memset(&root, 0, sizeof root);
     if (!(data = read_file(argv[2], &len))) {
         fprintf(stderr, "cannot read %s\n", argv[2]);
         return 2;
     }
-    ps.p = data;
-    ps.end = data + len;
-    ps.depth = 0;
-    if (!j_value(&ps, &root) || !(cases = j_get(&root, "cases")) || cases->type != J_ARR) {
+    root = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsArray(cases = j_get(root, "cases"))) {
         fprintf(stderr, "%s is not a vectors file\n", argv[2]);
         return 2;
     }
     got = malloc(sizeof *got * (size_t)model->n_vocab);
     want = malloc(sizeof *want * (size_t)model->n_vocab);
     if (!got || !want) return 2;
-    for (i = 0; i < cases->n; i++) failed += !run_case(model, &cases->items[i], got, want);
-    printf("%zu cases, %d failed\n", cases->n, failed);
+    cJSON_ArrayForEach(c, cases) failed += !run_case(model, c, got, want);
+    printf("%d cases, %d failed\n", cJSON_GetArraySize(cases), failed);
     free(got);
     free(want);
-    j_free(&root);
+    cJSON_Delete(root);
     free(data);
     udrl_model_free(model);
     udrl_backend_free();

@@ -1,5 +1,5 @@
 /*
- * udrl.c - see udrl.h. Layers, from the bottom: a small JSON reader (for the manifest), text
+ * udrl.c - see udrl.h. Layers, from the bottom: typed lookups over cJSON (for the manifest), text
  * helpers with Python's whitespace rules (so word counts and query cleaning match the SDK), the
  * manifest, then prompt building and generation over llama.h.
  */
@@ -11,201 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cJSON.h"
 #include "gguf.h"
 #include "llama.h"
 
-/* ---------------------------------------------------------------- JSON (just enough) -------- */
+/* ---------------------------------------------------------------- JSON, through cJSON -------- */
 
-typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
-
-typedef struct jval {
-    jtype type;
-    double num;
-    char *str;           /* J_STR */
-    struct jval *items;  /* J_ARR, J_OBJ values */
-    char **keys;         /* J_OBJ keys */
-    size_t n;
-} jval;
-
-typedef struct {
-    const char *p;
-    const char *end;
-    int depth;
-} jparser;
-
-static void j_free(jval *v) {
-    size_t i;
-    if (!v) return;
-    free(v->str);
-    for (i = 0; i < v->n; i++) {
-        j_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    memset(v, 0, sizeof *v);
+/* Typed lookups over cJSON that answer NULL / 0 for a missing or mistyped value, so that one check
+   covers both. */
+static const cJSON *j_get(const cJSON *obj, const char *key) {
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
-static void j_ws(jparser *ps) {
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')) ps->p++;
-}
+static const char *j_str(const cJSON *v) { return cJSON_IsString(v) ? v->valuestring : NULL; }
 
-static int j_utf8(char *out, unsigned long cp) {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F)); return 4;
-}
-
-static int j_hex4(jparser *ps, unsigned long *cp) {
-    int i;
-    *cp = 0;
-    if (ps->end - ps->p < 4) return 0;
-    for (i = 0; i < 4; i++) {
-        char c = *ps->p++;
-        *cp <<= 4;
-        if (c >= '0' && c <= '9') *cp |= (unsigned long)(c - '0');
-        else if (c >= 'a' && c <= 'f') *cp |= (unsigned long)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') *cp |= (unsigned long)(c - 'A' + 10);
-        else return 0;
-    }
-    return 1;
-}
-
-static char *j_string(jparser *ps) {
-    size_t cap = 16, len = 0;
-    char *s;
-    if (ps->p >= ps->end || *ps->p != '"') return NULL;
-    ps->p++;
-    s = malloc(cap);
-    if (!s) return NULL;
-    while (ps->p < ps->end && *ps->p != '"') {
-        char buf[4];
-        int k = 1;
-        if (*ps->p == '\\') {
-            unsigned long cp;
-            ps->p++;
-            if (ps->p >= ps->end) break;
-            switch (*ps->p++) {
-                case '"': buf[0] = '"'; break;
-                case '\\': buf[0] = '\\'; break;
-                case '/': buf[0] = '/'; break;
-                case 'b': buf[0] = '\b'; break;
-                case 'f': buf[0] = '\f'; break;
-                case 'n': buf[0] = '\n'; break;
-                case 'r': buf[0] = '\r'; break;
-                case 't': buf[0] = '\t'; break;
-                case 'u':
-                    if (!j_hex4(ps, &cp)) { free(s); return NULL; }
-                    if (cp >= 0xD800 && cp <= 0xDBFF && ps->end - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u') {
-                        unsigned long lo;
-                        ps->p += 2;
-                        if (!j_hex4(ps, &lo)) { free(s); return NULL; }
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    }
-                    k = j_utf8(buf, cp);
-                    break;
-                default: free(s); return NULL;
-            }
-        } else {
-            buf[0] = *ps->p++;
-        }
-        if (len + (size_t)k + 1 > cap) {
-            char *grown;
-            cap = 2 * cap + (size_t)k;
-            grown = realloc(s, cap);
-            if (!grown) { free(s); return NULL; }
-            s = grown;
-        }
-        memcpy(s + len, buf, (size_t)k);
-        len += (size_t)k;
-    }
-    if (ps->p >= ps->end) { free(s); return NULL; }
-    ps->p++; /* closing quote */
-    s[len] = '\0';
-    return s;
-}
-
-static int j_value(jparser *ps, jval *out);
-
-static int j_append(jval *v, jval *item, char *key) {
-    jval *items = realloc(v->items, (v->n + 1) * sizeof *items);
-    if (!items) return 0;
-    v->items = items;
-    if (v->type == J_OBJ) {
-        char **keys = realloc(v->keys, (v->n + 1) * sizeof *keys);
-        if (!keys) return 0;
-        v->keys = keys;
-        v->keys[v->n] = key;
-    }
-    v->items[v->n++] = *item;
-    return 1;
-}
-
-static int j_container(jparser *ps, jval *out, char open, char close) {
-    out->type = open == '{' ? J_OBJ : J_ARR;
-    if (++ps->depth > 64) return 0;
-    ps->p++;
-    j_ws(ps);
-    if (ps->p < ps->end && *ps->p == close) { ps->p++; ps->depth--; return 1; }
-    for (;;) {
-        jval item;
-        char *key = NULL;
-        memset(&item, 0, sizeof item);
-        j_ws(ps);
-        if (open == '{') {
-            key = j_string(ps);
-            if (!key) return 0;
-            j_ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') { free(key); return 0; }
-            ps->p++;
-        }
-        if (!j_value(ps, &item) || !j_append(out, &item, key)) { free(key); j_free(&item); return 0; }
-        j_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
-        if (ps->p < ps->end && *ps->p == close) { ps->p++; ps->depth--; return 1; }
+static int j_int(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2147483647.0)
         return 0;
-    }
-}
-
-static int j_value(jparser *ps, jval *out) {
-    j_ws(ps);
-    if (ps->p >= ps->end) return 0;
-    switch (*ps->p) {
-        case '{': return j_container(ps, out, '{', '}');
-        case '[': return j_container(ps, out, '[', ']');
-        case '"': out->type = J_STR; out->str = j_string(ps); return out->str != NULL;
-        case 't': if (ps->end - ps->p >= 4 && !strncmp(ps->p, "true", 4)) { out->type = J_BOOL; out->num = 1; ps->p += 4; return 1; } return 0;
-        case 'f': if (ps->end - ps->p >= 5 && !strncmp(ps->p, "false", 5)) { out->type = J_BOOL; ps->p += 5; return 1; } return 0;
-        case 'n': if (ps->end - ps->p >= 4 && !strncmp(ps->p, "null", 4)) { out->type = J_NULL; ps->p += 4; return 1; } return 0;
-        default: {
-            char *endp;
-            out->type = J_NUM;
-            out->num = strtod(ps->p, &endp);
-            if (endp == ps->p) return 0;
-            ps->p = endp;
-            return 1;
-        }
-    }
-}
-
-static const jval *j_get(const jval *obj, const char *key) {
-    size_t i;
-    if (!obj || obj->type != J_OBJ) return NULL;
-    for (i = 0; i < obj->n; i++)
-        if (!strcmp(obj->keys[i], key)) return &obj->items[i];
-    return NULL;
-}
-
-static const char *j_str(const jval *v) { return v && v->type == J_STR ? v->str : NULL; }
-
-static int j_int(const jval *v, int *out) {
-    if (!v || v->type != J_NUM || v->num != floor(v->num)) return 0;
-    *out = (int)v->num;
+    *out = (int)v->valuedouble;
     return 1;
 }
 
@@ -327,7 +150,7 @@ struct udrl_model {
     struct llama_context *ctx;
     const struct llama_vocab *vocab;
     char *manifest_json;
-    jval manifest;
+    cJSON *manifest;
     udrl_task *tasks;
     int n_tasks;
     int length_min, length_max, reward_levels;
@@ -337,8 +160,8 @@ struct udrl_model {
     const char *output_prefix; /* written before the output by the model; never handed to callers */
     size_t output_prefix_len;
     int focus_min_bytes;
-    const jval *focus_stopwords; /* array of strings, or NULL */
-    const jval *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
+    const cJSON *focus_stopwords; /* array of strings, or NULL */
+    const cJSON *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
     int cond_length, cond_reward;
     llama_token *special_ids;
     const char **special_tokens;
@@ -405,100 +228,105 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user_da
     if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
 }
 
-/* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
 /* Whether key is one of the strings of a manifest word list (NULL: none). */
-static int in_words(const jval *words, const char *key) {
-    size_t i;
-    for (i = 0; words && i < words->n; i++)
-        if (!strcmp(j_str(&words->items[i]), key)) return 1;
+static int in_words(const cJSON *words, const char *key) {
+    const cJSON *w;
+    cJSON_ArrayForEach(w, words)
+        if (!strcmp(j_str(w), key)) return 1;
     return 0;
 }
 
+/* Every item of a manifest array is a string. */
+static int all_strings(const cJSON *array) {
+    const cJSON *w;
+    cJSON_ArrayForEach(w, array)
+        if (!j_str(w)) return 0;
+    return 1;
+}
+
+/* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
 static udrl_status parse_manifest(udrl_model *m) {
-    jparser ps;
-    const jval *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model, *focus,
-        *guard;
-    const jval *focus_bias = NULL;
+    const cJSON *root, *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model,
+        *focus, *guard, *item;
+    const cJSON *focus_bias = NULL;
     int i, version;
-    ps.p = m->manifest_json;
-    ps.end = m->manifest_json + strlen(m->manifest_json);
-    ps.depth = 0;
-    if (!j_value(&ps, &m->manifest) || m->manifest.type != J_OBJ)
-        return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
-    if (!j_str(j_get(&m->manifest, "format")) || strcmp(j_str(j_get(&m->manifest, "format")), UDRL_MANIFEST_FORMAT))
+    m->manifest = cJSON_Parse(m->manifest_json);
+    if (!cJSON_IsObject(m->manifest)) return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
+    root = m->manifest;
+    if (!j_str(j_get(root, "format")) || strcmp(j_str(j_get(root, "format")), UDRL_MANIFEST_FORMAT))
         return fail(m, UDRL_E_MANIFEST, "metadata %s is not a udrl manifest", UDRL_METADATA_KEY);
-    if (!j_int(j_get(&m->manifest, "version"), &version) || version != UDRL_MANIFEST_VERSION)
+    if (!j_int(j_get(root, "version"), &version) || version != UDRL_MANIFEST_VERSION)
         return fail(m, UDRL_E_MANIFEST, "manifest version is not %d: this library is too old or too new", UDRL_MANIFEST_VERSION);
-    tasks = j_get(&m->manifest, "tasks");
-    length = j_get(&m->manifest, "length");
-    reward = j_get(&m->manifest, "reward");
+    tasks = j_get(root, "tasks");
+    length = j_get(root, "length");
+    reward = j_get(root, "reward");
     edges = j_get(reward, "edges");
-    ct = j_get(&m->manifest, "control_tokens");
+    ct = j_get(root, "control_tokens");
     ct_task = j_get(ct, "task");
     ct_len = j_get(ct, "length");
     ct_rew = j_get(ct, "reward");
-    ids = j_get(&m->manifest, "token_ids");
-    defaults = j_get(&m->manifest, "default_length");
-    cond = j_get(&m->manifest, "conditioning");
-    model = j_get(&m->manifest, "model");
-    m->sep_token = j_str(j_get(&m->manifest, "sep_token"));
-    m->eos_token = j_str(j_get(&m->manifest, "eos_token"));
-    m->template_str = j_str(j_get(&m->manifest, "template"));
-    m->output_prefix = j_str(j_get(&m->manifest, "output_prefix")); /* absent in older manifests */
+    ids = j_get(root, "token_ids");
+    defaults = j_get(root, "default_length");
+    cond = j_get(root, "conditioning");
+    model = j_get(root, "model");
+    m->sep_token = j_str(j_get(root, "sep_token"));
+    m->eos_token = j_str(j_get(root, "eos_token"));
+    m->template_str = j_str(j_get(root, "template"));
+    m->output_prefix = j_str(j_get(root, "output_prefix")); /* absent in older manifests */
     if (!m->output_prefix) m->output_prefix = "";
     m->output_prefix_len = strlen(m->output_prefix);
-    focus = j_get(&m->manifest, "focus"); /* absent in older manifests: query focus off */
+    focus = j_get(root, "focus"); /* absent in older manifests: query focus off */
     m->focus_min_bytes = 3;
     m->focus_stopwords = NULL;
     if (focus) {
-        const jval *stop = j_get(focus, "stopwords");
+        const cJSON *stop = j_get(focus, "stopwords");
         focus_bias = j_get(focus, "bias"); /* per task; empty: off for all */
-        if (focus->type != J_OBJ || !focus_bias || focus_bias->type != J_OBJ ||
-            !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !stop ||
-            stop->type != J_ARR)
+        if (!cJSON_IsObject(focus) || !cJSON_IsObject(focus_bias) ||
+            !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !cJSON_IsArray(stop))
             return fail(m, UDRL_E_MANIFEST, "the manifest's focus field is malformed");
-        for (i = 0; i < (int)stop->n; i++)
-            if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "focus stopwords must be strings");
+        if (!all_strings(stop)) return fail(m, UDRL_E_MANIFEST, "the manifest's focus stopwords must be strings");
         m->focus_stopwords = stop;
     }
-    guard = j_get(&m->manifest, "length_guard"); /* absent in older manifests: no end words */
+    guard = j_get(root, "length_guard"); /* absent in older manifests: no end words */
     m->end_stopwords = NULL;
     if (guard) {
-        const jval *stop = j_get(guard, "end_stopwords");
-        if (guard->type != J_OBJ || !stop || stop->type != J_ARR)
+        const cJSON *stop = j_get(guard, "end_stopwords");
+        if (!cJSON_IsObject(guard) || !cJSON_IsArray(stop))
             return fail(m, UDRL_E_MANIFEST, "the manifest's length_guard field is malformed");
-        for (i = 0; i < (int)stop->n; i++)
-            if (!j_str(&stop->items[i])) return fail(m, UDRL_E_MANIFEST, "length_guard end_stopwords must be strings");
+        if (!all_strings(stop)) return fail(m, UDRL_E_MANIFEST, "the manifest's length_guard end_stopwords must be strings");
         m->end_stopwords = stop;
     }
-    if (!tasks || tasks->type != J_ARR || tasks->n == 0 || !edges || edges->type != J_ARR || !ct_task || !ct_len ||
-        !ct_rew || !ids || ids->type != J_OBJ || !cond || cond->type != J_ARR || !m->sep_token || !m->eos_token ||
+    if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) == 0 || !cJSON_IsArray(edges) || !ct_task || !ct_len ||
+        !ct_rew || !cJSON_IsObject(ids) || !cJSON_IsArray(cond) || !m->sep_token || !m->eos_token ||
         !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
         !j_int(j_get(model, "n_ctx"), &m->n_ctx))
         return fail(m, UDRL_E_MANIFEST, "the udrl manifest lacks required fields");
-    m->reward_levels = (int)edges->n + 1;
-    m->n_tasks = (int)tasks->n;
-    m->tasks = calloc(tasks->n, sizeof *m->tasks);
+    m->reward_levels = cJSON_GetArraySize(edges) + 1;
+    m->n_tasks = cJSON_GetArraySize(tasks);
+    m->n_special = cJSON_GetArraySize(ids);
+    m->tasks = calloc((size_t)m->n_tasks, sizeof *m->tasks);
     m->length_tokens = calloc((size_t)(m->length_max - m->length_min + 1), sizeof *m->length_tokens);
     m->reward_tokens = calloc((size_t)m->reward_levels, sizeof *m->reward_tokens);
-    m->special_ids = calloc(ids->n, sizeof *m->special_ids);
-    m->special_tokens = calloc(ids->n, sizeof *m->special_tokens);
+    m->special_ids = calloc((size_t)m->n_special + 1, sizeof *m->special_ids);
+    m->special_tokens = calloc((size_t)m->n_special + 1, sizeof *m->special_tokens);
     if (!m->tasks || !m->length_tokens || !m->reward_tokens || !m->special_ids || !m->special_tokens)
         return fail(m, UDRL_E_MEMORY, "out of memory reading the manifest");
-    for (i = 0; i < m->n_tasks; i++) {
-        const char *name = j_str(&tasks->items[i]);
+    i = 0;
+    cJSON_ArrayForEach(item, tasks) {
+        const char *name = j_str(item);
         if (!name || !j_str(j_get(ct_task, name)))
             return fail(m, UDRL_E_MANIFEST, "the manifest has no control token for task %d", i);
         m->tasks[i].name = (char *)name;
         m->tasks[i].token = (char *)j_str(j_get(ct_task, name));
         if (!j_int(j_get(defaults, name), &m->tasks[i].default_length)) m->tasks[i].default_length = 0;
         m->tasks[i].focus_bias = 0.0f;
-        if (focus_bias && focus_bias->n) {
-            const jval *b = j_get(focus_bias, name);
-            if (!b || b->type != J_NUM || !(b->num >= 0 && b->num < 1e30))
+        if (focus_bias && focus_bias->child) {
+            const cJSON *b = j_get(focus_bias, name);
+            if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble < 1e30))
                 return fail(m, UDRL_E_MANIFEST, "the manifest's focus bias for task %s is missing or invalid", name);
-            m->tasks[i].focus_bias = (float)b->num;
+            m->tasks[i].focus_bias = (float)b->valuedouble;
         }
+        i++;
     }
     for (i = m->length_min; i <= m->length_max; i++) {
         char key[16];
@@ -512,20 +340,20 @@ static udrl_status parse_manifest(udrl_model *m) {
         if (!(m->reward_tokens[i] = j_str(j_get(ct_rew, key))))
             return fail(m, UDRL_E_MANIFEST, "the manifest has no control token for reward %d", i);
     }
-    for (i = 0; i < (int)cond->n; i++) {
-        const char *c = j_str(&cond->items[i]);
+    cJSON_ArrayForEach(item, cond) {
+        const char *c = j_str(item);
         if (c && !strcmp(c, "length")) m->cond_length = 1;
         if (c && !strcmp(c, "reward")) m->cond_reward = 1;
     }
-    m->n_special = (int)ids->n;
-    for (i = 0; i < m->n_special; i++) {
+    i = 0;
+    cJSON_ArrayForEach(item, ids) {
         int id;
-        if (!j_int(&ids->items[i], &id)) return fail(m, UDRL_E_MANIFEST, "token_ids must be integers");
+        if (!j_int(item, &id)) return fail(m, UDRL_E_MANIFEST, "the manifest's token_ids must be integers");
         m->special_ids[i] = id;
-        m->special_tokens[i] = ids->keys[i];
+        m->special_tokens[i++] = item->string;
     }
     {
-        const jval *eos = j_get(ids, m->eos_token);
+        const cJSON *eos = j_get(ids, m->eos_token);
         int eos_id;
         if (!j_int(eos, &eos_id)) return fail(m, UDRL_E_MANIFEST, "the manifest has no id for %s", m->eos_token);
         m->eos_id = eos_id;
@@ -584,7 +412,7 @@ static udrl_status read_checked_header(udrl_model *m, const char *path) {
     for (i = 0; i < 3; i++) {  /* n_layer, n_head, n_embd: as the manifest says, where it says */
         static const char *const fields[] = {"n_layer", "n_head", "n_embd"};  /* ints[0..2] */
         int want;
-        if (j_int(j_get(j_get(&m->manifest, "model"), fields[i]), &want) && header_int(g, ints[i], 1, his[i]) != want) {
+        if (j_int(j_get(j_get(m->manifest, "model"), fields[i]), &want) && header_int(g, ints[i], 1, his[i]) != want) {
             status = fail(m, UDRL_E_MANIFEST, "%s: GGUF key %s disagrees with the manifest's %s = %d: the file is "
                           "corrupted", path, ints[i], fields[i], want);
             goto done;
@@ -712,7 +540,7 @@ void udrl_model_free(udrl_model *m) {
     if (!m) return;
     if (m->ctx) llama_free(m->ctx);
     if (m->lm) llama_model_free(m->lm);
-    j_free(&m->manifest);
+    cJSON_Delete(m->manifest);
     free(m->manifest_json);
     free(m->tasks);
     free((void *)m->length_tokens);

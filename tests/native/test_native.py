@@ -109,24 +109,66 @@ def test_corrupted_missing_and_manifestless_models(exe, tmp_path, gguf):
     assert out.returncode == 2 and "not a valid GGUF model" in out.stderr
     out = run(exe, "--model", str(tmp_path / "missing.gguf"), "x")
     assert out.returncode == 2 and "cannot open" in out.stderr
+    plain = with_manifest(gguf, tmp_path / "plain.gguf", None)
+    out = run(exe, "--model", str(plain), "x")
+    assert out.returncode == 3 and "carries no udrl manifest" in out.stderr
+
+
+def with_manifest(source: Path, target: Path, manifest: str | None) -> Path:
+    """A copy of a GGUF whose udrl.manifest string is replaced (None: left out)."""
     import gguf as gguf_py
 
-    plain = tmp_path / "plain.gguf"
-    reader = gguf_py.GGUFReader(str(gguf))
-    writer = gguf_py.GGUFWriter(str(plain), "gpt2")
-    for field in reader.fields.values():  # every key but the manifest
+    reader = gguf_py.GGUFReader(str(source))
+    writer = gguf_py.GGUFWriter(str(target), "gpt2")
+    for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name in ("general.architecture", "udrl.manifest"):
             continue
         sub = field.types[-1] if field.types[0] == gguf_py.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    if manifest is not None:
+        writer.add_string("udrl.manifest", manifest)
     for t in reader.tensors:
         writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    out = run(exe, "--model", str(plain), "x")
-    assert out.returncode == 3 and "carries no udrl manifest" in out.stderr
+    return target
+
+
+def _manifest_mutations(text: str) -> dict[str, str]:
+    data = json.loads(text)
+
+    def changed(edit) -> str:
+        copy = json.loads(text)
+        edit(copy)
+        return json.dumps(copy)
+
+    return {
+        "not JSON": text[: len(text) // 2],
+        "a JSON list": json.dumps([data]),
+        "nested a thousand deep": "[" * 1000 + "]" * 1000,
+        "context beyond int": changed(lambda d: d["model"].update(n_ctx=1e20)),
+        "length min a string": changed(lambda d: d["length"].update(min="1")),
+        "tasks an object": changed(lambda d: d.update(tasks={"image": 1})),
+        "a task not a string": changed(lambda d: d.update(tasks=[1, 2])),
+        "token id a float": changed(lambda d: d["token_ids"].update({d["eos_token"]: 0.5})),
+        "focus stopwords not strings": changed(lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3})
+                                               .update(stopwords=[1])),
+        "no version": changed(lambda d: d.pop("version")),
+    }
+
+
+def test_malformed_manifests_are_refused_by_the_c_layer(exe, gguf, tmp_path):
+    """The manifest JSON broken or mistyped in each way: UDRL_E_MANIFEST (exit 3) naming the manifest,
+    never a crash or a run on half-read tables."""
+    import gguf as gguf_py
+
+    text = gguf_py.GGUFReader(str(gguf)).fields["udrl.manifest"].contents()
+    for what, manifest in _manifest_mutations(text).items():
+        path = with_manifest(gguf, tmp_path / "mutated.gguf", manifest)
+        out = run(exe, "--model", str(path), "--max-tokens", "4", "poster")
+        assert out.returncode == 3 and "manifest" in out.stderr, (what, out.returncode, out.stderr)
 
 
 def test_seeded_sampling_repeats(exe, gguf):
