@@ -1,8 +1,8 @@
 """A checkpoint directory from a udrl GGUF (f32, f16 or a quantized variant), so that every other
 format can be exported from the file that ships.
 
-The weights are read with gguf-py's ``GGUFReader`` and dequantized with ``gguf.quants``; names
-map back through gguf-py's GPT-2 tensor-name map; the tokenizer is rebuilt from the GGUF's token
+The header and weights are read with the SDK's GGUF reader (``udrl.gguf_file``, the project's one)
+and dequantized with gguf-py's ``gguf.quants``; names map back through gguf-py's GPT-2 tensor-name map; the tokenizer is rebuilt from the GGUF's token
 list and merges as the byte-level BPE the trainer writes; the manifest is the one the file
 carries. A q8_0 source gives the q8_0 weights in fp32: exports from it are as close to the shipped
 file as its quantization allows, and `export` checks them against the source through the SDK.
@@ -20,27 +20,27 @@ import gguf
 import numpy as np
 from udrl.artifacts import read_manifest
 from udrl.errors import CheckpointError
+from udrl.gguf_file import GGUFHeader, read_gguf_header, tensor_bytes
 from udrl.manifest import Manifest
 
 # HF GPT-2 Conv1D weights are [in, out]; GGUF stores them [out, in] (to_gguf transposes them).
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def _field(reader: gguf.GGUFReader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
+def _field(header: GGUFHeader, key: str):
+    if key not in header.metadata:
         raise CheckpointError(f"the GGUF lacks metadata key {key}; it is not a udrl GPT-2 export")
-    return field.contents()
+    return header.metadata[key]
 
 
-def gguf_state_dict(reader: gguf.GGUFReader, names: Iterable[str], n_layer: int) -> dict[str, np.ndarray]:
+def gguf_state_dict(header: GGUFHeader, names: Iterable[str], n_layer: int) -> dict[str, np.ndarray]:
     """The GGUF's tensors as a Hugging Face GPT-2 state dict (fp32) with the keys ``names`` (the
     model's own), named through gguf-py's map; the tied output head is left to the model."""
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, n_layer)
     tensors = {}
-    for t in reader.tensors:
-        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        tensors[t.name] = data.reshape([int(d) for d in reversed(t.shape)])
+    for t in header.tensors:
+        data = gguf.quants.dequantize(tensor_bytes(header, t), gguf.GGMLQuantizationType(t.ggml_type))
+        tensors[t.name] = data.astype(np.float32).reshape([int(d) for d in reversed(t.shape)])
     state = {}
     for hf_name in names:
         if hf_name == "lm_head.weight":
@@ -53,13 +53,13 @@ def gguf_state_dict(reader: gguf.GGUFReader, names: Iterable[str], n_layer: int)
     return state
 
 
-def gguf_tokenizer(reader: gguf.GGUFReader, manifest: Manifest):
+def gguf_tokenizer(header: GGUFHeader, manifest: Manifest):
     """The byte-level BPE the GGUF carries, as the trainer's ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from udrl.trainer.training.tokenizer import wrap_tokenizer
 
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
+    tokens = _field(header, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ")) for m in _field(header, "tokenizer.ggml.merges")]
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -82,23 +82,23 @@ def checkpoint_from_gguf(path: str | Path, target: str | Path) -> Path:
 
     path = Path(path)
     manifest = read_manifest(path)  # checks the header against the manifest first
-    reader = gguf.GGUFReader(str(path))
-    n_layer = int(_field(reader, "gpt2.block_count"))
-    vocab = len(_field(reader, "tokenizer.ggml.tokens"))
+    header = read_gguf_header(path)
+    n_layer = int(_field(header, "gpt2.block_count"))
+    vocab = len(_field(header, "tokenizer.ggml.tokens"))
     config = GPT2Config(
-        vocab_size=vocab, n_positions=int(_field(reader, "gpt2.context_length")),
-        n_embd=int(_field(reader, "gpt2.embedding_length")), n_layer=n_layer,
-        n_head=int(_field(reader, "gpt2.attention.head_count")),
-        n_inner=int(_field(reader, "gpt2.feed_forward_length")),
-        layer_norm_epsilon=float(_field(reader, "gpt2.attention.layer_norm_epsilon")),
+        vocab_size=vocab, n_positions=int(_field(header, "gpt2.context_length")),
+        n_embd=int(_field(header, "gpt2.embedding_length")), n_layer=n_layer,
+        n_head=int(_field(header, "gpt2.attention.head_count")),
+        n_inner=int(_field(header, "gpt2.feed_forward_length")),
+        layer_norm_epsilon=float(_field(header, "gpt2.attention.layer_norm_epsilon")),
         bos_token_id=manifest.eos_id, eos_token_id=manifest.eos_id, pad_token_id=manifest.eos_id,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(config)
-    state = gguf_state_dict(reader, model.state_dict(), n_layer)  # every key but the tied head, or an error
+    state = gguf_state_dict(header, model.state_dict(), n_layer)  # every key but the tied head, or an error
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     model.tie_weights()
-    tokenizer = gguf_tokenizer(reader, manifest)
+    tokenizer = gguf_tokenizer(header, manifest)
     # The lineage stays readable: this GGUF, then what it was exported from.
     parent = f"{path} <- {manifest.parent}" if manifest.parent else str(path)
     plain = manifest.replace(quantization=None, parent=parent)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import gguf
 import numpy as np
+from udrl.gguf_file import gguf_metadata_string
 from udrl.manifest import METADATA_KEY
 
 from .export import Exporter, ExportError, Source, register
@@ -136,11 +137,10 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
 
 def read_manifest_json(path: str | Path) -> str:
     """The manifest JSON stored in a GGUF file's metadata (without loading the model)."""
-    reader = gguf.GGUFReader(str(path))
-    field = reader.get_field(METADATA_KEY)
-    if field is None:
+    text = gguf_metadata_string(path, METADATA_KEY)
+    if text is None:
         raise ExportError(f"{path} has no {METADATA_KEY} metadata")
-    return field.contents()
+    return text
 
 
 @register
