@@ -246,36 +246,27 @@ static int all_strings(const cJSON *array) {
 
 /* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
 static udrl_status parse_manifest(udrl_model *m) {
-    const cJSON *root, *tasks, *length, *reward, *edges, *ct, *ct_task, *ct_len, *ct_rew, *ids, *defaults, *cond, *model,
-        *focus, *guard, *item;
-    const cJSON *focus_bias = NULL;
+    /* j_get answers NULL below a missing or mistyped parent, so one check after these covers all. */
+    const cJSON *root = (m->manifest = cJSON_Parse(m->manifest_json));
+    const cJSON *tasks = j_get(root, "tasks"), *length = j_get(root, "length"), *model = j_get(root, "model");
+    const cJSON *edges = j_get(j_get(root, "reward"), "edges"), *ct = j_get(root, "control_tokens");
+    const cJSON *ct_task = j_get(ct, "task"), *ct_len = j_get(ct, "length"), *ct_rew = j_get(ct, "reward");
+    const cJSON *ids = j_get(root, "token_ids"), *defaults = j_get(root, "default_length");
+    const cJSON *cond = j_get(root, "conditioning"), *focus = j_get(root, "focus"), *guard = j_get(root, "length_guard");
+    const cJSON *focus_bias = NULL, *item;
     int i, version;
-    m->manifest = cJSON_Parse(m->manifest_json);
-    if (!cJSON_IsObject(m->manifest)) return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
-    root = m->manifest;
+    if (!cJSON_IsObject(root)) return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
     if (!j_str(j_get(root, "format")) || strcmp(j_str(j_get(root, "format")), UDRL_MANIFEST_FORMAT))
         return fail(m, UDRL_E_MANIFEST, "metadata %s is not a udrl manifest", UDRL_METADATA_KEY);
     if (!j_int(j_get(root, "version"), &version) || version != UDRL_MANIFEST_VERSION)
         return fail(m, UDRL_E_MANIFEST, "manifest version is not %d: this library is too old or too new", UDRL_MANIFEST_VERSION);
-    tasks = j_get(root, "tasks");
-    length = j_get(root, "length");
-    reward = j_get(root, "reward");
-    edges = j_get(reward, "edges");
-    ct = j_get(root, "control_tokens");
-    ct_task = j_get(ct, "task");
-    ct_len = j_get(ct, "length");
-    ct_rew = j_get(ct, "reward");
-    ids = j_get(root, "token_ids");
-    defaults = j_get(root, "default_length");
-    cond = j_get(root, "conditioning");
-    model = j_get(root, "model");
     m->sep_token = j_str(j_get(root, "sep_token"));
     m->eos_token = j_str(j_get(root, "eos_token"));
     m->template_str = j_str(j_get(root, "template"));
     m->output_prefix = j_str(j_get(root, "output_prefix")); /* absent in older manifests */
     if (!m->output_prefix) m->output_prefix = "";
     m->output_prefix_len = strlen(m->output_prefix);
-    focus = j_get(root, "focus"); /* absent in older manifests: query focus off */
+    /* focus absent (older manifests): query focus off */
     m->focus_min_bytes = 3;
     m->focus_stopwords = NULL;
     if (focus) {
@@ -287,7 +278,7 @@ static udrl_status parse_manifest(udrl_model *m) {
         if (!all_strings(stop)) return fail(m, UDRL_E_MANIFEST, "the manifest's focus stopwords must be strings");
         m->focus_stopwords = stop;
     }
-    guard = j_get(root, "length_guard"); /* absent in older manifests: no end words */
+    /* length_guard absent (older manifests): no end words */
     m->end_stopwords = NULL;
     if (guard) {
         const cJSON *stop = j_get(guard, "end_stopwords");
@@ -301,6 +292,9 @@ static udrl_status parse_manifest(udrl_model *m) {
         !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
         !j_int(j_get(model, "n_ctx"), &m->n_ctx))
         return fail(m, UDRL_E_MANIFEST, "the udrl manifest lacks required fields");
+    if (m->length_min < 1 || m->length_max < m->length_min)
+        return fail(m, UDRL_E_MANIFEST, "the manifest's length range [%d, %d] must satisfy 1 <= min <= max",
+                    m->length_min, m->length_max);
     m->reward_levels = cJSON_GetArraySize(edges) + 1;
     m->n_tasks = cJSON_GetArraySize(tasks);
     m->n_special = cJSON_GetArraySize(ids);

@@ -150,6 +150,7 @@ def _manifest_mutations(text: str) -> dict[str, str]:
         "nested a thousand deep": "[" * 1000 + "]" * 1000,
         "context beyond int": changed(lambda d: d["model"].update(n_ctx=1e20)),
         "length min a string": changed(lambda d: d["length"].update(min="1")),
+        "length min above max": changed(lambda d: d["length"].update(min=9, max=2)),
         "tasks an object": changed(lambda d: d.update(tasks={"image": 1})),
         "a task not a string": changed(lambda d: d.update(tasks=[1, 2])),
         "token id a float": changed(lambda d: d["token_ids"].update({d["eos_token"]: 0.5})),
