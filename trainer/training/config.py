@@ -72,6 +72,8 @@ class TrainConfig:
     max_steps: int = _option(2000, "optimizer steps", flag="--steps")
     batch_size: int = _option(32, "records per process and micro-step")
     grad_accum: int = _option(1, "micro-steps per optimizer step")
+    group_by_length: bool = _option(False, "batch records of similar token length together (within groups of 50 "
+                                    "shuffled batches), so that less of each batch is padding")
     lr: float = _option(1e-3, "peak learning rate")
     min_lr_ratio: float = _option(0.1, "the cosine decays to lr * this")
     warmup_steps: int = _option(100, "linear warm-up steps")

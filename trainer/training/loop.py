@@ -127,15 +127,34 @@ def _collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _micro_batch(n: int, micro: int, batch: int, d: Distributed, seed: int) -> list[int]:
+# Records per length group (in batches): large enough that a group's batches are nearly the same
+# length, small enough that the order stays shuffled (Hugging Face's group_by_length uses 50 too).
+LENGTH_GROUP_BATCHES = 50
+
+
+def _micro_batch(n: int, micro: int, batch: int, d: Distributed, seed: int,
+                 lengths: Sequence[int] | None = None) -> list[int]:
     """Indices of this rank's share of global micro-batch ``micro``: a pure function of its number,
-    so a resumed run sees exactly the batches the interrupted one would have."""
+    so a resumed run sees exactly the batches the interrupted one would have. With ``lengths``
+    (one per record), each run of LENGTH_GROUP_BATCHES batches of the epoch's shuffled order is
+    sorted by length, cut into batches and those batches shuffled again: every record is still
+    seen once an epoch, but a batch pads to a length near its records' own."""
     global_batch = batch * d.world
     per_epoch = max(1, n // global_batch)
     epoch, j = divmod(micro, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     if n < global_batch:
         perm = perm.repeat(math.ceil(global_batch / n))
+    if lengths is not None:
+        group, k = divmod(j, LENGTH_GROUP_BATCHES)
+        first = group * LENGTH_GROUP_BATCHES
+        count = min(LENGTH_GROUP_BATCHES, per_epoch - first)
+        members = perm[first * global_batch : (first + count) * global_batch].tolist()
+        members.sort(key=lambda i: lengths[i])
+        order = torch.randperm(count, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) * 7919 + group))
+        j = first + int(order[k])
+        perm = perm.clone()
+        perm[first * global_batch : (first + count) * global_batch] = torch.tensor(members)
     chunk = perm[j * global_batch : (j + 1) * global_batch]
     return chunk[d.rank :: d.world].tolist()
 
@@ -452,6 +471,7 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         log(f"left out {too_long + val_too_long} record(s) longer than the context ({n_ctx} tokens)")
     if not train_set:
         raise DatasetError("no training example fits the model's context")
+    lengths = [len(e.prompt) + len(e.output) for e in train_set] if config.group_by_length else None
     probe = [
         Request(r.query, make_command(manifest, r.task, r.words, reward_level(manifest, r.score)))
         for r in val_records[: config.adherence_samples]
@@ -499,7 +519,7 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         loss_sum = 0.0
         for k in range(config.grad_accum):
             micro = step * config.grad_accum + k
-            idx = _micro_batch(len(train_set), micro, config.batch_size, d, config.seed)
+            idx = _micro_batch(len(train_set), micro, config.batch_size, d, config.seed, lengths)
             batch = {key: v.to(device) for key, v in _collate([train_set[i] for i in idx], manifest.eos_id).items()}
             sync = contextlib.nullcontext() if d.world == 1 or k == config.grad_accum - 1 else ddp_model.no_sync()
             with sync:

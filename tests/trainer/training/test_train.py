@@ -250,3 +250,30 @@ def test_training_from_a_local_pretrained_gpt2(tmp_path, synthetic_data):
                                atol=1e-6, rtol=0)
     torch.testing.assert_close(model.transformer.h[1].mlp.c_fc.weight, base.transformer.h[1].mlp.c_fc.weight,
                                atol=1e-6, rtol=0)
+
+
+def test_length_grouped_batches_see_every_record_once_an_epoch_and_pad_less():
+    import random
+
+    from udrl.trainer.training.loop import Distributed, _micro_batch
+
+    rng = random.Random(0)
+    lengths = [rng.choice([8, 12, 20, 30, 60, 120]) + rng.randrange(5) for _ in range(32 * 130)]
+    n, batch, one = len(lengths), 32, Distributed()
+
+    def epoch(**kw):
+        return [_micro_batch(n, micro, batch, one, 7, **kw) for micro in range(n // batch)]
+
+    plain, grouped = epoch(), epoch(lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(n))  # each record once
+    assert grouped == epoch(lengths=lengths)  # a pure function of the step: resumable
+    assert [_micro_batch(n, micro, batch, one, 7, lengths=lengths) for micro in range(n // batch, 2 * n // batch)] \
+        != grouped  # the next epoch is another order
+
+    def padded(batches):  # tokens a batch of padded rows holds
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert padded(grouped) < 0.6 * padded(plain)
+    # Long and short batches are interleaved, not sorted across the epoch.
+    widths = [max(lengths[i] for i in b) for b in grouped[:50]]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
