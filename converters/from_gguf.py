@@ -1,9 +1,9 @@
 """A checkpoint directory from a udrl GGUF (f32, f16 or a quantized variant), so that every other
 format can be exported from the file that ships.
 
-The header and weights are read with the SDK's GGUF reader (``udrl.gguf_file``, the project's one)
-and dequantized with gguf-py's ``gguf.quants``; names map back through gguf-py's GPT-2 tensor-name map; the tokenizer is rebuilt from the GGUF's token
-list and merges as the byte-level BPE the trainer writes; the manifest is the one the file
+The header and weights are read with the SDK's GGUF reader (``udrl.gguf_file``, the project's
+one) and dequantized with gguf-py's ``gguf.quants``; names map back through gguf-py's GPT-2
+tensor-name map; the tokenizer is rebuilt from the GGUF's token list and merges as the byte-level BPE the trainer writes; the manifest is the one the file
 carries. A q8_0 source gives the q8_0 weights in fp32: exports from it are as close to the shipped
 file as its quantization allows, and `export` checks them against the source through the SDK.
 """

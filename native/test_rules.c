@@ -26,7 +26,6 @@ static char *read_file(const char *path, size_t *len) {
     return data;
 }
 
-/* The case's expected logits: 0 but for its given ones, raised and banned as the file says. */
 /* A [token id, value] pair of the vectors file; 0 when it is not one. */
 static int id_value(const cJSON *pair, int n_vocab, int *t, double *value) {
     const cJSON *v = cJSON_GetArrayItem(pair, 1);
@@ -36,6 +35,7 @@ static int id_value(const cJSON *pair, int n_vocab, int *t, double *value) {
     return 1;
 }
 
+/* The case's expected logits: 0 but for its given ones, raised and banned as the file says. */
 static int expected_logits(const cJSON *c, float *want, int n_vocab) {
     const cJSON *logits = j_get(c, "logits"), *expect = j_get(c, "expect"), *banned, *raised, *item;
     int a, b, t;

@@ -149,14 +149,14 @@ def _micro_batch(n: int, micro: int, batch: int, d: Distributed, seed: int,
         group, k = divmod(j, LENGTH_GROUP_BATCHES)
         first = group * LENGTH_GROUP_BATCHES
         count = min(LENGTH_GROUP_BATCHES, per_epoch - first)
-        members = perm[first * global_batch : (first + count) * global_batch].tolist()
-        members.sort(key=lambda i: lengths[i])
+        group_records = perm[first * global_batch : (first + count) * global_batch].tolist()
+        members = sorted(group_records, key=lengths.__getitem__)
         order = torch.randperm(count, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) * 7919 + group))
-        j = first + int(order[k])
-        perm = perm.clone()
-        perm[first * global_batch : (first + count) * global_batch] = torch.tensor(members)
-    chunk = perm[j * global_batch : (j + 1) * global_batch]
-    return chunk[d.rank :: d.world].tolist()
+        b = int(order[k])
+        chunk = members[b * global_batch : (b + 1) * global_batch]
+    else:
+        chunk = perm[j * global_batch : (j + 1) * global_batch].tolist()
+    return chunk[d.rank :: d.world]
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
