@@ -38,8 +38,13 @@ def test_card_reports_every_target_and_section(reports, tiny_run, tmp_path):
     assert (tmp_path / "card" / "card-loss.png").stat().st_size > 0
     report = json.loads((reports / "eval.json").read_text())
     rows = targets(report)
-    # one overall relevance row, one per task, length, parameters, latency
-    assert len(rows) == 1 + len(report["udrl"]["per_task"]) + 3
+    # per task: relevance, copying and degenerate outputs (no second judge here); then length, parameters, latency
+    assert len(rows) == 3 * len(report["udrl"]["per_task"]) + 3
+    names = [name for name, *_ in rows]
+    assert "length within ±1 word ≥ 95%" in names and "≥ 10× lower latency per request" in names
+    for task, s in report["udrl"]["per_task"].items():
+        copy_row = next(row for row in rows if row[0].startswith("copies") and row[0].endswith(task))
+        assert copy_row[3] == (s["query_word_share"] <= report["teacher"]["per_task"][task]["query_word_share"] + 0.05)
     # a tiny model trained 200 steps on synthetic data cannot match the teacher: the card must say so
     assert any(not ok for *_, ok in rows) and "**missed**" in text and "## Gaps and next steps" in text
     assert "task + achieved length + reward level" in text  # the variant named from its run's conditioning
@@ -151,3 +156,20 @@ def test_card_front_matter_is_yaml_the_hub_reads(reports, tmp_path):
     task = next(iter(report["udrl"]["per_task"]))
     assert first["value"] == round(report["udrl"]["per_task"][task]["relevance_mean"], 4)
     assert text.split("---\n", 2)[2].lstrip().startswith("# ")
+
+
+def test_targets_hold_every_task_to_both_judges_the_teachers_copying_and_few_degenerate_outputs():
+    def system(relevance, mpnet, copied, degenerate):
+        task = {"relevance_mean": relevance, "relevance_mpnet_mean": mpnet, "query_word_share": copied,
+                "degenerate": degenerate}
+        return {"per_task": {"headline": task}, "overall": {"length_within1": 0.97, "latency_p50_s": 0.01}}
+
+    report = {"udrl": system(0.50, 0.40, 0.56, 0.04), "teacher": system(0.50, 0.50, 0.50, 0.01),
+              "ratios": {"relevance_per_task": {"headline": 1.0}, "relevance_mpnet_per_task": {"headline": 0.8},
+                         "teacher_latency_over_udrl": 9.0}}
+    met = {name: ok for name, _, _, ok in targets(report)}
+    assert met["relevance ≥ 0.95× teacher, headline (MiniLM)"]
+    assert not met["relevance ≥ 0.95× teacher, headline (mpnet, reports only)"]  # one judge is not enough
+    assert not met["copies ≤ teacher + 0.05 of its words from the request, headline"]  # 0.56 > 0.50 + 0.05
+    assert met["degenerate outputs ≤ 5%, headline"]
+    assert met["length within ±1 word ≥ 95%"] and not met["≥ 10× lower latency per request"]
