@@ -14,7 +14,8 @@ earlier ones in ``OUT/stageN/NAME``.
 
 A recipe longer than one sitting (the shipped one is about five hours a variant on two cores) can
 be carried to another machine: with ``--keep DIR`` each finished stage's weights are also written
-as an f16 GGUF, ``DIR/NAME-stageN-f16.gguf`` (commit it). On a machine without the run directory a
+as a gzipped f16 GGUF, ``DIR/NAME-stageN-f16.gguf.gz`` (commit it; gzip keeps the mini model's 53 MB
+under 50). On a machine without the run directory a
 stage with a kept file (or a later one) counts as done, and the next stage starts from the kept
 weights, rebuilt into ``OUT/stageN/NAME/model``. The second round's focus report and judged
 rollout are written in DIR too. (Kept weights are f16; a stage continued on the same machine
@@ -27,8 +28,10 @@ stage.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -105,7 +108,16 @@ def _udrl(*args: str) -> list[str]:
 
 def kept_file(keep: Path, name: str, stage: int) -> Path:
     """Where ``--keep`` puts a variant's weights after a stage."""
-    return keep / f"{name}-stage{stage}-f16.gguf"
+    return keep / f"{name}-stage{stage}-f16.gguf.gz"
+
+
+def _compress_atomic(source: Path, target: Path) -> None:
+    """gzip ``source`` into ``target`` so that a reader never sees a partial file; removes ``source``."""
+    partial = target.with_name(f".{target.name}.tmp")
+    with open(source, "rb") as f, gzip.open(partial, "wb", compresslevel=6) as g:
+        shutil.copyfileobj(f, g, 1 << 20)
+    os.replace(partial, target)
+    source.unlink()
 
 
 def _train_command(config: str, run: Path, previous: Path | None, conditioning: Sequence[str],
@@ -144,7 +156,12 @@ def _bring_back(run: Path, keep: Path | None, name: str, stage: int) -> Path:
     if not (run / "model").is_dir() and keep is not None and kept_file(keep, name, stage).is_file():
         from udrl.converters.from_gguf import checkpoint_from_gguf
 
-        checkpoint_from_gguf(kept_file(keep, name, stage), run / "model")
+        run.mkdir(parents=True, exist_ok=True)
+        unpacked = run / "kept-f16.gguf"
+        with gzip.open(kept_file(keep, name, stage), "rb") as g, open(unpacked, "wb") as f:
+            shutil.copyfileobj(g, f, 1 << 20)
+        checkpoint_from_gguf(unpacked, run / "model")
+        unpacked.unlink()
     return run
 
 
@@ -184,9 +201,11 @@ def run_recipe(recipe_path: str | Path, out: str | Path, only: Sequence[str] | N
                 if (run / "model").is_dir() and not _kept_later(keep, name, stage, stages):
                     log(f"stage {stage}: keeping {name}'s weights in {kept_file(keep, name, stage)}")
                     keep.mkdir(parents=True, exist_ok=True)
+                    exported = run / "kept-f16.gguf"
                     cmd = _udrl("export", str(run / "model"), "--format", "gguf", "--quant", "f16",
-                                "--out", str(kept_file(keep, name, stage)), "--force")
+                                "--out", str(exported), "--force")
                     _run_all([(cmd, out / f"{name}.stage{stage}.log")], threads)
+                    _compress_atomic(exported, kept_file(keep, name, stage))
     if until is not None:
         return {name: run_dirs(recipe, out, name)[until - 1] for name in names}
     if recipe.round2 and recipe.round2.variant in names:

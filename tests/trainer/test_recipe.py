@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pytest
@@ -74,6 +75,9 @@ def test_kept_stages_carry_a_recipe_to_a_machine_without_its_runs(synthetic_data
     assert run_recipe(recipe, first, threads=1, keep=keep, until=1, log=lambda _: None) == {
         "udrl": first / "stage1" / "udrl"}
     assert kept_file(keep, "udrl", 1).is_file() and not (first / "udrl").exists()  # stopped after stage 1
+    with gzip.open(kept_file(keep, "udrl", 1), "rb") as f:
+        assert f.read(4) == b"GGUF"  # a gzipped GGUF, nothing left beside it
+    assert sorted(p.name for p in keep.iterdir()) == ["udrl-stage1-f16.gguf.gz"]
 
     second = tmp_path / "machine2"  # only the kept file travels
     lines = []
