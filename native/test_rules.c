@@ -4,6 +4,7 @@
  * (udrl/rules.py) wrote: a rule changed on one side only fails here or in the Python test.
  *
  *   test-rules MODEL.gguf VECTORS.json     prints "ok NAME" or "FAIL NAME: ..." per case; exit 1 on a failure
+ *   test-rules --casing CASING.json        the same for Title Case (tests/data/casing-vectors.json)
  *
  * It includes udrl.c to reach the static rules and its typed lookups over cJSON.
  */
@@ -131,6 +132,50 @@ done:
     return ok;
 }
 
+/* The casing vectors (tests/data/casing-vectors.json): title_case of each "title_case" text, and
+   what a title-case stream hands out of each "stream" text so far. */
+static int run_casing(const char *path) {
+    size_t len = 0, n = 0, ready, end;
+    char *data = read_file(path, &len), *text;
+    cJSON *root = data ? cJSON_ParseWithLength(data, len) : NULL;
+    const cJSON *c;
+    udrl_model m;
+    int failed = 0, stream;
+    if (!root || !cJSON_IsArray(j_get(root, "minor_words"))) {
+        fprintf(stderr, "%s is not a casing vectors file\n", path);
+        return 2;
+    }
+    memset(&m, 0, sizeof m);
+    m.minor_words = j_get(root, "minor_words");
+    for (stream = 0; stream < 2; stream++) {
+        cJSON_ArrayForEach(c, j_get(root, stream ? "stream" : "title_case")) {
+            const char *in = j_str(cJSON_GetArrayItem(c, 0)), *want = j_str(cJSON_GetArrayItem(c, 1));
+            if (!in || !want || !(text = malloc(strlen(in) + 1))) { printf("FAIL malformed case\n"); failed++; continue; }
+            len = strlen(in);
+            memcpy(text, in, len + 1);
+            end = len;
+            if (stream) {
+                size_t start = stream_start(&m, text, len);
+                ready = trim_end(text, start, len, 1);
+                end = before_open_word(text, start, ready, len);
+                title_case(&m, text, start, end);
+                memmove(text, text + start, end - start);
+                text[end - start] = '\0';
+            } else {
+                title_case(&m, text, 0, len);
+            }
+            if (strcmp(text, want)) { printf("FAIL %s %s: %s\n", stream ? "stream" : "title_case", in, text); failed++; }
+            else printf("ok %s %s\n", stream ? "stream" : "title_case", in);
+            n++;
+            free(text);
+        }
+    }
+    printf("%zu casing cases, %d failed\n", n, failed);
+    cJSON_Delete(root);
+    free(data);
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     udrl_model *model = NULL;
     char err[512];
@@ -140,8 +185,9 @@ int main(int argc, char **argv) {
     const cJSON *cases, *c;
     float *got, *want;
     int failed = 0;
+    if (argc == 3 && !strcmp(argv[1], "--casing")) return run_casing(argv[2]);
     if (argc != 3) {
-        fprintf(stderr, "usage: %s MODEL.gguf VECTORS.json\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.gguf VECTORS.json | --casing CASING.json\n", argv[0]);
         return 2;
     }
     udrl_backend_init();

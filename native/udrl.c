@@ -143,6 +143,7 @@ typedef struct {
     char *token;
     int default_length; /* 0: none in the manifest */
     float focus_bias;   /* query focus default for the task; 0: off */
+    int title_case;     /* its outputs are returned in Title Case (the manifest's case.title) */
 } udrl_task;
 
 struct udrl_model {
@@ -162,6 +163,7 @@ struct udrl_model {
     int focus_min_bytes;
     const cJSON *focus_stopwords; /* array of strings, or NULL */
     const cJSON *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
+    const cJSON *minor_words;     /* array of strings Title Case leaves lower inside a phrase, or NULL */
     int cond_length, cond_reward;
     llama_token *special_ids;
     const char **special_tokens;
@@ -253,6 +255,7 @@ static udrl_status parse_manifest(udrl_model *m) {
     const cJSON *ct_task = j_get(ct, "task"), *ct_len = j_get(ct, "length"), *ct_rew = j_get(ct, "reward");
     const cJSON *ids = j_get(root, "token_ids"), *defaults = j_get(root, "default_length");
     const cJSON *cond = j_get(root, "conditioning"), *focus = j_get(root, "focus"), *guard = j_get(root, "length_guard");
+    const cJSON *casing = j_get(root, "case"), *title = NULL;
     const cJSON *focus_bias = NULL, *item;
     int i, version;
     if (!cJSON_IsObject(root)) return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
@@ -287,6 +290,15 @@ static udrl_status parse_manifest(udrl_model *m) {
         if (!all_strings(stop)) return fail(m, UDRL_E_MANIFEST, "the manifest's length_guard end_stopwords must be strings");
         m->end_stopwords = stop;
     }
+    /* case absent (older manifests): every task as written */
+    m->minor_words = NULL;
+    if (casing) {
+        title = j_get(casing, "title");
+        m->minor_words = j_get(casing, "minor_words");
+        if (!cJSON_IsObject(casing) || !cJSON_IsArray(title) || !cJSON_IsArray(m->minor_words) ||
+            !all_strings(title) || !all_strings(m->minor_words))
+            return fail(m, UDRL_E_MANIFEST, "the manifest's case field is malformed (title and minor_words: arrays of strings)");
+    }
     if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) == 0 || !cJSON_IsArray(edges) || !ct_task || !ct_len ||
         !ct_rew || !cJSON_IsObject(ids) || !cJSON_IsArray(cond) || !m->sep_token || !m->eos_token ||
         !m->template_str || !j_int(j_get(length, "min"), &m->length_min) || !j_int(j_get(length, "max"), &m->length_max) ||
@@ -320,6 +332,7 @@ static udrl_status parse_manifest(udrl_model *m) {
                 return fail(m, UDRL_E_MANIFEST, "the manifest's focus bias for task %s is missing or invalid", name);
             m->tasks[i].focus_bias = (float)b->valuedouble;
         }
+        m->tasks[i].title_case = title && in_words(title, name);
         i++;
     }
     for (i = m->length_min; i <= m->length_max; i++) {
@@ -993,6 +1006,42 @@ static size_t trim_end(const char *text, size_t start, size_t end, int separator
     return end;
 }
 
+/* Whether the word w[0..len) is one of the manifest's minor words (compared by focus key). */
+static int is_minor_word(const udrl_model *m, const char *w, size_t len) {
+    const cJSON *item;
+    if (!m->minor_words) return 0;
+    cJSON_ArrayForEach(item, m->minor_words)
+        if (focus_key_is(w, len, j_str(item))) return 1;
+    return 0;
+}
+
+/* Title Case text[start..end) in place, as udrl/casing.py's title_case: the head of a word (its first
+   byte after ASCII punctuation) is upper-cased when it is an ASCII lowercase letter and the word has
+   no ASCII uppercase letter, unless the word is minor and neither starts the text nor follows a word
+   ending in ".!?:". Only ASCII bytes change, so lengths and UTF-8 stay as they were. */
+static void title_case(const udrl_model *m, char *text, size_t start, size_t end) {
+    size_t pos = start, ws, wlen, i, k;
+    int starts_phrase = 1, upper;
+    while (next_word(text, end, &pos, &ws, &wlen)) {
+        char *w = text + ws;
+        for (upper = 0, k = 0; k < wlen; k++) upper |= (w[k] >= 'A' && w[k] <= 'Z');
+        for (i = 0; i < wlen && ascii_punct((unsigned char)w[i]); i++) {}
+        if (i < wlen && w[i] >= 'a' && w[i] <= 'z' && !upper && (starts_phrase || !is_minor_word(m, w, wlen)))
+            w[i] = (char)(w[i] - 'a' + 'A');
+        starts_phrase = w[wlen - 1] == '.' || w[wlen - 1] == '!' || w[wlen - 1] == '?' || w[wlen - 1] == ':';
+    }
+}
+
+/* Where the text ready for the stream ends for a title-case task, which waits for all of a word
+   (whether it is minor depends on it): `ready` when the text ends on whitespace, else before its
+   last word and the separators and whitespace before that, as generate.py's _Decoder.piece. */
+static size_t before_open_word(const char *text, size_t from, size_t ready, size_t len) {
+    size_t pos = from, ws = ready, wlen, last = ready;
+    if (trim_end(text, from, len, 0) < len) return ready;
+    while (next_word(text, ready, &pos, &ws, &wlen)) last = ws;
+    return last < ready ? trim_end(text, from, last, 1) : ready;
+}
+
 /* Hand text[from..to) to the callback; returns its stop request. */
 static int emit(udrl_piece_callback callback, void *user_data, char *text, size_t from, size_t to) {
     char saved = text[to];
@@ -1026,7 +1075,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     llama_token *prompt = NULL, *ids = NULL, token;
     candidate *work = NULL;
     focus_word *focus = NULL;
-    int *wanted = NULL, n_focus = 0, started = 0, cut = 0;
+    int *wanted = NULL, n_focus = 0, started = 0, cut = 0, cased;
     float focus_bias;
     char *text = NULL;
     size_t len = 0, cap = 256, emitted = 0, ready, start, end;
@@ -1042,6 +1091,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
                                         "0 < top_p <= 1, no_repeat_ngram >= 0, focus finite)");
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
     focus_bias = s.focus < 0 ? find_task(m, r.task)->focus_bias : s.focus;
+    cased = find_task(m, r.task)->title_case;
     room = m->n_ctx - n_prompt;
     if (room < 2) {
         free(prompt);
@@ -1095,6 +1145,10 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         if (!started) emitted = stream_start(m, text, len);
         /* Separators and whitespace at the end wait for the next word: the guard may leave them dangling. */
         ready = trim_end(text, emitted, len, 1);
+        if (cased) {
+            ready = before_open_word(text, emitted, ready, len);
+            title_case(m, text, stream_start(m, text, len), ready);
+        }
         if (callback && !incomplete_utf8_tail(text, len) && ready > emitted) {
             int stop = emit(callback, user_data, text, emitted, ready);
             emitted = ready;
@@ -1108,6 +1162,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     start = 0;
     while (start < len && space_at((unsigned char *)text + start, len - start)) start += space_at((unsigned char *)text + start, len - start);
     end = trim_end(text, start, len, cut);
+    if (cased) title_case(m, text, start, end);
     if (!started) emitted = stream_start(m, text, len);
     if (callback && end > emitted) emit(callback, user_data, text, emitted, end);
     if (end - start + 1 > out_size) {

@@ -51,6 +51,8 @@ def _print_info(report: dict) -> None:
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends
           else "never ends on (no end words: an older manifest)")
+    title = m.get("case", {}).get("title", [])
+    print(f"title case    {', '.join(title)}" if title else "title case    none (every task as the model writes it)")
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")
     print(f"template      {m['template']!r}, output prefix {m.get('output_prefix', '')!r}")
     if m["default_length"]:

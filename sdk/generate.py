@@ -18,11 +18,12 @@ import numbers
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
 from .backends import Backend
+from .casing import title_case
 from .commands import Command, count_words, render_prompt
 from .errors import CommandError
 from .rules import SEPARATORS, DecodeState, apply_rules, focus_tokens, vocabulary
@@ -180,6 +181,18 @@ def _without_dangling_end(text: str) -> str:
     return text[:end].lstrip()
 
 
+def stream_ready(text: str, minor_words: Collection[str] | None = None) -> str:
+    """How much of the output ``text`` a stream may hand out: stripped, without separators and
+    whitespace at the end (the guard may leave a separator dangling) and, for a title-case task
+    (``minor_words`` given), without a last word that may go on, in Title Case (casing.py)."""
+    ready = _without_dangling_end(text)
+    if minor_words is None:
+        return ready
+    if ready and not text[-1].isspace():  # whether a word is minor depends on all of it
+        ready = _without_dangling_end(ready[: len(ready) - len(ready.split()[-1])])
+    return title_case(ready, minor_words)
+
+
 class _Decoder:
     """Per-sequence state: generated ids, text so far, and the length guard's and query focus's
     decisions."""
@@ -193,6 +206,9 @@ class _Decoder:
         self.state: DecodeState | None = None  # made at the first step, when the vocabulary size is known
         self.eos = backend.manifest.eos_id
         self.prefix = backend.manifest.output_prefix
+        # Title Case (casing.py) for the manifest's title-case tasks: None leaves the text as written.
+        self.minor_words = (frozenset(backend.manifest.minor_words) if command.task in backend.manifest.title_tasks
+                            else None)
         self.ids: list[int] = []
         self.data = b""
         self.text = ""
@@ -224,18 +240,23 @@ class _Decoder:
 
     def piece(self) -> str:
         """New text since the last piece, holding back an incomplete multi-byte character, any
-        whitespace before the first word (the result is the text stripped) and separators and
-        whitespace at the end (the guard may leave a separator dangling)."""
+        whitespace before the first word (the result is the text stripped), separators and
+        whitespace at the end (the guard may leave a separator dangling) and, for a title-case
+        task, a word that may go on (whether it is a minor word depends on all of it)."""
         if self.text.endswith("\ufffd"):
             return ""
-        ready = _without_dangling_end(self.text)
+        ready = stream_ready(self.text, self.minor_words)
         new = ready[len(self.emitted):]
         self.emitted = ready
         return new
 
     def result(self) -> str:
-        """The text as returned: stripped, without the separators a cut by the length guard left."""
-        return _without_dangling_end(self.text) if self.finish == "length" else self.text.strip()
+        """The text as returned: stripped, without the separators a cut by the length guard left,
+        in Title Case for a title-case task."""
+        return self._cased(_without_dangling_end(self.text) if self.finish == "length" else self.text.strip())
+
+    def _cased(self, text: str) -> str:
+        return text if self.minor_words is None else title_case(text, self.minor_words)
 
 
 class Job:

@@ -99,6 +99,10 @@ class Manifest:
             stopword.
         end_stopwords: words (compared as query focus compares them) the length guard never lets an
             output end on; empty in manifests written before it existed.
+        title_tasks: tasks whose outputs the model writes in lower case and the SDK and the C layer
+            return in Title Case (casing.py); empty in manifests written before it existed.
+        minor_words: words (compared as query focus compares them) Title Case leaves in lower case
+            inside a phrase ("a", "of", "the").
         token_ids: id of every special token in the artifact's tokenizer (empty until one exists).
         default_length: per task, the length used when a caller gives none (median of the data).
         data_hash, parent, quantization, model: provenance of the artifact.
@@ -119,6 +123,8 @@ class Manifest:
     focus_min_bytes: int = FOCUS_MIN_BYTES
     focus_stopwords: tuple[str, ...] = ()
     end_stopwords: tuple[str, ...] = ()
+    title_tasks: tuple[str, ...] = ()
+    minor_words: tuple[str, ...] = ()
     token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     default_length: Mapping[str, int] = dataclasses.field(default_factory=dict)
     data_hash: str | None = None
@@ -218,6 +224,7 @@ class Manifest:
             "focus": {"bias": dict(self.focus_bias), "min_bytes": self.focus_min_bytes,
                       "stopwords": list(self.focus_stopwords)},
             "length_guard": {"end_stopwords": list(self.end_stopwords)},
+            "case": {"title": list(self.title_tasks), "minor_words": list(self.minor_words)},
             "token_ids": dict(self.token_ids),
             "default_length": dict(self.default_length),
             "data_hash": self.data_hash,
@@ -262,6 +269,8 @@ class Manifest:
                 focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
                 focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
                 end_stopwords=tuple(data.get("length_guard", {}).get("end_stopwords", ())),
+                title_tasks=tuple(data.get("case", {}).get("title", ())),
+                minor_words=tuple(data.get("case", {}).get("minor_words", ())),
                 token_ids=dict(data.get("token_ids", {})),
                 default_length=dict(data.get("default_length", {})),
                 data_hash=data.get("data_hash"),
@@ -331,7 +340,11 @@ def _problems(m: Manifest) -> list[str]:
             problems.append(f"focus bias for {task!r} must be a finite number >= 0 (0: off), got {bias!r}")
     if isinstance(m.focus_min_bytes, bool) or not isinstance(m.focus_min_bytes, int) or m.focus_min_bytes < 1:
         problems.append(f"focus min_bytes must be an integer >= 1, got {m.focus_min_bytes!r}")
-    for name, words in (("focus stopwords", m.focus_stopwords), ("length_guard end_stopwords", m.end_stopwords)):
+    unknown_title = [t for t in m.title_tasks if t not in m.tasks]
+    if unknown_title or len(set(m.title_tasks)) != len(m.title_tasks):
+        problems.append(f"case title names {list(m.title_tasks)}; it must name distinct tasks of {list(m.tasks)}")
+    for name, words in (("focus stopwords", m.focus_stopwords), ("length_guard end_stopwords", m.end_stopwords),
+                        ("case minor_words", m.minor_words)):
         if any(not isinstance(w, str) or not w or w != focus_key(w) or len(w.split()) != 1 for w in words):
             problems.append(f"{name} must be single non-empty words in the form query focus compares "
                             "(ASCII lowercase, no surrounding punctuation)")

@@ -39,9 +39,18 @@ END_STOPWORDS = (
     "under", "via", "with", "within", "without", "your",
 )
 
+# Words Title Case leaves in lower case inside a phrase (udrl.casing): articles, coordinating
+# conjunctions and short prepositions, as AP and Chicago style keep them. The teacher writes each of
+# these in lower case in 80-99% of its mid-headline uses; verbs such as "is" stay capitalised.
+MINOR_WORDS = (
+    "a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "into", "nor", "of", "on", "onto", "or",
+    "per", "so", "the", "to", "via", "vs", "with", "yet",
+)
 
-def starting_settings(tasks: Sequence[str]) -> dict[str, Any]:
+
+def starting_settings(tasks: Sequence[str], title_tasks: Sequence[str] = ()) -> dict[str, Any]:
     """The `Manifest.new` fields a new model of ``tasks`` starts with: focus bonus, focus stopwords,
-    end stopwords."""
+    end stopwords, and Title Case for ``title_tasks`` (those of ``tasks`` whose task file says so)."""
     return {"focus_bias": {t: FOCUS_BIAS.get(t, 0.0) for t in tasks}, "focus_stopwords": FOCUS_STOPWORDS,
-            "end_stopwords": END_STOPWORDS}
+            "end_stopwords": END_STOPWORDS, "title_tasks": tuple(t for t in tasks if t in title_tasks),
+            "minor_words": MINOR_WORDS}

@@ -3,7 +3,8 @@
 A task file gives the task's name (its control token is ``<|task:NAME|>``), what one output is
 called (``noun``), the label and one-line instruction of the teacher's few-shot prompt, a few
 request -> output examples, the range of lengths (words) the teacher is asked for, and the format
-rules its outputs must keep, chosen from `FORMAT_RULES`. The four shipped tasks live in
+rules its outputs must keep, chosen from `FORMAT_RULES`; ``case = "title"`` has the model learn the
+outputs in lower case and the SDK return them in Title Case (udrl.casing). The four shipped tasks live in
 ``trainer/tasks/*.toml``; `prompts.py` builds the teacher's prompts and cleans its outputs from
 them, `formats.py` checks outputs against them, and ``udrl distill --task-file FILE`` adds one.
 
@@ -55,6 +56,7 @@ class TaskSpec:
     max_words: int | None = None  # for the "max_words" rule
     max_item_words: int = 3  # for the "comma_list" rule
     strip_final_period: bool = False  # cleaning drops a final "." from the teacher's output
+    case: str = "as_written"  # one of CASES: "title" trains on lower case, the SDK capitalises
     source: str = ""
 
     @property
@@ -133,7 +135,10 @@ def _a(noun: str) -> str:
 
 
 _REQUIRED = ("name", "noun", "label", "instruction", "lengths", "examples")
-_OPTIONAL = ("format", "max_words", "max_item_words", "strip_final_period")
+_OPTIONAL = ("format", "max_words", "max_item_words", "strip_final_period", "case")
+# How a task's outputs are spelt: as the teacher writes them, or in Title Case (udrl.casing), which
+# the model learns in lower case and the SDK and the C layer restore.
+CASES = ("as_written", "title")
 
 
 def parse_task(data: Mapping[str, Any], source: str, taken: Mapping[str, Any] = {}) -> TaskSpec:
@@ -184,10 +189,13 @@ def parse_task(data: Mapping[str, Any], source: str, taken: Mapping[str, Any] = 
     strip = data.get("strip_final_period", False)
     if not isinstance(strip, bool):
         raise fail("strip_final_period", "must be true or false")
+    case = data.get("case", "as_written")
+    if case not in CASES:
+        raise fail("case", f"must be one of {', '.join(map(repr, CASES))}, got {case!r}")
     spec = TaskSpec(name=name, noun=data["noun"].strip(), label=data["label"].strip(),
                     instruction=data["instruction"].strip(), lengths=(lengths[0], lengths[1]),
                     examples=tuple(pairs), format=tuple(rules), max_words=max_words,
-                    max_item_words=max_item_words, strip_final_period=strip, source=source)
+                    max_item_words=max_item_words, strip_final_period=strip, case=case, source=source)
     for request, output in spec.examples:  # an example that breaks its own rules would teach them wrong
         problems = problems_with(spec, output)
         if problems:

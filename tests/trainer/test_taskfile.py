@@ -61,6 +61,7 @@ def test_a_task_file_adds_a_task_with_its_prompt_and_rules(tmp_path):
     (lambda t: t.replace("with the festival name above", "is it jazz?"), "examples"),
     (lambda t: t.replace('request = "poster for a jazz festival"\n', ""), "examples[0]"),
     (lambda t: t.replace("lengths = [6, 24]", "lengths = 12"), "lengths"),
+    (lambda t: 'case = "upper"\n' + t, "case"),
 ])
 def test_a_bad_task_file_is_refused_naming_the_field(tmp_path, change, field):
     path = tmp_path / "task.toml"
@@ -70,6 +71,8 @@ def test_a_bad_task_file_is_refused_naming_the_field(tmp_path, change, field):
     assert str(path) in str(caught.value)
     if field == "format":
         assert "allowed: not_a_question, max_words" in str(caught.value)
+    if field == "case":
+        assert "'as_written', 'title'" in str(caught.value)
     if field == "name" and "tags" in path.read_text():
         assert "clashes with an existing task" in str(caught.value)
 

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
+from udrl.casing import fold_title_case
 from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.files import file_digest, write_atomic
@@ -36,6 +37,7 @@ from udrl.model import default_model_path
 from ..decoding import starting_settings
 from ..errors import ConfigError, DatasetError
 from ..figures import save_figure
+from ..taskfile import TASKS
 from . import checkpoint as ckpt
 from .adherence import Request, adherence, greedy_generate
 from .config import TrainConfig
@@ -101,12 +103,14 @@ def _start_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
 def _encode(
     records: Sequence[Record], manifest: Manifest, tokenizer: PreTrainedTokenizerFast, n_ctx: int
 ) -> tuple[list[Example], int]:
-    """Tokenize records with their achieved commands; returns examples and how many were too long."""
+    """Tokenize records with their achieved commands; returns examples and how many were too long.
+    The outputs of the manifest's title-case tasks are learnt in lower case (udrl.casing)."""
     examples, too_long = [], 0
     for r in records:
         command = make_command(manifest, r.task, r.words, reward_level(manifest, r.score))
         prompt = tokenizer.encode(render_prompt(manifest, r.query, command), add_special_tokens=False)
-        output = tokenizer.encode(manifest.output_prefix + r.output, add_special_tokens=False) + [manifest.eos_id]
+        text = fold_title_case(r.output) if r.task in manifest.title_tasks else r.output
+        output = tokenizer.encode(manifest.output_prefix + text, add_special_tokens=False) + [manifest.eos_id]
         if len(prompt) + len(output) > n_ctx:
             too_long += 1
             continue
@@ -337,6 +341,12 @@ def _resolve_tasks(config: TrainConfig, parent: Manifest | None) -> TrainConfig:
     return dataclasses.replace(config, tasks=tasks)
 
 
+def _title_tasks(parent: Manifest | None) -> list[str]:
+    """The tasks learnt in lower case and returned in Title Case: those whose task file says so, and
+    those the ``--init`` model already returns so."""
+    return [name for name, spec in TASKS.items() if spec.case == "title"] + list(parent.title_tasks if parent else ())
+
+
 def _start_new_tasks_at_the_old(model: GPT2LMHeadModel, parent: Manifest | None, manifest: Manifest) -> None:
     """A task new to a udrl parent starts with the mean embedding of the parent's task tokens: a
     "this is a task" vector the model already routes, rather than the mean of every token."""
@@ -410,7 +420,7 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
             conditioning=config.conditioning,
             data_hash=file_digest(config.data),
             parent=config.init,
-            **starting_settings(config.tasks),
+            **starting_settings(config.tasks, _title_tasks(parent)),
         ).replace(default_length=median_lengths(train_records))
     tokenizer = _prepare_tokenizer(config, manifest, train_records, run_dir, d)
     manifest = attach_token_ids(manifest, tokenizer)

@@ -184,6 +184,24 @@ def test_a_word_copied_from_the_query_is_the_same_token_in_the_output(tiny_run):
     assert tokenizer.decode(example.output[:-1]) == " summer, flyer, camp"
 
 
+def test_a_title_case_tasks_targets_are_learnt_in_lower_case(tiny_run):
+    """The headline task file says ``case = "title"``: its Title Case words become the request's
+    lower-case tokens (acronyms stay), while other tasks' outputs are learnt as written."""
+    from transformers import PreTrainedTokenizerFast
+    from udrl.trainer.training.dataset import Record
+    from udrl.trainer.training.loop import _encode
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tiny_run / "model"), local_files_only=True)
+    manifest = load_manifest(tiny_run / "model")
+    assert manifest.title_tasks == ("headline",) and "the" in manifest.minor_words
+    records = [Record("summer camp flyer", "headline", "Summer Camp at the USA Lake", 6, 0.9),
+               Record("summer camp flyer", "search", "Summer Camp USA", 3, 0.9)]
+    (headline, search), _ = _encode(records, manifest, tokenizer, 256)
+    assert tokenizer.decode(headline.output[:-1]) == " summer camp at the USA lake"
+    assert tokenizer.decode(search.output[:-1]) == " Summer Camp USA"
+    assert headline.output[: len(tokenizer.encode(" summer"))] == tokenizer.encode(" summer")
+
+
 def test_a_second_stage_starts_where_the_first_ended(tiny_run, tiny_second_stage):
     """--init with a udrl checkpoint continues it: same weights, tokenizer and preset, a new schedule."""
     first = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
