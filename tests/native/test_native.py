@@ -349,6 +349,23 @@ def test_the_c_rules_reproduce_the_shared_decoding_vectors(tmp_path):
     assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == n and f"{n} cases, 0 failed" in out.stdout
 
 
+def test_the_c_title_case_reproduces_the_shared_casing_vectors(tmp_path):
+    """Title Case and the stream's hold-back (tests/data/casing-vectors.json) in C, as in
+    tests/sdk/test_casing.py; a vector changed alone fails here."""
+    exe = build_rule_tests(NATIVE, tmp_path / "build")
+    casing = NATIVE.parent / "tests" / "data" / "casing-vectors.json"
+    vectors = json.loads(casing.read_text(encoding="utf-8"))
+    n = len(vectors["title_case"]) + len(vectors["stream"])
+    out = run(exe, "--casing", str(casing))
+    assert out.returncode == 0 and f"{n} casing cases, 0 failed" in out.stdout, out.stdout + out.stderr
+    vectors["title_case"][0][1] = vectors["title_case"][0][1].lower()
+    vectors["stream"][0][1] = vectors["stream"][0][0]
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(vectors), encoding="utf-8")
+    out = run(exe, "--casing", str(changed))
+    assert out.returncode == 1 and f"{n} casing cases, 2 failed" in out.stdout, out.stdout
+
+
 def test_a_c_rule_left_out_fails_the_vectors(tmp_path):
     """Each rule of the C layer's RULES table, taken out, fails some case: the vectors see every rule."""
     from udrl.model import default_model_path
