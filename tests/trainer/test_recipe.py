@@ -57,12 +57,12 @@ def test_recipe_files_are_checked(tmp_path, synthetic_data):
 
 def test_the_shipped_recipe_reads_and_lays_out_its_runs(tmp_path):
     recipe = Recipe.from_file("trainer/recipes/mini-recipe.json")
-    assert len(recipe.stages) == 4 and set(recipe.variants) == {"udrl", "noreward", "nocmd"}
+    assert len(recipe.stages) == 3 and set(recipe.variants) == {"udrl", "noreward", "nocmd"}
     assert recipe.round2.queries == 6600  # the round asks as many training queries as it did on the 6,600-query data
     assert run_dirs(recipe, tmp_path, "udrl")[-1] == tmp_path / "udrl"
-    assert run_dirs(recipe, tmp_path, "udrl")[-2] == tmp_path / "stage4" / "udrl"
+    assert run_dirs(recipe, tmp_path, "udrl")[-2] == tmp_path / "stage3" / "udrl"
     assert run_dirs(recipe, tmp_path, "nocmd")[-1] == tmp_path / "nocmd"
-    assert len(run_dirs(recipe, tmp_path, "nocmd")) == 4
+    assert len(run_dirs(recipe, tmp_path, "nocmd")) == 3
 
 
 def test_kept_stages_carry_a_recipe_to_a_machine_without_its_runs(synthetic_data, tmp_path):
