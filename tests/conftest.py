@@ -24,13 +24,13 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> Path:
-    """A finished 200-step `tiny` run on the synthetic data; returns its run directory."""
+    """A finished 300-step `tiny` run on the synthetic data; returns its run directory."""
     from udrl.trainer import TrainConfig, train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(TrainConfig(
         data=[str(synthetic_data)], out_dir=str(run), preset="tiny", length_max=16,
-        max_steps=200, eval_interval=100, checkpoint_interval=100, adherence_samples=16,
+        max_steps=300, eval_interval=100, checkpoint_interval=100, adherence_samples=16,
         threads=2,
     ))
     return run
