@@ -116,7 +116,7 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
     # the tiny test stages ran none of the committed recipes, and the card does not pretend they did
     assert "in 2 stages (stage 1 (no committed recipe), then stage 2 (no committed recipe))" in text
     assert "train this model (2 stages) and the ablation variants" in text
-    assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 200 | 40 |" in text
+    assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 300 | 40 |" in text
     assert "| data | synthetic.jsonl | synthetic.jsonl |" in text
     assert re.search(r"the shipped run took \d+ \+ \d+ min", text)
     # the one-stage ablation run is not the shipped recipe, and the card says how

@@ -35,7 +35,7 @@ def test_final_checkpoint_is_complete_and_carries_the_manifest(tiny_run):
     assert tokenizer.convert_ids_to_tokens(manifest.sep_id) == "<|sep|>"
     assert model.config.vocab_size == len(tokenizer)
     saved = json.loads((tiny_run / "model" / "train_config.json").read_text())
-    assert saved["max_steps"] == 200
+    assert saved["max_steps"] == 300
     assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == ["step-0000100", "step-0000200"]
 
 
