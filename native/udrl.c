@@ -1145,7 +1145,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         if (!started) emitted = stream_start(m, text, len);
         /* Separators and whitespace at the end wait for the next word: the guard may leave them dangling. */
         ready = trim_end(text, emitted, len, 1);
-        if (cased) {
+        if (cased && callback) { /* without a stream, the result alone is cased, once, at the end */
             ready = before_open_word(text, emitted, ready, len);
             title_case(m, text, stream_start(m, text, len), ready);
         }
