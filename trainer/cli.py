@@ -152,7 +152,7 @@ def _cmd_focus(args: argparse.Namespace) -> int:
     config = FocusConfig(model=args.model, data=args.data, query_set=args.set, first_query=args.first_query,
                          queries=args.queries,
                          grid=args.grid or DEFAULT_GRID, refine=args.refine, threads=args.threads, write=args.write,
-                         out=args.out)
+                         out=args.out, teacher_from=args.teacher_from)
     print(markdown(tune_focus(config)))
     return 0
 
@@ -267,6 +267,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
     f.add_argument("--out", help="JSON report path")
+    f.add_argument("--teacher-from", metavar="JSON",
+                   help="an earlier focus report on the same requests: take the teacher's figures from it "
+                        "instead of running the teacher again (greedy, so the same outputs)")
     f.set_defaults(func=_cmd_focus)
 
     r = sub.add_parser("rollout", help="a second UDRL round: the student answers its training queries, "

@@ -19,12 +19,18 @@ halvings the chosen bonus lands within 1/8 of a grid step of where the model's s
 teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a
 checkpoint directory's manifest, so every artifact exported from it afterwards carries it.
 
+The teacher answers greedily, so on the same requests it writes the same outputs: ``--teacher-from
+REPORT`` takes its figures from an earlier focus report on the same requests (same set, queries and
+request list, checked by the report's ``requests_sha256``) instead of running it again, which is most
+of the run's time on two cores.
+
     udrl focus runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write runs/mini/model
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +60,7 @@ class FocusConfig:
     refine: int = 3  # halvings of the grid step above each task's choice
     write: str | None = None  # checkpoint directory whose manifest gets the chosen bonus
     out: str | None = None  # JSON report path
+    teacher_from: str | None = None  # an earlier focus report on the same requests: reuse its teacher
 
 
 def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any]) -> float:
@@ -117,9 +124,15 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
                              queries=count, first_query=first, threads=config.threads, second_judge=False)
     requests = plan_requests(eval_config, manifest.tasks, (manifest.length_min, manifest.length_max))
     judge = judge or Judge(threads=config.threads)
+    n_queries = len({r.query for r in requests})
+    fingerprint = requests_sha256(requests)
+    if config.teacher_from:  # checked before the long run, not after it
+        teacher_figures, about = teacher_from_report(config.teacher_from, config.query_set,
+                                                     [first, first + n_queries], fingerprint)
     by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
-    teacher_out, teacher_lat, about = run_teacher(eval_config, requests)
-    teacher = score(requests, teacher_out, teacher_lat, judge)
+    if not config.teacher_from:
+        teacher_out, teacher_lat, about = run_teacher(eval_config, requests)
+        teacher_figures = {t: _figures(s) for t, s in score(requests, teacher_out, teacher_lat, judge)["per_task"].items()}
     chosen, refined = {}, {}
     for task in manifest.tasks:
         task_requests = [r for r in requests if r.task == task]
@@ -128,13 +141,12 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
             return score(task_requests, *run_model(eval_config, task_requests, focus=bonus), judge)["per_task"][task]
 
         rows = {b: s["per_task"][task] for b, s in by_bonus.items()}
-        chosen[task] = refine(rows, teacher["per_task"][task], run_task, config.refine)
+        chosen[task] = refine(rows, teacher_figures[task], run_task, config.refine)
         refined[task] = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
-    n_queries = len({r.query for r in requests})
-    report = {"model": config.model, "requests": len(requests), "query_set": config.query_set,
-              "queries": [first, first + n_queries], "grid": grid,
-              "chosen": chosen, "teacher_model": about,
-              "teacher": {t: _figures(s) for t, s in teacher["per_task"].items()},
+    report = {"model": config.model, "requests": len(requests), "requests_sha256": fingerprint,
+              "query_set": config.query_set, "queries": [first, first + n_queries], "grid": grid,
+              "chosen": chosen, "teacher_model": about, "teacher": teacher_figures,
+              **({"teacher_from": config.teacher_from} if config.teacher_from else {}),
               "model_at": {str(b): {t: _figures(s) for t, s in rep["per_task"].items()}
                            for b, rep in by_bonus.items()},
               "refined": refined}
@@ -145,6 +157,31 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def requests_sha256(requests: Sequence[Any]) -> str:
+    """A fingerprint of a request list (query, task, length, in order): equal lists, equal teacher outputs."""
+    text = "\n".join(json.dumps([r.query, r.task, r.length]) for r in requests)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def teacher_from_report(path: str | Path, query_set: str, queries: list[int],
+                        fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The teacher's per-task figures and description from an earlier focus report, if it was run on
+    the same requests; a clear error otherwise."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UdrlError(f"--teacher-from {path}: not a readable focus report ({e})") from e
+    if not isinstance(report, dict) or not isinstance(report.get("teacher"), dict):
+        raise UdrlError(f"--teacher-from {path}: not a focus report (no 'teacher' figures)")
+    if report.get("requests_sha256") != fingerprint or report.get("query_set") != query_set \
+            or report.get("queries") != queries:
+        raise UdrlError(f"--teacher-from {path}: its teacher answered other requests (set "
+                        f"{report.get('query_set')!r}, queries {report.get('queries')}) than this run "
+                        f"({query_set!r}, queries {queries}, requests {fingerprint[:12]}); run the teacher "
+                        "instead (leave out --teacher-from)")
+    return report["teacher"], report.get("teacher_model", {})
 
 
 def _figures(summary: Mapping[str, Any]) -> dict[str, float]:

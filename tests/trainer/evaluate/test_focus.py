@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 
 import pytest
@@ -65,6 +66,19 @@ def test_focus_runs_the_grid_beside_the_teacher_and_writes_the_choice(tiny_artif
         sum(report["model_at"]["0.0"][t]["query_word_share"] for t in tasks)
     assert dict(load_manifest(checkpoint).focus_bias) == report["chosen"]
     assert "| tags |" in markdown(report) and (tmp_path / "focus.json").exists()
+
+    # the same requests again: the teacher's figures come from the report, not from a second teacher run
+    again = tune_focus(dataclasses.replace(config, write=None, out=None, grid=(0.0,), refine=0,
+                                           teacher_from=str(tmp_path / "focus.json")), judge=Judge(threads=2))
+    assert again["teacher"] == report["teacher"] and again["teacher_model"] == report["teacher_model"]
+    assert again["requests_sha256"] == report["requests_sha256"] and again["teacher_from"] == str(tmp_path / "focus.json")
+    assert again["model_at"]["0.0"] == report["model_at"]["0.0"]
+    # other requests: refused before the run, naming what differs
+    with pytest.raises(UdrlError, match=r"its teacher answered other requests .* queries \[2, 4\]\) than this run"):
+        tune_focus(dataclasses.replace(config, write=None, out=None, queries=1, teacher_from=str(tmp_path / "focus.json")))
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(UdrlError, match="not a readable focus report"):
+        tune_focus(dataclasses.replace(config, write=None, out=None, teacher_from=str(tmp_path / "broken.json")))
 
 
 def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts, synthetic_data, tmp_path):

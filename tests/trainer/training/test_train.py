@@ -36,7 +36,7 @@ def test_final_checkpoint_is_complete_and_carries_the_manifest(tiny_run):
     assert model.config.vocab_size == len(tokenizer)
     saved = json.loads((tiny_run / "model" / "train_config.json").read_text())
     assert saved["max_steps"] == 300
-    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == ["step-0000100", "step-0000200"]
+    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == ["step-0000200", "step-0000300"]
 
 
 def test_udrl_length_commands_are_obeyed_far_more_than_without(synthetic_data, tmp_path):
