@@ -126,13 +126,13 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
     judge = judge or Judge(threads=config.threads)
     n_queries = len({r.query for r in requests})
     fingerprint = requests_sha256(requests)
-    if config.teacher_from:  # checked before the long run, not after it
+    if config.teacher_from:  # read before the grid, so that a wrong report fails at once
         teacher_figures, about = teacher_from_report(config.teacher_from, config.query_set,
                                                      [first, first + n_queries], fingerprint)
-    by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
-    if not config.teacher_from:
+    else:
         teacher_out, teacher_lat, about = run_teacher(eval_config, requests)
         teacher_figures = {t: _figures(s) for t, s in score(requests, teacher_out, teacher_lat, judge)["per_task"].items()}
+    by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
     chosen, refined = {}, {}
     for task in manifest.tasks:
         task_requests = [r for r in requests if r.task == task]
