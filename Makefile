@@ -112,7 +112,7 @@ unpack = mkdir -p $(1) && for f in $(3); do if [ ! -e $(1)/$$f ] && [ -e data/$(
 pack = for f in $(3); do gzip -9 -n -c $(1)/$$f > data/$(2).$$f.gz; done
 data: setup
 	test -e data/udrl-gemma.raw.jsonl.gz || { \
-	    $(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --out data/distill --threads 2 && \
+	    $(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --batch-size 16 --out data/distill --threads 2 && \
 	    gzip -9 -n -c data/distill/raw.jsonl > data/udrl-gemma.raw.jsonl.gz && \
 	    cp data/distill/queries.txt data/udrl-gemma.queries.txt; }
 	$(call unpack,$(BROAD),udrl-broad,$(BROAD_FILES))

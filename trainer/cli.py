@@ -131,7 +131,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(model=args.model, data=args.data, query_set=args.set, queries=args.queries,
                         teacher=not args.no_teacher, length_guard=not args.no_length_guard, threads=args.threads,
-                        second_judge=not args.no_second_judge, out=args.out)
+                        second_judge=not args.no_second_judge, tasks=args.tasks, task_files=args.task_file or [],
+                        before=args.before, out=args.out)
     print(markdown(evaluate_quality(config)))
     return 0
 
@@ -152,7 +153,8 @@ def _cmd_focus(args: argparse.Namespace) -> int:
     config = FocusConfig(model=args.model, data=args.data, query_set=args.set, first_query=args.first_query,
                          queries=args.queries,
                          grid=args.grid or DEFAULT_GRID, refine=args.refine, threads=args.threads, write=args.write,
-                         out=args.out, teacher_from=args.teacher_from)
+                         out=args.out, teacher_from=args.teacher_from, tasks=args.tasks,
+                         task_files=args.task_file or [])
     print(markdown(tune_focus(config)))
     return 0
 
@@ -219,7 +221,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--tasks-per-query", type=int, help="give each query only this many of the tasks, "
                    "chosen by its hash (default: every task)")
     d.add_argument("--samples-per-task", type=int, default=1)
-    d.add_argument("--batch-size", type=int, default=16, help="jobs per fsynced write")
+    d.add_argument("--batch-size", type=int, default=64, help="jobs per fsynced write and teacher call")
     d.add_argument("--temperature", type=float, default=0.8)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_distill)
@@ -248,6 +250,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip all-mpnet-base-v2 (the judge that only reports)")
     e.add_argument("--no-teacher", action="store_true", help="skip running the teacher on the same requests")
     e.add_argument("--no-length-guard", action="store_true")
+    e.add_argument("--tasks", nargs="+", metavar="TASK", help="the model's tasks to ask (default: all)")
+    e.add_argument("--task-file", action="append", metavar="TOML",
+                   help="a task of one's own the model was fine-tuned on (teacher prompt, format rules); repeatable")
+    e.add_argument("--before", metavar="MODEL", help="also run this model ('default': the bundled one) on the same "
+                   "requests and report relevance after / before per task")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", help="JSON report path")
     e.set_defaults(func=_cmd_eval)
@@ -264,6 +271,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--grid", type=float, nargs="+", metavar="BONUS", help="bonuses to try (default 0-6, 8, 10)")
     f.add_argument("--refine", type=int, default=3, metavar="N",
                    help="halvings of the grid step above each task's choice (default 3; 0 keeps the grid's choice)")
+    f.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="tune only these (default: all of the model's; --write keeps the others' bonus)")
+    f.add_argument("--task-file", action="append", metavar="TOML",
+                   help="a task of one's own the model was fine-tuned on (teacher prompt, format rules); repeatable")
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
     f.add_argument("--out", help="JSON report path")

@@ -8,7 +8,7 @@ writes it into the manifest of the model it was tuned for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Query focus (udrl.rules): per task, the logit bonus for the request's content words the output
@@ -48,9 +48,13 @@ MINOR_WORDS = (
 )
 
 
-def starting_settings(tasks: Sequence[str], title_tasks: Sequence[str] = ()) -> dict[str, Any]:
+def starting_settings(tasks: Sequence[str], title_tasks: Sequence[str] = (),
+                      tuned_focus: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The `Manifest.new` fields a new model of ``tasks`` starts with: focus bonus, focus stopwords,
-    end stopwords, and Title Case for ``title_tasks`` (those of ``tasks`` whose task file says so)."""
-    return {"focus_bias": {t: FOCUS_BIAS.get(t, 0.0) for t in tasks}, "focus_stopwords": FOCUS_STOPWORDS,
+    end stopwords, and Title Case for ``title_tasks`` (those of ``tasks`` whose task file says so).
+    ``tuned_focus`` (the bonus `udrl focus` chose for the model a run starts from) wins over the
+    starting values for the tasks it names: a fine-tune that adds a task keeps the old ones' bonus."""
+    tuned = tuned_focus or {}
+    return {"focus_bias": {t: tuned.get(t, FOCUS_BIAS.get(t, 0.0)) for t in tasks}, "focus_stopwords": FOCUS_STOPWORDS,
             "end_stopwords": END_STOPWORDS, "title_tasks": tuple(t for t in tasks if t in title_tasks),
             "minor_words": MINOR_WORDS}

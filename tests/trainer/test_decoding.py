@@ -17,3 +17,8 @@ def test_a_trained_model_carries_its_decoding_settings(tiny_run):
     m = load_manifest(tiny_run / "model")
     assert m.focus_stopwords == FOCUS_STOPWORDS and m.end_stopwords == END_STOPWORDS
     assert set(m.focus_bias) == set(m.tasks)
+
+
+def test_a_fine_tune_keeps_the_bonus_chosen_for_its_parent():
+    settings = starting_settings(["tags", "search", "alt_text"], tuned_focus={"tags": 7.5, "search": 10.0})
+    assert settings["focus_bias"] == {"tags": 7.5, "search": 10.0, "alt_text": 0.0}

@@ -41,7 +41,7 @@ from udrl.files import write_atomic
 from udrl.manifest import load_manifest, save_manifest
 
 from ..judge import Judge
-from .quality import EvalConfig, plan_requests, run_model, run_teacher, score
+from .quality import EvalConfig, tasks_to_ask, plan_requests, run_model, run_teacher, score
 
 DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
@@ -61,6 +61,8 @@ class FocusConfig:
     write: str | None = None  # checkpoint directory whose manifest gets the chosen bonus
     out: str | None = None  # JSON report path
     teacher_from: str | None = None  # an earlier focus report on the same requests: reuse its teacher
+    tasks: list[str] | None = None  # the tasks to tune (None: all of the model's); the others keep their bonus
+    task_files: list[str] = dataclasses.field(default_factory=list)  # tasks of one's own the model was taught
 
 
 def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any]) -> float:
@@ -121,8 +123,10 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
     first = config.first_query if config.first_query is not None else (100 if in_distribution else 0)
     count = config.queries if config.queries is not None else (100 if in_distribution else None)
     eval_config = EvalConfig(model=config.model, data=config.data, query_set=config.query_set,
-                             queries=count, first_query=first, threads=config.threads, second_judge=False)
-    requests = plan_requests(eval_config, manifest.tasks, (manifest.length_min, manifest.length_max))
+                             queries=count, first_query=first, threads=config.threads, second_judge=False,
+                             tasks=config.tasks, task_files=config.task_files)
+    tasks = tasks_to_ask(eval_config, manifest.tasks)
+    requests = plan_requests(eval_config, tasks, (manifest.length_min, manifest.length_max), manifest.tasks)
     judge = judge or Judge(threads=config.threads)
     n_queries = len({r.query for r in requests})
     fingerprint = requests_sha256(requests)
@@ -134,7 +138,7 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
         teacher_figures = {t: _figures(s) for t, s in score(requests, teacher_out, teacher_lat, judge)["per_task"].items()}
     by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
     chosen, refined = {}, {}
-    for task in manifest.tasks:
+    for task in tasks:
         task_requests = [r for r in requests if r.task == task]
 
         def run_task(bonus: float, task: str = task, task_requests: list = task_requests) -> Mapping[str, Any]:
@@ -151,7 +155,7 @@ def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any
                            for b, rep in by_bonus.items()},
               "refined": refined}
     if write_to is not None:
-        save_manifest(write_to.replace(focus_bias=chosen), config.write)
+        save_manifest(write_to.replace(focus_bias={**write_to.focus_bias, **chosen}), config.write)
         report["written_to"] = config.write
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)

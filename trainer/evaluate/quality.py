@@ -14,6 +14,14 @@ teacher is not better for it) and latency per request. A model with query focus 
 
     udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz                      # hand-written
     udrl eval runs/mini/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --set in-distribution --queries 100
+
+A model fine-tuned on a task of one's own (README "Bring your own task") is evaluated with its task
+file (``--task-file``: the teacher's prompt and the format rules), on some of its tasks
+(``--tasks``), and beside the model it was fine-tuned from (``--before``): the same requests, the
+same judges, and per task the relevance after over before.
+
+    udrl eval runs/alt-model/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --data runs/alt/alt_text.jsonl.gz \
+        --task-file data/tasks/alt_text.toml --tasks headline image search tags --no-teacher --before default
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class EvalConfig:
     length_guard: bool = True
     threads: int = 2
     second_judge: bool = True  # also score with all-mpnet-base-v2, which nothing was tuned on (report only)
+    tasks: list[str] | None = None  # the model's tasks to ask (None: all of them)
+    task_files: list[str] = dataclasses.field(default_factory=list)  # tasks of one's own the model was taught
+    before: str | None = None  # a model to run on the same requests too ("default": the bundled one)
     out: str | None = None  # JSON report path
 
     def __post_init__(self) -> None:
@@ -72,9 +83,11 @@ class EvalRequest:
     length: int
 
 
-def plan_requests(config: EvalConfig, tasks: Sequence[str], length_range: tuple[int, int]) -> list[EvalRequest]:
-    """Held-out queries x tasks x lengths at even quantiles of each task's achieved lengths."""
-    records = read_records(config.data, tasks, length_range, skip_invalid=True).records
+def plan_requests(config: EvalConfig, tasks: Sequence[str], length_range: tuple[int, int],
+                  data_tasks: Sequence[str] | None = None) -> list[EvalRequest]:
+    """Held-out queries x tasks x lengths at even quantiles of each task's achieved lengths;
+    ``data_tasks`` (default: ``tasks``) are the tasks the data may hold (the model's)."""
+    records = read_records(config.data, data_tasks or tasks, length_range, skip_invalid=True).records
     if config.query_set == "in-distribution":
         _, held_out = split_by_query(records, config.val_fraction)
         pool = sorted({r.query for r in held_out})
@@ -172,10 +185,11 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
 
 
 def run_model(config: EvalConfig, requests: Sequence[EvalRequest],
-              focus: float | None = None) -> tuple[list[str], list[float]]:
+              focus: float | None = None, path: str | None = None) -> tuple[list[str], list[float]]:
+    """``path``'s (default: ``config.model``'s) outputs and seconds per request, through the SDK."""
     import udrl
 
-    with udrl.load(config.model, threads=config.threads) as model:
+    with udrl.load(path or config.model, threads=config.threads) as model:
         results = [model.generate(r.query, task=r.task, length=r.length, length_guard=config.length_guard,
                                   focus=focus) for r in requests]
     return [r.text for r in results], [r.total_s for r in results]
@@ -203,9 +217,13 @@ def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[li
 def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str, Any]:
     """Run the evaluation; returns (and writes, with ``out``) the report."""
     from udrl.artifacts import read_manifest
+    from udrl.model import default_model_path
+
+    from ..errors import ConfigError
 
     manifest = read_manifest(config.model)
-    requests = plan_requests(config, manifest.tasks, (manifest.length_min, manifest.length_max))
+    tasks = tasks_to_ask(config, manifest.tasks)
+    requests = plan_requests(config, tasks, (manifest.length_min, manifest.length_max), manifest.tasks)
     judge = judge or Judge(threads=config.threads)
     second = reporting_judge(threads=config.threads) if config.second_judge else None
     outputs, latencies = run_model(config, requests)
@@ -215,8 +233,28 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                               "focus": dict(manifest.focus_bias),
                               "judges": [judge.metric] + ([second.metric] if second else []),
                               "udrl": score(requests, outputs, latencies, judge, second)}
-    if any(manifest.focus_bias.values()):
+    if any(manifest.focus_bias[t] for t in tasks):
         report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge, second)
+    if config.before:
+        # The tasks both know (a fine-tuned model's new task has no "before").
+        before_path = default_model_path() if config.before == "default" else config.before
+        before_tasks = read_manifest(before_path).tasks
+        shared = [r for r in requests if r.task in before_tasks]
+        if not shared:
+            raise ConfigError(f"{config.before} knows none of the tasks asked ({', '.join(tasks)}); its tasks: "
+                              f"{', '.join(before_tasks)}")
+        b_out, b_lat = run_model(config, shared, path=str(before_path))
+        report["before"] = score(shared, b_out, b_lat, judge, second)
+        before_of = dict(zip(shared, b_out))
+        report["before_model"] = config.before
+        after, before = report["udrl"]["per_task"], report["before"]["per_task"]
+        report["after_over_before"] = {
+            "relevance_per_task": {k: after[k]["relevance_mean"] / before[k]["relevance_mean"] for k in before},
+            **({"relevance_mpnet_per_task": {k: after[k]["relevance_mpnet_mean"] / before[k]["relevance_mpnet_mean"]
+                                             for k in before}} if second is not None else {}),
+        }
+    else:
+        before_of = {}
     t_out: list[str] = []
     if config.teacher:
         t_out, t_lat, about = run_teacher(config, requests)
@@ -242,11 +280,31 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                           for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
     # Every output, so that a figure can be checked against what was written.
     report["outputs"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o,
+                          **({"before": before_of[r]} if r in before_of else {}),
                           **({"teacher": t_out[i]} if t_out else {})} for i, (r, o) in enumerate(zip(requests, outputs))]
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def tasks_to_ask(config: EvalConfig, model_tasks: Sequence[str]) -> list[str]:
+    """The tasks to ask, each one the model knows and the trainer can prompt the teacher for and
+    check the format of (a task of one's own needs its task file)."""
+    from ..errors import ConfigError
+    from ..taskfile import TASKS
+
+    for path in config.task_files:
+        TASKS.add_file(path)
+    tasks = list(config.tasks or model_tasks)
+    unknown = [t for t in tasks if t not in model_tasks]
+    if unknown:
+        raise ConfigError(f"the model has no task {', '.join(map(repr, unknown))}; its tasks: {', '.join(model_tasks)}")
+    unprompted = [t for t in tasks if t not in TASKS]
+    if unprompted:
+        raise ConfigError(f"no task file for {', '.join(map(repr, unprompted))}: pass the one the model was "
+                          f"fine-tuned with as --task-file (the trainer knows: {', '.join(TASKS)})")
+    return tasks
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -258,7 +316,7 @@ def markdown(report: dict[str, Any]) -> str:
              + "relevance quartiles | within ±1 word | length MAE | format valid | "
              + ("degenerate | " if degenerate else "") + "distinct-2 | query-word share | latency p50 ms |",
              "|" + " --- |" * (10 + mpnet + degenerate)]
-    for system in ("udrl", "udrl_focus_off", "teacher"):
+    for system in ("udrl", "udrl_focus_off", "before", "teacher"):
         if system not in report:
             continue
         parts = {**report[system]["per_task"], "all": report[system]["overall"]}
@@ -288,4 +346,11 @@ def markdown(report: dict[str, Any]) -> str:
                          "... 0.8-1, weighted by the teacher's outputs per bin) / teacher relevance: "
                          + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
                                      for k, v in r["copy_matched_per_task"].items()) + ".")
+    if "after_over_before" in report:
+        r = report["after_over_before"]
+        lines.append("")
+        lines.append(f"Relevance after / before ({report['before_model']}): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in r["relevance_per_task"].items())
+                     + (". mpnet: " + ", ".join(f"{k} {v:.3f}" for k, v in r["relevance_mpnet_per_task"].items())
+                        if "relevance_mpnet_per_task" in r else "") + ".")
     return "\n".join(lines) + "\n"

@@ -127,7 +127,7 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
 
 
 def test_a_stage_is_named_by_the_committed_recipe_whose_options_it_ran(tmp_path):
-    for name in ("mini.json", "mini-stage2.json", "mini-stage3.json", "mini-round2.json"):
+    for name in ("mini.json", "mini-stage2.json", "mini-stage3.json", "mini-round2.json", "mini-finetune.json"):
         recipe = json.loads((RECIPE_DIR / name).read_text())
         # a run's resolved config: every option, the recipe's among them; more threads than the recipe's
         ran = {**recipe, "init": "runs/x/model", "out_dir": "runs/y", "threads": 2, "grad_clip": 1.0}

@@ -88,3 +88,18 @@ def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts,
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], query_set="handwritten"))
     with pytest.raises(UdrlError, match="refine is a number of halvings, 0 or more; got -1"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
+
+
+def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_finetuned, tmp_path):
+    import json
+
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_finetuned["run"] / "model", checkpoint)
+    before = dict(load_manifest(checkpoint).focus_bias)
+    data = json.loads((tiny_finetuned["run"] / "train_config.json").read_text())["data"]
+    report = tune_focus(FocusConfig(model=str(tiny_finetuned["llama"]), data=data, queries=1, grid=(0.0, 50.0),
+                                    refine=0, write=str(checkpoint), tasks=["alt_text"],
+                                    task_files=["data/tasks/alt_text.toml"]), judge=Judge(threads=2))
+    assert set(report["chosen"]) == set(report["teacher"]) == {"alt_text"}
+    after = dict(load_manifest(checkpoint).focus_bias)
+    assert after == {**before, "alt_text": report["chosen"]["alt_text"]}

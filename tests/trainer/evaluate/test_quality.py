@@ -72,3 +72,36 @@ def test_relevance_at_equal_copying_reweights_the_model_by_the_teachers_share_bi
     assert copy_matched(bins((0, None), (4, 0.5), (0, None), (0, None), (1, 0.9)),
                         bins((5, 0.2), (5, 0.4), (0, None), (0, None), (0, None))) == pytest.approx(0.5)
     assert copy_matched(bins((1, 0.5), *[(0, None)] * 4), bins((0, None), (3, 0.5), *[(0, None)] * 3)) is None
+
+
+def _finetune_data(tiny_finetuned) -> list[str]:
+    return json.loads((tiny_finetuned["run"] / "train_config.json").read_text())["data"]
+
+
+def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_before(tiny_finetuned, tiny_artifacts):
+    config = EvalConfig(model=str(tiny_finetuned["llama"]), data=_finetune_data(tiny_finetuned), queries=2,
+                        lengths_per_task=2, teacher=False, second_judge=False, tasks=["alt_text", "tags"],
+                        task_files=["data/tasks/alt_text.toml"], before=str(tiny_artifacts["llama"]))
+    report = evaluate_quality(config, judge=Judge(threads=2))
+    assert set(report["udrl"]["per_task"]) == {"alt_text", "tags"}
+    assert set(report["before"]["per_task"]) == {"tags"}  # the model before had no alt_text
+    ratio = report["after_over_before"]["relevance_per_task"]
+    assert set(ratio) == {"tags"}
+    assert ratio["tags"] == pytest.approx(report["udrl"]["per_task"]["tags"]["relevance_mean"]
+                                          / report["before"]["per_task"]["tags"]["relevance_mean"])
+    rows = report["outputs"]
+    assert all(("before" in row) == (row["task"] == "tags") for row in rows) and len(rows) == 2 * 2 * 2
+    assert "| before | tags |" in markdown(report) and "Relevance after / before" in markdown(report)
+
+
+def test_eval_refuses_a_task_the_model_lacks_or_one_without_its_task_file(tiny_finetuned, monkeypatch):
+    from udrl.trainer import taskfile
+    from udrl.trainer.errors import ConfigError
+
+    base = dict(model=str(tiny_finetuned["llama"]), data=_finetune_data(tiny_finetuned), queries=1,
+                teacher=False, second_judge=False)
+    with pytest.raises(ConfigError, match="no task 'poem'.*alt_text"):
+        evaluate_quality(EvalConfig(**base, tasks=["poem"]))
+    monkeypatch.setattr(taskfile, "TASKS", taskfile.TaskRegistry())  # the shipped four only
+    with pytest.raises(ConfigError, match="no task file for 'alt_text'.*--task-file"):
+        evaluate_quality(EvalConfig(**base))

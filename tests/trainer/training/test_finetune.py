@@ -20,6 +20,7 @@ def test_a_new_task_gets_one_control_token_and_the_old_ones_keep_theirs(tiny_fin
     config = json.loads((tiny_finetuned["run"] / "train_config.json").read_text())
     assert config["init"] == str(tiny_finetuned["run"] / "init")  # a checkpoint made from the GGUF
     assert config["tasks"] == [*parent.tasks, "alt_text"]
+    assert {t: child.focus_bias[t] for t in parent.tasks} == dict(parent.focus_bias)
 
 
 def test_the_fine_tuned_model_generates_the_new_task_and_the_old_ones(tiny_finetuned):
@@ -45,3 +46,9 @@ def test_replay_keeps_the_old_tasks_at_the_share_asked():
 def test_replay_must_be_a_share():
     with pytest.raises(ConfigError, match="replay is a share of the records"):
         TrainConfig(replay=1.5).validate()
+
+
+def test_the_walk_through_recipe_fine_tunes_gently_and_rehearses_the_old_tasks():
+    config = TrainConfig.from_json_file("trainer/recipes/mini-finetune.json")
+    assert config.init is None and not config.data  # the command line names the model and the data
+    assert 0.5 <= config.replay < 1 and config.lr < TrainConfig().lr
