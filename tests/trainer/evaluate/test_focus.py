@@ -90,7 +90,7 @@ def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts,
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
 
 
-def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_finetuned, tmp_path):
+def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_finetuned, tmp_path, task_registry_restored):
     import json
 
     checkpoint = tmp_path / "model"

@@ -78,7 +78,8 @@ def _finetune_data(tiny_finetuned) -> list[str]:
     return json.loads((tiny_finetuned["run"] / "train_config.json").read_text())["data"]
 
 
-def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_before(tiny_finetuned, tiny_artifacts):
+def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_before(tiny_finetuned, tiny_artifacts,
+                                                                                   task_registry_restored):
     config = EvalConfig(model=str(tiny_finetuned["llama"]), data=_finetune_data(tiny_finetuned), queries=2,
                         lengths_per_task=2, teacher=False, second_judge=False, tasks=["alt_text", "tags"],
                         task_files=["data/tasks/alt_text.toml"], before=str(tiny_artifacts["llama"]))
