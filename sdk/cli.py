@@ -141,9 +141,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_body_bytes < 1024:
         raise UdrlError(f"--max-body-bytes must be at least 1024, got {args.max_body_bytes}")
+    if args.keep_alive < 1:
+        raise UdrlError(f"--keep-alive is seconds an idle connection stays open, at least 1; got {args.keep_alive}")
     config = ServerConfig(model=args.model, host=args.host, port=args.port, api_key=args.api_key or None,
                           threads=args.threads, parallel=args.parallel, max_body_bytes=args.max_body_bytes,
-                          log_level=args.log_level)
+                          keep_alive_s=args.keep_alive, log_level=args.log_level)
     serve(config, on_ready=lambda: print(f"udrl serve: http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM to stop)",
                                          file=sys.stderr, flush=True))
     return 0
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--parallel", type=int, default=8, help="requests decoded together (default 8)")
     s.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="larger request bodies get 413")
+    s.add_argument("--keep-alive", type=int, default=75, help="seconds an idle connection stays open (default 75: "
+                   "longer than clients pool one, so that none is reused as the server closes it)")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=_cmd_serve)
 

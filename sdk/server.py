@@ -63,6 +63,10 @@ class ServerConfig:
     threads: int | None = None
     parallel: int = 8  # requests decoded together
     max_body_bytes: int = 64 * 1024
+    # Seconds an idle connection stays open. Longer than clients keep one in their pool (httpx and
+    # the openai client: 5 s, uvicorn's own default too): a request sent on a connection the
+    # server is closing at that moment fails with a reset (httpx.ReadError) instead of an answer.
+    keep_alive_s: int = 75
     log_level: str = "warning"
 
 
@@ -380,7 +384,8 @@ def serve(config: ServerConfig = ServerConfig(), on_ready: Callable[[], None] | 
     _check_address(config.host, config.port)
     with load(config.model, threads=config.threads, parallel=config.parallel) as model:
         server = uvicorn.Server(uvicorn.Config(create_app(model, config), host=config.host, port=config.port,
-                                               log_level=config.log_level, access_log=False, lifespan="off"))
+                                               timeout_keep_alive=config.keep_alive_s, log_level=config.log_level,
+                                               access_log=False, lifespan="off"))
         if on_ready is not None:
             on_ready()
         # uvicorn handles SIGTERM gracefully, then raises it again once done; with this handler in

@@ -252,3 +252,27 @@ def test_serve_refuses_an_address_it_cannot_listen_on(tiny_artifacts):
                                "--port", str(port)], capture_output=True, timeout=60)
     assert done.returncode == 1
     assert "cannot listen on" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+
+
+def test_an_idle_connection_outlives_the_clients_pool_expiry(tiny_artifacts):
+    """httpx and the openai client keep an idle connection 5 s; were the server to close it at the
+    same moment (uvicorn's default), a request sent on it would fail with a reset, not an answer."""
+    import http.client
+
+    with serving(tiny_artifacts["llama"]) as (url, _):
+        conn = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=30)
+        try:
+            conn.request("GET", "/health")
+            assert conn.getresponse().read() and conn.sock is not None
+            first = conn.sock
+            time.sleep(6)
+            conn.request("GET", "/health")
+            reply = conn.getresponse()
+            assert reply.status == 200 and json.loads(reply.read())["in_flight"] == 0
+            assert conn.sock is first  # the same connection, not a new one
+        finally:
+            conn.close()
+    done = subprocess.run([sys.executable, "-m", "udrl", "serve", "--model", str(tiny_artifacts["llama"]),
+                           "--keep-alive", "0"], capture_output=True, timeout=60)
+    assert done.returncode == 1 and "--keep-alive" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
