@@ -46,6 +46,12 @@ def default_model_path() -> Path:
     return found[0]
 
 
+def named_model_path(name: str | os.PathLike[str]) -> Path:
+    """A model named on a command line (``udrl train --init``, ``udrl eval --before``): ``default``
+    is the bundled model, anything else a path."""
+    return default_model_path() if str(name) == "default" else Path(name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
     """One item of `Model.generate_batch`."""

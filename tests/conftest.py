@@ -111,14 +111,3 @@ def tiny_finetuned(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Pat
                       replay=0.5, length_max=16, max_steps=30, lr=2e-3, warmup_steps=5, eval_interval=30,
                       checkpoint_interval=30, adherence_samples=0, threads=2))
     return {"run": run, "llama": export(run / "model", "gguf", "f32", log=lambda _: None).path}
-
-
-@pytest.fixture
-def task_registry_restored():
-    """A test that adds a task file to the trainer's registry leaves it as it found it."""
-    from udrl.trainer.taskfile import TASKS
-
-    before = dict(TASKS._specs)
-    yield TASKS
-    TASKS._specs.clear()
-    TASKS._specs.update(before)

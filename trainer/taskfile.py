@@ -23,10 +23,11 @@ them, `formats.py` checks outputs against them, and ``udrl distill --task-file F
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,19 @@ class TaskRegistry(Mapping[str, TaskSpec]):
         spec = load_task_file(path, self._specs)
         self._specs[spec.name] = spec
         return spec
+
+    @contextlib.contextmanager
+    def extended(self, paths: Iterable[str | Path]) -> Iterator[TaskRegistry]:
+        """Add task files for the length of a ``with`` block (a distillation, a judging, an
+        evaluation of a fine-tuned model); afterwards the registry holds what it held before, so
+        that a library call leaves no task behind in the process."""
+        before = dict(self._specs)
+        try:
+            for path in paths:
+                self.add_file(path)
+            yield self
+        finally:
+            self._specs = before
 
     def __getitem__(self, name: str) -> TaskSpec:
         return self._specs[name]

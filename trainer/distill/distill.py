@@ -64,8 +64,8 @@ class DistillConfig:
     max_query_rounds: int = 60  # passes over the topics before giving up on n_queries
 
     def validate(self) -> None:
-        for path in self.task_files:
-            TASKS.add_file(path)
+        """`ConfigError` for settings that cannot run (a task file's tasks must be known: call it
+        inside ``TASKS.extended(self.task_files)``, as `distill` does)."""
         if self.queries is None and self.topics is None:
             raise ConfigError("no source of queries: give --queries FILE, --topics FILE, or both")
         unknown = [t for t in self.tasks if t not in LENGTH_SPREAD]
@@ -206,7 +206,14 @@ def run_jobs(teacher: Teacher, jobs: Sequence[Job], config: DistillConfig, log: 
 
 def distill(config: DistillConfig, teacher: Teacher | None = None, teacher_kind: str = "gemma",
             teacher_options: dict[str, Any] | None = None) -> Path:
-    """Run (or resume) a distillation; returns the path of ``raw.jsonl``."""
+    """Run (or resume) a distillation; returns the path of ``raw.jsonl``. The tasks of
+    ``config.task_files`` are known for the length of the call only."""
+    with TASKS.extended(config.task_files):
+        return _distill(config, teacher, teacher_kind, teacher_options)
+
+
+def _distill(config: DistillConfig, teacher: Teacher | None, teacher_kind: str,
+             teacher_options: dict[str, Any] | None) -> Path:
     config.validate()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

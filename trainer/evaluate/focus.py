@@ -41,7 +41,8 @@ from udrl.files import write_atomic
 from udrl.manifest import load_manifest, save_manifest
 
 from ..judge import Judge
-from .quality import EvalConfig, tasks_to_ask, plan_requests, run_model, run_teacher, score
+from ..taskfile import TASKS
+from .quality import EvalConfig, plan_requests, run_model, run_teacher, score, tasks_to_ask
 
 DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
@@ -101,7 +102,13 @@ def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any]
 
 
 def tune_focus(config: FocusConfig, judge: Judge | None = None) -> dict[str, Any]:
-    """Run the grid and the teacher, choose per task; returns (and writes, with ``out``) the report."""
+    """Run the grid and the teacher, choose per task; returns (and writes, with ``out``) the report.
+    The tasks of ``config.task_files`` are known for the length of the call only."""
+    with TASKS.extended(config.task_files):
+        return _tune_focus(config, judge)
+
+
+def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
     from udrl.artifacts import read_manifest
 
     grid = sorted({float(b) for b in config.grid} | {0.0})

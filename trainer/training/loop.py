@@ -32,7 +32,7 @@ from udrl.checkpoint import verify_checkpoint
 from udrl.commands import make_command, render_prompt, reward_level
 from udrl.files import file_digest, write_atomic
 from udrl.manifest import DEFAULT_TASKS, MANIFEST_FILENAME, Manifest, load_manifest
-from udrl.model import default_model_path
+from udrl.model import named_model_path
 
 from ..decoding import starting_settings
 from ..errors import ConfigError, DatasetError
@@ -311,7 +311,7 @@ def _materialise_init(config: TrainConfig) -> TrainConfig:
     in the run directory (``RUN/init``), with its weights, tokenizer and manifest."""
     if not config.init or config.resume:
         return config
-    source = default_model_path() if config.init == "default" else Path(config.init)
+    source = named_model_path(config.init)
     if source.suffix != ".gguf":
         return config
     target = Path(config.out_dir) / "init"

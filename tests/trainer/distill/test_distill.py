@@ -87,13 +87,10 @@ def test_killed_distillation_resumes_without_losing_or_duplicating(tmp_path, kil
     assert again.returncode == 6 and "other settings" in again.stderr
 
 
-def test_a_task_of_ones_own_is_distilled_and_judged_from_its_task_file(tmp_path, monkeypatch):
+def test_a_task_of_ones_own_is_distilled_and_judged_from_its_task_file(tmp_path):
     from udrl.trainer.distill.relabel import judge_file
     from udrl.trainer.judge import Judge
     from udrl.trainer.taskfile import TASKS
-
-    # judge_file adds the task to this process's registry, as `udrl judge` does; keep it to this test.
-    monkeypatch.setattr(TASKS, "_specs", dict(TASKS._specs))
 
     task_file = Path(__file__).resolve().parents[3] / "data" / "tasks" / "alt_text.toml"
     queries = tmp_path / "queries.txt"
@@ -109,3 +106,4 @@ def test_a_task_of_ones_own_is_distilled_and_judged_from_its_task_file(tmp_path,
     records = judge_file(out / "raw.jsonl", tmp_path / "alt.jsonl", judge=Judge(threads=2))
     kept = [json.loads(line) for line in records.read_text().splitlines()]
     assert kept and all(r["task"] == "alt_text" for r in kept)
+    assert "alt_text" not in TASKS  # known while judging only

@@ -90,8 +90,10 @@ def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts,
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
 
 
-def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_finetuned, tmp_path, task_registry_restored):
+def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_finetuned, tmp_path):
     import json
+
+    from udrl.trainer.taskfile import TASKS
 
     checkpoint = tmp_path / "model"
     shutil.copytree(tiny_finetuned["run"] / "model", checkpoint)
@@ -103,3 +105,4 @@ def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_fin
     assert set(report["chosen"]) == set(report["teacher"]) == {"alt_text"}
     after = dict(load_manifest(checkpoint).focus_bias)
     assert after == {**before, "alt_text": report["chosen"]["alt_text"]}
+    assert "alt_text" not in TASKS  # known for the tuning only
