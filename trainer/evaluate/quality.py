@@ -215,9 +215,17 @@ def run_teacher(config: EvalConfig, requests: Sequence[EvalRequest]) -> tuple[li
 
 
 def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str, Any]:
-    """Run the evaluation; returns (and writes, with ``out``) the report."""
+    """Run the evaluation; returns (and writes, with ``out``) the report. The tasks of
+    ``config.task_files`` are known for the length of the call only."""
+    from ..taskfile import TASKS
+
+    with TASKS.extended(config.task_files):
+        return _evaluate_quality(config, judge)
+
+
+def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]:
     from udrl.artifacts import read_manifest
-    from udrl.model import default_model_path
+    from udrl.model import named_model_path
 
     from ..errors import ConfigError
 
@@ -237,7 +245,7 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
         report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge, second)
     if config.before:
         # The tasks both know (a fine-tuned model's new task has no "before").
-        before_path = default_model_path() if config.before == "default" else config.before
+        before_path = named_model_path(config.before)
         before_tasks = read_manifest(before_path).tasks
         shared = [r for r in requests if r.task in before_tasks]
         if not shared:
@@ -276,6 +284,17 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
                 for k in u["per_task"]}
         if about.get("n_params") and report["n_params"]:
             report["ratios"]["teacher_over_udrl_parameters"] = about["n_params"] / report["n_params"]
+        # Where the teacher's output was rejected (an echo of the request, a question, ...), it
+        # scores near 0 and lifts the ratio above; the same ratio over the requests it answered:
+        answered = [i for i, o in enumerate(t_out) if o]
+        if answered:
+            u_ans = score([requests[i] for i in answered], [outputs[i] for i in answered],
+                          [latencies[i] for i in answered], judge)["per_task"]
+            t_ans = score([requests[i] for i in answered], [t_out[i] for i in answered],
+                          [t_lat[i] for i in answered], judge)["per_task"]
+            report["teacher_answered"] = {k: v["n"] for k, v in t_ans.items()}
+            report["ratios"]["relevance_teacher_answered_per_task"] = {
+                k: u_ans[k]["relevance_mean"] / t_ans[k]["relevance_mean"] for k in t_ans}
     report["examples"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o}
                           for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
     # Every output, so that a figure can be checked against what was written.
@@ -290,12 +309,10 @@ def evaluate_quality(config: EvalConfig, judge: Judge | None = None) -> dict[str
 
 def tasks_to_ask(config: EvalConfig, model_tasks: Sequence[str]) -> list[str]:
     """The tasks to ask, each one the model knows and the trainer can prompt the teacher for and
-    check the format of (a task of one's own needs its task file)."""
+    check the format of (a task of one's own needs its task file, added with `TASKS.extended`)."""
     from ..errors import ConfigError
     from ..taskfile import TASKS
 
-    for path in config.task_files:
-        TASKS.add_file(path)
     tasks = list(config.tasks or model_tasks)
     unknown = [t for t in tasks if t not in model_tasks]
     if unknown:
@@ -346,6 +363,11 @@ def markdown(report: dict[str, Any]) -> str:
                          "... 0.8-1, weighted by the teacher's outputs per bin) / teacher relevance: "
                          + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
                                      for k, v in r["copy_matched_per_task"].items()) + ".")
+        if r.get("relevance_teacher_answered_per_task"):
+            lines.append("")
+            lines.append("Over the requests the teacher answered (its rejected outputs left out): "
+                         + ", ".join(f"{k} {v:.3f} (n={report['teacher_answered'][k]})"
+                                     for k, v in r["relevance_teacher_answered_per_task"].items()) + ".")
     if "after_over_before" in report:
         r = report["after_over_before"]
         lines.append("")

@@ -38,8 +38,9 @@ def test_requests_use_only_held_out_queries(synthetic_data):
 
 def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, synthetic_data, tmp_path):
     out = tmp_path / "eval.json"
+    judge = Judge(threads=2)
     report = evaluate_quality(EvalConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2,
-                                         lengths_per_task=2, out=str(out)), judge=Judge(threads=2))
+                                         lengths_per_task=2, out=str(out)), judge=judge)
     assert json.loads(out.read_text())["requests"] == report["requests"] == 2 * 4 * 2
     assert any(report["focus"].values())  # new models have query focus: the report also scores them without it
     for system in ("udrl", "udrl_focus_off", "teacher"):
@@ -57,6 +58,15 @@ def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, s
             assert sum(b["n"] for b in part["relevance_by_share"]) == part["n"]
     assert set(report["ratios"]["copy_matched_per_task"]) == set(TASKS)
     assert "At the teacher's copying" in markdown(report)
+    # The ratio over the requests the teacher answered leaves out those whose output it rejected.
+    answered = [row for row in report["outputs"] if row["teacher"]]
+    assert sum(report["teacher_answered"].values()) == len(answered)
+    for task, ratio in report["ratios"]["relevance_teacher_answered_per_task"].items():
+        rows = [row for row in answered if row["task"] == task]
+        mine = judge.relevance([r["query"] for r in rows], [r["udrl"] or " " for r in rows]).mean()
+        teachers = judge.relevance([r["query"] for r in rows], [r["teacher"] for r in rows]).mean()
+        assert ratio == pytest.approx(mine / teachers, rel=1e-4)
+    assert "Over the requests the teacher answered" in markdown(report)
 
 
 def test_relevance_at_equal_copying_reweights_the_model_by_the_teachers_share_bins():
@@ -78,8 +88,9 @@ def _finetune_data(tiny_finetuned) -> list[str]:
     return json.loads((tiny_finetuned["run"] / "train_config.json").read_text())["data"]
 
 
-def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_before(tiny_finetuned, tiny_artifacts,
-                                                                                   task_registry_restored):
+def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_before(tiny_finetuned, tiny_artifacts):
+    from udrl.trainer.taskfile import TASKS
+
     config = EvalConfig(model=str(tiny_finetuned["llama"]), data=_finetune_data(tiny_finetuned), queries=2,
                         lengths_per_task=2, teacher=False, second_judge=False, tasks=["alt_text", "tags"],
                         task_files=["data/tasks/alt_text.toml"], before=str(tiny_artifacts["llama"]))
@@ -93,6 +104,7 @@ def test_a_fine_tuned_model_is_evaluated_with_its_task_file_beside_the_model_bef
     rows = report["outputs"]
     assert all(("before" in row) == (row["task"] == "tags") for row in rows) and len(rows) == 2 * 2 * 2
     assert "| before | tags |" in markdown(report) and "Relevance after / before" in markdown(report)
+    assert "alt_text" not in TASKS  # known for the evaluation only: nothing left behind in the process
 
 
 def test_eval_refuses_a_task_the_model_lacks_or_one_without_its_task_file(tiny_finetuned, monkeypatch):
