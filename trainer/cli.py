@@ -122,7 +122,9 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
     augment = AugmentConfig(copies=args.augment_copies, words_per_copy=args.augment_words, seed=args.seed)
     judge_file(args.raw, args.out, RelabelConfig(reward_levels=args.reward_levels, length_max=args.length_max,
-                                                 drop_repetitions=args.drop_repetitions, augment=augment))
+                                                 drop_repetitions=args.drop_repetitions,
+                                                 drop_example_echoes=args.drop_example_echoes,
+                                                 drop_open_quotes=args.drop_open_quotes, augment=augment))
     return 0
 
 
@@ -236,6 +238,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--augment-words", type=int, default=1, help="request words swapped per augmented copy")
     j.add_argument("--keep-repetitions", dest="drop_repetitions", action="store_false",
                    help="keep outputs that repeat a word or a tag (default: they are left out)")
+    j.add_argument("--keep-example-echoes", dest="drop_example_echoes", action="store_false",
+                   help="keep outputs that copy a four-word phrase of one of the task's few-shot examples "
+                   "(default: they are left out)")
+    j.add_argument("--keep-open-quotes", dest="drop_open_quotes", action="store_false",
+                   help="keep outputs that open a quotation and never close it (default: they are left out)")
     j.add_argument("--seed", type=int, default=0)
     j.set_defaults(func=_cmd_judge)
 

@@ -109,3 +109,25 @@ def test_copy_augmented_records_are_judged_and_stay_with_their_request(judge, tm
     assert held_out and all(r.origin is None for r in held_out)
     held = {r.query for r in held_out}
     assert not any(r.origin in held for r in train_part)
+
+
+def test_echoes_of_a_few_shot_example_and_open_quotes_are_left_out(judge):
+    """The teacher copies its prompt's examples ("white and gold palette", from the image task's
+    wedding example) and gets cut off inside a quotation; the student would learn both."""
+    rows = [{"id": "a", "query": "label for a perfume bottle", "task": "image", "requested": 9,
+             "output": "a glass perfume bottle on silk, white and gold palette"},
+            {"id": "b", "query": "white and gold palette for a wedding", "task": "image", "requested": 6,
+             "output": "roses and rings, white and gold palette"},
+            {"id": "c", "query": "invitation to a surprise party", "task": "headline", "requested": 5,
+             "output": 'Shh, it is a "Surprise'},
+            {"id": "d", "query": "invitation to a surprise party", "task": "headline", "requested": 4,
+             "output": 'You Are Invited "Shh"'},
+            {"id": "e", "query": "label for a perfume bottle", "task": "image", "requested": 6,
+             "output": "a glass perfume bottle on silk"}]
+    records, stats = relabel(rows, judge, RelabelConfig(reward_levels=1))
+    assert len(records) == 3
+    assert {r["output"] for r in records} == {rows[1]["output"], rows[3]["output"], rows[4]["output"]}
+    assert stats["dropped"] == {"echoes a few-shot example": 1, "open quote": 1}
+    kept, stats = relabel(rows, judge, RelabelConfig(reward_levels=1, drop_example_echoes=False,
+                                                     drop_open_quotes=False))
+    assert len(kept) == 5 and stats["dropped"] == {}

@@ -44,7 +44,7 @@ def test_a_task_file_adds_a_task_with_its_prompt_and_rules(tmp_path):
     spec = registry.add_file(path)
     assert list(registry)[-1] == "alt_text" and spec.lengths == (6, 24)
     assert "alt_text" not in TASKS  # a registry of its own; the module's is untouched
-    assert spec.examples[0][0] == "poster for a jazz festival" and len(spec.examples) == 3
+    assert spec.examples[0][0] == "poster for a jazz festival" and len(spec.examples) == 5
     assert problems_with(spec, "is this a photo of a cat?") == ["an alt text is not a question"]
     assert problems_with(spec, " ".join(["word"] * 31)) == ["an alt text has at most 30 words"]
     assert problems_with(spec, "a cat on a sofa") == []
@@ -58,7 +58,7 @@ def test_a_task_file_adds_a_task_with_its_prompt_and_rules(tmp_path):
     (lambda t: t.replace('name = "alt_text"', 'name = "Alt Text"'), "name"),
     (lambda t: t.replace("max_words = 30", "max_words = 10"), "max_words"),
     (lambda t: "colour = 'red'\n" + t, "colour"),
-    (lambda t: t.replace("with the festival name above", "is it jazz?"), "examples"),
+    (lambda t: t.replace("under warm orange lights", "is it jazz?"), "examples"),
     (lambda t: t.replace('request = "poster for a jazz festival"\n', ""), "examples[0]"),
     (lambda t: t.replace("lengths = [6, 24]", "lengths = 12"), "lengths"),
     (lambda t: 'case = "upper"\n' + t, "case"),
@@ -83,3 +83,20 @@ def test_unreadable_task_files_are_refused(tmp_path):
     (tmp_path / "bad.toml").write_text("name = ")
     with pytest.raises(ConfigError, match="not a valid TOML task file"):
         load_task_file(tmp_path / "bad.toml")
+
+
+def test_a_registry_extended_for_a_block_holds_what_it_held_before_afterwards(tmp_path):
+    path = tmp_path / "alt_text.toml"
+    path.write_text(ALT_TEXT)
+    registry = TaskRegistry()
+    with registry.extended([path]) as extended:
+        assert extended is registry and list(registry)[-1] == "alt_text"
+    assert "alt_text" not in registry
+    with pytest.raises(RuntimeError), registry.extended([path]):
+        raise RuntimeError("a job that fails half-way")
+    assert list(registry) == ["image", "search", "headline", "tags"]
+    broken = tmp_path / "broken.toml"
+    broken.write_text(ALT_TEXT.replace('noun = "alt text"\n', ""))
+    with pytest.raises(ConfigError, match="'noun'"), registry.extended([path, broken]):
+        pass
+    assert "alt_text" not in registry

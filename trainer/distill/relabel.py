@@ -3,8 +3,10 @@
 Each kept output gets the commands it *achieved*: its word count (length) and the bucket its judge
 score falls in (reward), with bucket edges at quantiles of the scores over the whole dataset. The
 trainer computes the same edges from the same scores, so they end up in the model's manifest.
-Outputs that fail their task's format check, or fall outside the length range, are left out and
-counted in the card.
+Outputs that fail their task's format check, fall outside the length range, loop, echo a phrase of
+one of the task's few-shot examples, or leave a quotation open are left out and counted in the card:
+a small student learns a teacher's habit from a few percent of its outputs and writes it into most
+of its own ("..., date in bold letters", then a broken quoted piece).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from udrl.commands import count_words, reward_level_for
 from udrl.files import write_atomic
+from udrl.manifest import focus_key
 
 from ..errors import DatasetError
 from ..evaluate.degenerate import repetition_reasons
@@ -38,7 +41,38 @@ class RelabelConfig:
     length_min: int = 1
     length_max: int = 48
     drop_repetitions: bool = True  # leave out the teacher's loops ("poster poster", a tag twice)
+    drop_example_echoes: bool = True  # leave out outputs that copy a few-shot example's phrase
+    drop_open_quotes: bool = True  # leave out outputs whose quotation is never closed
     augment: AugmentConfig = dataclasses.field(default_factory=lambda: AugmentConfig(copies=0))
+
+
+ECHO_WORDS = 4  # a phrase this long from a few-shot example's output, absent from the request, is an echo
+
+
+def example_echo(task: str, query: str, output: str, words: int = ECHO_WORDS) -> str | None:
+    """The first phrase of ``words`` words that ``output`` shares with one of ``task``'s few-shot
+    example outputs and that the request does not hold, or None.
+
+    >>> example_echo("image", "label for a perfume", "a glass bottle, white and gold palette, soft light")
+    'white and gold palette'
+    >>> example_echo("image", "white and gold palette for a wedding", "roses, white and gold palette")
+    """
+    def phrases(text: str) -> list[tuple[str, ...]]:
+        keys = [k for k in (focus_key(w) for w in text.split()) if k]
+        return [tuple(keys[i:i + words]) for i in range(len(keys) - words + 1)]
+
+    asked = {k for k in (focus_key(w) for w in query.split()) if k}
+    shown = {phrase for _, example in TASKS[task].examples for phrase in phrases(example)}
+    for phrase in phrases(output):
+        if phrase in shown and not set(phrase) <= asked:
+            return " ".join(phrase)
+    return None
+
+
+def has_open_quote(text: str) -> bool:
+    """Whether a quotation in ``text`` is opened and never closed (an odd number of straight double
+    quotes, or more opening curly quotes than closing ones): a teacher cut off mid-quote."""
+    return text.count('"') % 2 == 1 or text.count("\u201c") > text.count("\u201d")
 
 
 def read_raw(path: str | Path) -> list[dict[str, Any]]:
@@ -73,9 +107,12 @@ def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig,
             problems = format_problems(row["task"], row["output"])
             words = count_words(row["output"])
             repeats = repetition_reasons(row["output"], row["task"]) if config.drop_repetitions else []
+            echo = example_echo(row["task"], row["query"], row["output"]) if config.drop_example_echoes else None
             reason = (f"format: {problems[0]}" if problems else
                       "length outside range" if not config.length_min <= words <= config.length_max else
-                      "repetition" if repeats else None)
+                      "repetition" if repeats else
+                      "echoes a few-shot example" if echo else
+                      "open quote" if config.drop_open_quotes and has_open_quote(row["output"]) else None)
             if reason is None:
                 kept.append(row)
             elif counted:
@@ -199,11 +236,11 @@ def judge_file(raw: str | Path | Sequence[str | Path], out: str | Path, config: 
     if not raws:
         raise DatasetError("no distillation log given")
     sources = [json.loads(s.read_text()) for s in map(_settings_of, raws) if s is not None]
-    for source in sources:  # tasks of one's own, as the distillation read them
-        for task_file in source.get("config", {}).get("task_files", []):
-            TASKS.add_file(task_file)
+    # Tasks of one's own, as the distillation read them, known while the rows are checked.
+    task_files = [f for source in sources for f in source.get("config", {}).get("task_files", [])]
     rows = [row for path in raws for row in read_raw(path)]
-    records, stats = relabel(rows, judge or Judge(), config)
+    with TASKS.extended(task_files):
+        records, stats = relabel(rows, judge or Judge(), config)
     path = write_records(records, out)
     teachers = list({json.dumps(s.get("teacher"), sort_keys=True): s.get("teacher") for s in sources}.values())
     seeds = sorted({s.get("config", {}).get("seed") for s in sources}, key=str)
