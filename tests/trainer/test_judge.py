@@ -77,13 +77,17 @@ def test_judge_file_writes_records_and_a_card(judge, tmp_path):
     assert "| image | 6 |" in (tmp_path / "set.card.md").read_text()
 
 
+def teacher_rows(*rows: tuple[str, str, str]) -> list[dict]:
+    """Distillation-log rows from (request, task, output), each asked for its output's length."""
+    return [{"id": f"{task}:{i}", "query": query, "task": task, "requested": len(output.split()), "output": output}
+            for i, (query, task, output) in enumerate(rows)]
+
+
 def test_the_teachers_repetition_loops_are_left_out(judge):
-    rows = [{"id": "a", "query": "poster for a charity 5k run", "task": "search", "requested": 3,
-             "output": "charity poster poster"},
-            {"id": "b", "query": "banner for a farm stand", "task": "image", "requested": 12,
-             "output": "fresh corn, fresh corn on a table, fresh corn in baskets, sunny farm"},
-            {"id": "c", "query": "poster for a charity 5k run", "task": "search", "requested": 3,
-             "output": "charity 5k run"}]
+    rows = teacher_rows(("poster for a charity 5k run", "search", "charity poster poster"),
+                        ("banner for a farm stand", "image",
+                         "fresh corn, fresh corn on a table, fresh corn in baskets, sunny farm"),
+                        ("poster for a charity 5k run", "search", "charity 5k run"))
     records, stats = relabel(rows, judge, RelabelConfig(reward_levels=1))
     assert [r["output"] for r in records] == ["charity 5k run"]
     assert stats["dropped"] == {"repetition": 2}
@@ -114,16 +118,11 @@ def test_copy_augmented_records_are_judged_and_stay_with_their_request(judge, tm
 def test_echoes_of_a_few_shot_example_and_open_quotes_are_left_out(judge):
     """The teacher copies its prompt's examples ("white and gold palette", from the image task's
     wedding example) and gets cut off inside a quotation; the student would learn both."""
-    rows = [{"id": "a", "query": "label for a perfume bottle", "task": "image", "requested": 9,
-             "output": "a glass perfume bottle on silk, white and gold palette"},
-            {"id": "b", "query": "white and gold palette for a wedding", "task": "image", "requested": 6,
-             "output": "roses and rings, white and gold palette"},
-            {"id": "c", "query": "invitation to a surprise party", "task": "headline", "requested": 5,
-             "output": 'Shh, it is a "Surprise'},
-            {"id": "d", "query": "invitation to a surprise party", "task": "headline", "requested": 4,
-             "output": 'You Are Invited "Shh"'},
-            {"id": "e", "query": "label for a perfume bottle", "task": "image", "requested": 6,
-             "output": "a glass perfume bottle on silk"}]
+    rows = teacher_rows(("label for a perfume bottle", "image", "a glass perfume bottle on silk, white and gold palette"),
+                        ("white and gold palette for a wedding", "image", "roses and rings, white and gold palette"),
+                        ("invitation to a surprise party", "headline", 'Shh, it is a "Surprise'),
+                        ("invitation to a surprise party", "headline", 'You Are Invited "Shh"'),
+                        ("label for a perfume bottle", "image", "a glass perfume bottle on silk"))
     records, stats = relabel(rows, judge, RelabelConfig(reward_levels=1))
     assert len(records) == 3
     assert {r["output"] for r in records} == {rows[1]["output"], rows[3]["output"], rows[4]["output"]}
