@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import gzip
 import json
 import platform
@@ -57,16 +58,23 @@ def example_echo(task: str, query: str, output: str, words: int = ECHO_WORDS) ->
     'white and gold palette'
     >>> example_echo("image", "white and gold palette for a wedding", "roses, white and gold palette")
     """
-    def phrases(text: str) -> list[tuple[str, ...]]:
-        keys = [k for k in (focus_key(w) for w in text.split()) if k]
-        return [tuple(keys[i:i + words]) for i in range(len(keys) - words + 1)]
-
     asked = {k for k in (focus_key(w) for w in query.split()) if k}
-    shown = {phrase for _, example in TASKS[task].examples for phrase in phrases(example)}
-    for phrase in phrases(output):
+    shown = _example_phrases(TASKS[task].examples, words)
+    for phrase in _phrases(output, words):
         if phrase in shown and not set(phrase) <= asked:
             return " ".join(phrase)
     return None
+
+
+def _phrases(text: str, words: int) -> list[tuple[str, ...]]:
+    keys = [k for k in (focus_key(w) for w in text.split()) if k]
+    return [tuple(keys[i:i + words]) for i in range(len(keys) - words + 1)]
+
+
+@functools.lru_cache(maxsize=64)
+def _example_phrases(examples: tuple[tuple[str, str], ...], words: int) -> frozenset[tuple[str, ...]]:
+    # Keyed on the examples themselves, not the task name: a task file may redefine a name.
+    return frozenset(phrase for _, output in examples for phrase in _phrases(output, words))
 
 
 def has_open_quote(text: str) -> bool:

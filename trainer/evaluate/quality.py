@@ -148,6 +148,13 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
           judge: Judge, second: Judge | None = None) -> dict[str, Any]:
     """Per-task and overall figures for one system's outputs; ``second`` is a judge that only
     reports (its relevance sits beside the first judge's)."""
+    return summarise(judged_rows(requests, outputs, latencies, judge, second))
+
+
+def judged_rows(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Sequence[float],
+                judge: Judge, second: Judge | None = None) -> list[dict[str, Any]]:
+    """One row per output: its judges' relevance, length error, format, copying and degeneracy.
+    Any subset of the rows can be summarised without judging again."""
     queries, texts = [r.query for r in requests], [o or " " for o in outputs]
     relevance = judge.relevance(queries, texts)
     reported = second.relevance(queries, texts) if second is not None else [None] * len(requests)
@@ -157,7 +164,11 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
         rows.append({"task": r.task, "relevance": float(rel), "relevance2": None if rel2 is None else float(rel2),
                      "error": error, "valid": bool(o) and is_valid_format(r.task, o), "latency": lat, "text": o,
                      "copied": query_word_share(r.query, o), "degenerate": is_degenerate(r.query, o, r.task)})
+    return rows
 
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-task and overall figures of ``judged_rows`` output."""
     def by_share(part: list[dict], b: int) -> dict[str, Any]:
         rel = [x["relevance"] for x in part if share_bin(x["copied"]) == b]
         return {"n": len(rel), "mean": statistics.mean(rel) if rel else None}
@@ -181,7 +192,7 @@ def score(requests: Sequence[EvalRequest], outputs: Sequence[str], latencies: Se
         }
 
     tasks = sorted({x["task"] for x in rows})
-    return {"overall": summary(rows), "per_task": {t: summary([x for x in rows if x["task"] == t]) for t in tasks}}
+    return {"overall": summary(list(rows)), "per_task": {t: summary([x for x in rows if x["task"] == t]) for t in tasks}}
 
 
 def run_model(config: EvalConfig, requests: Sequence[EvalRequest],
@@ -239,8 +250,9 @@ def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]
                               "queries": len({r.query for r in requests}), "length_guard": config.length_guard,
                               "n_params": manifest.model.get("n_params"),
                               "focus": dict(manifest.focus_bias),
-                              "judges": [judge.metric] + ([second.metric] if second else []),
-                              "udrl": score(requests, outputs, latencies, judge, second)}
+                              "judges": [judge.metric] + ([second.metric] if second else [])}
+    u_rows = judged_rows(requests, outputs, latencies, judge, second)
+    report["udrl"] = summarise(u_rows)
     if any(manifest.focus_bias[t] for t in tasks):
         report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge, second)
     if config.before:
@@ -264,9 +276,11 @@ def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]
     else:
         before_of = {}
     t_out: list[str] = []
+    t_rows: list[dict[str, Any]] = []
     if config.teacher:
         t_out, t_lat, about = run_teacher(config, requests)
-        report["teacher"] = score(requests, t_out, t_lat, judge, second)
+        t_rows = judged_rows(requests, t_out, t_lat, judge, second)
+        report["teacher"] = summarise(t_rows)
         report["teacher_model"] = about
         u, t = report["udrl"], report["teacher"]
         report["ratios"] = {
@@ -288,10 +302,8 @@ def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]
         # scores near 0 and lifts the ratio above; the same ratio over the requests it answered:
         answered = [i for i, o in enumerate(t_out) if o]
         if answered:
-            u_ans = score([requests[i] for i in answered], [outputs[i] for i in answered],
-                          [latencies[i] for i in answered], judge)["per_task"]
-            t_ans = score([requests[i] for i in answered], [t_out[i] for i in answered],
-                          [t_lat[i] for i in answered], judge)["per_task"]
+            u_ans = summarise([u_rows[i] for i in answered])["per_task"]
+            t_ans = summarise([t_rows[i] for i in answered])["per_task"]
             report["teacher_answered"] = {k: v["n"] for k, v in t_ans.items()}
             report["ratios"]["relevance_teacher_answered_per_task"] = {
                 k: u_ans[k]["relevance_mean"] / t_ans[k]["relevance_mean"] for k in t_ans}
@@ -299,8 +311,10 @@ def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]
                           for r, o in list(zip(requests, outputs))[:: max(1, len(requests) // 8)]]
     # Every output, so that a figure can be checked against what was written.
     report["outputs"] = [{"query": r.query, "task": r.task, "length": r.length, "udrl": o,
+                          "udrl_relevance": round(u_rows[i]["relevance"], 6),
                           **({"before": before_of[r]} if r in before_of else {}),
-                          **({"teacher": t_out[i]} if t_out else {})} for i, (r, o) in enumerate(zip(requests, outputs))]
+                          **({"teacher": t_out[i], "teacher_relevance": round(t_rows[i]["relevance"], 6)}
+                             if t_out else {})} for i, (r, o) in enumerate(zip(requests, outputs))]
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(config.out), json.dumps(report, indent=2) + "\n")

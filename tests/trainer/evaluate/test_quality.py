@@ -63,9 +63,12 @@ def test_eval_scores_the_artifact_and_the_teacher_the_same_way(tiny_artifacts, s
     assert sum(report["teacher_answered"].values()) == len(answered)
     for task, ratio in report["ratios"]["relevance_teacher_answered_per_task"].items():
         rows = [row for row in answered if row["task"] == task]
-        mine = judge.relevance([r["query"] for r in rows], [r["udrl"] or " " for r in rows]).mean()
-        teachers = judge.relevance([r["query"] for r in rows], [r["teacher"] for r in rows]).mean()
-        assert ratio == pytest.approx(mine / teachers, rel=1e-4)
+        mine = judge.relevance([r["query"] for r in rows], [r["udrl"] or " " for r in rows])
+        teachers = judge.relevance([r["query"] for r in rows], [r["teacher"] for r in rows])
+        assert ratio == pytest.approx(mine.mean() / teachers.mean(), rel=1e-4)
+        # each output carries the relevance the figures were made from
+        assert [r["udrl_relevance"] for r in rows] == pytest.approx(list(mine), abs=1e-5)
+        assert [r["teacher_relevance"] for r in rows] == pytest.approx(list(teachers), abs=1e-5)
     assert "Over the requests the teacher answered" in markdown(report)
 
 
