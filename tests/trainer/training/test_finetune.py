@@ -48,6 +48,19 @@ def test_replay_must_be_a_share():
         TrainConfig(replay=1.5).validate()
 
 
+def test_continuing_a_fine_tune_says_that_replay_has_nothing_to_mix(tiny_finetuned, synthetic_data, tmp_path,
+                                                                    capsys):
+    # The fine-tuned model knows every task of its data now: replay keeps everything, and says so.
+    from udrl.trainer import train
+
+    train(TrainConfig(data=[str(synthetic_data), str(tiny_finetuned["run"].parent / "alt_text.jsonl")],
+                      out_dir=str(tmp_path / "again"), init=str(tiny_finetuned["run"] / "model"), replay=0.5,
+                      length_max=16, max_steps=1, warmup_steps=0, eval_interval=1, checkpoint_interval=1,
+                      adherence_samples=0, threads=2))
+    out = capsys.readouterr().out
+    assert "replay: all" in out and "pass a sample of their records as --data" in out
+
+
 def test_the_walk_through_recipe_fine_tunes_gently_and_rehearses_the_old_tasks():
     config = TrainConfig.from_json_file("trainer/recipes/mini-finetune.json")
     assert config.init is None and not config.data  # the command line names the model and the data
