@@ -399,11 +399,15 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         log(f"replay: {len(records)} of {len(report.records)} records, the --init model's tasks "
             f"{config.replay:.0%} of them")
     elif parent is not None and config.replay is not None:
-        # Continuing a fine-tune: every task is already the model's, so there is nothing to mix
-        # around; say so, or the new task silently drowns in the old ones' records.
-        log(f"replay: all {len(records)} records kept (the data has no task that the --init model "
-            f"lacks, or too few old-task records for a {config.replay:.0%} share); to rehearse "
-            "the old tasks beside one of them, pass a sample of their records as --data")
+        if {r.task for r in records} <= set(parent.tasks):
+            # Continuing a fine-tune: every task is already the model's, so there is nothing to mix
+            # around; say so, or the task being taught silently drowns in the others' records.
+            log(f"replay: all {len(records)} records kept: the data has no task that the --init model "
+                "lacks; to rehearse the old tasks beside one of them, pass a sample of their records "
+                "as --data")
+        else:
+            log(f"replay: all {len(records)} records kept: the old tasks have fewer records than a "
+                f"{config.replay:.0%} share")
     train_records, val_records = split_by_query(records, config.val_fraction)
     edges = config.reward_edges or _parent_edges(config, parent)
     if edges is None:
