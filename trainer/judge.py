@@ -125,16 +125,20 @@ class Judge:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length sentence embeddings, one row per text."""
-        rows = []
+        # Batches of texts of about the same length: padded positions are masked out of the result
+        # but not out of the work, and a dataset mixes two-word tags with forty-word image prompts.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         with self.torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(list(texts[start : start + self.batch_size]), padding=True,
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch = self.tokenizer([texts[i] for i in rows], padding=True,
                                        truncation=True, max_length=self.max_length, return_tensors="pt")
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                rows.append(self.torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+                out[rows] = self.torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
 
     def relevance(self, queries: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each query with its output."""

@@ -35,6 +35,15 @@ def test_judge_ranks_matched_pairs_above_mismatched(judge):
     assert np.all(matched <= 1.0001) and np.all(matched > 0.2)
 
 
+def test_embeddings_come_back_in_the_order_given_whatever_the_batching():
+    """Texts are batched by length; each row is still the text's own embedding, in the order given."""
+    texts = [o for _, o in PAIRS] + ["tags", "a much longer text about a poster for a summer jazz festival by the sea"]
+    judge = Judge(threads=2, batch_size=3)
+    alone = np.concatenate([judge.embed([t]) for t in texts])
+    assert np.allclose(judge.embed(texts), alone, atol=1e-5)
+    assert judge.embed([]).shape == (0, alone.shape[1])
+
+
 def raw_rows():
     rows = []
     for i, (q, o) in enumerate(PAIRS):
