@@ -30,8 +30,9 @@ from udrl import Manifest
 from udrl.backends import open_backend
 from udrl.files import write_atomic
 from udrl.trainer.handwritten import load_split
-from udrl.trainer.training.config import PRESETS
-from udrl.trainer.training.dataset import iter_texts, read_records
+from udrl.trainer.taskfile import TASKS
+from udrl.trainer.training.config import PRESETS, TrainConfig
+from udrl.trainer.training.dataset import iter_texts, read_records, split_by_query
 from udrl.trainer.training.tokenizer import english_word_list, train_bpe
 
 COMMON_WORDS = 10_000  # wordfreq's most frequent English words measured
@@ -58,8 +59,11 @@ def measure(data: str, vocab_sizes: Sequence[int], models: Sequence[str] = (),
             tokenizer_words: Sequence[int] = (30_000,), preset: str = "mini") -> dict:
     """The report: one row per tokenizer, the given models' first, then a BPE trained as the recipe
     trains it for each vocabulary size and word-list length (0: no word list)."""
-    manifest = Manifest.new(tasks=["image", "search", "headline", "tags"], length_range=(1, 48), reward_edges=[0.5])
-    records = read_records([data], manifest.tasks, (1, 48), skip_invalid=True).records
+    # The records the trainer's tokenizer learns from: its defaults, its training split.
+    train = TrainConfig()
+    manifest = Manifest.new(tasks=list(TASKS), length_range=(train.length_min, train.length_max), reward_edges=[0.5])
+    report = read_records([data], manifest.tasks, (train.length_min, train.length_max), train.skip_invalid)
+    records, _ = split_by_query(report.records, train.val_fraction)
     sample = [manifest.output_prefix + r.output for r in records[::max(1, len(records) // RECORD_SAMPLE)]]
     word_sets = {"common": [w for w in english_word_list(COMMON_WORDS) if w.isalpha() and len(w) > 1],
                  "tuning_half": _letter_words(load_split("tune"))}
