@@ -63,6 +63,9 @@ class TrainConfig:
     replay: float | None = _option(None, "with --init a udrl model: keep its own tasks' records at this share "
                                    "beside a new task's, so that they do not degrade (default: all)", metavar="SHARE")
     tokenizer: str | None = _option(None, "use a local GPT-2 tokenizer instead of training a BPE", metavar="DIR")
+    retokenize: bool = _option(False, "with --init: train a new BPE (--vocab-size, --tokenizer-words) on the data "
+                               "instead of keeping the model's; each new token starts at the mean embedding of "
+                               "the old tokens that spell it")
     vocab_size: int = _option(8192, "BPE vocabulary size")
     tokenizer_words: int = _option(0, "the BPE also learns wordfreq's N most frequent English words, so that "
                                    "ordinary words the data lacks are never spelt letter by letter (0: the data "
@@ -138,6 +141,8 @@ class TrainConfig:
             problems.append("tasks must be a non-empty list without repeats")
         if self.tokenizer_words < 0:
             problems.append("tokenizer_words must be 0 (the data alone) or more")
+        if self.retokenize and (not self.init or self.tokenizer):
+            problems.append("retokenize moves an --init model to a new BPE: it needs --init and no --tokenizer")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             problems.append("lr must be positive, warmup_steps and grad_clip non-negative")
         if self.device not in ("auto", "cpu", "cuda", "mps"):

@@ -51,7 +51,7 @@ from .dataset import (
     replay_mix,
     split_by_query,
 )
-from .model import build_model, count_parameters, init_from_pretrained
+from .model import build_model, count_parameters, init_from_pretrained, transplant_vocabulary
 from .tokenizer import attach_token_ids, english_word_list, load_gpt2_tokenizer, train_bpe
 
 IGNORE = -100
@@ -273,7 +273,7 @@ def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: S
     """Rank 0 builds (or reuses) the run's tokenizer under run/tokenizer; the others load it."""
     tok_dir = run_dir / "tokenizer"
     if d.main and not (tok_dir / "tokenizer.json").exists():
-        source = config.tokenizer or config.init
+        source = config.tokenizer or (None if config.retokenize else config.init)
         tok = load_gpt2_tokenizer(source, manifest) if source else train_bpe(
             iter_texts(train_records, manifest), manifest, config.vocab_size,
             english_word_list(config.tokenizer_words) if config.tokenizer_words else (),
@@ -352,7 +352,8 @@ def _start_new_tasks_at_the_old(model: GPT2LMHeadModel, parent: Manifest | None,
     "this is a task" vector the model already routes, rather than the mean of every token."""
     if parent is None:
         return
-    old = [parent.token_ids[t] for t in parent.control_tokens["task"].values()]
+    # The parent's task tokens by the new manifest's ids: the same tokens, at other ids after --retokenize.
+    old = [manifest.token_ids[t] for t in parent.control_tokens["task"].values()]
     new = [manifest.token_ids[t] for name, t in manifest.control_tokens["task"].items() if name not in parent.tasks]
     if new:
         with torch.no_grad():
@@ -439,6 +440,13 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
     vocab = len(tokenizer)
     if resume_from is not None:
         model = GPT2LMHeadModel.from_pretrained(str(resume_from), local_files_only=True)
+    elif config.init and config.retokenize:
+        model = init_from_pretrained(config.init, None, config.dropout)
+        parent_tokenizer = PreTrainedTokenizerFast.from_pretrained(config.init, local_files_only=True)
+        kept = transplant_vocabulary(model, parent_tokenizer, tokenizer)
+        log(f"retokenize: {kept} of {vocab} tokens kept from the --init model's vocabulary of "
+            f"{len(parent_tokenizer)}; the others start at the mean of the old tokens that spell them")
+        _start_new_tasks_at_the_old(model, parent, manifest)
     elif config.init:
         model = init_from_pretrained(config.init, vocab, config.dropout)
         _start_new_tasks_at_the_old(model, parent, manifest)

@@ -65,3 +65,26 @@ def test_the_walk_through_recipe_fine_tunes_gently_and_rehearses_the_old_tasks()
     config = TrainConfig.from_json_file("trainer/recipes/mini-finetune.json")
     assert config.init is None and not config.data  # the command line names the model and the data
     assert 0.5 <= config.replay < 1 and config.lr < TrainConfig().lr
+
+
+def test_retokenize_moves_a_trained_model_to_a_new_bpe_that_the_sdk_runs(tiny_run, synthetic_data, tmp_path,
+                                                                         capsys):
+    from udrl.converters import export
+    from udrl.trainer import train
+
+    parent = load_manifest(tiny_run / "model")
+    run = tmp_path / "retok"
+    train(TrainConfig(data=[str(synthetic_data)], out_dir=str(run), init=str(tiny_run / "model"), retokenize=True,
+                      vocab_size=parent.model["vocab_size"] - 200, length_max=16, max_steps=5, warmup_steps=0,
+                      eval_interval=5, checkpoint_interval=5, adherence_samples=0, threads=2))
+    assert "retokenize:" in capsys.readouterr().out
+    child = load_manifest(run / "model")
+    assert child.model["vocab_size"] == parent.model["vocab_size"] - 200  # the data holds no more merges
+    assert child.tasks == parent.tasks and child.reward_edges == parent.reward_edges
+    with udrl.load(export(run / "model", "gguf", "f32", log=lambda _: None).path) as model:
+        assert model.generate("poster for a jazz night", task="tags").text.strip()
+
+
+def test_retokenize_needs_a_model_to_move():
+    with pytest.raises(ConfigError, match="retokenize moves an --init model"):
+        TrainConfig(retokenize=True).validate()
