@@ -2,9 +2,9 @@
 (sdk/rules.py), that lets a word end, and a piece continue one, only where a word of wordfreq's
 English list (lower-case letters, the 200,000 most frequent; one-letter words a, i, x) or of the
 request's content words can still come out. When it would forbid every token the other rules left,
-it does nothing. mini-notes.md ("How much the word rule would close") quotes what it measured:
+it does nothing. trainer/recipes/mini-notes.md ("How much the word rule would close") quotes what it measured:
 
-    .venv/bin/python trainer/recipes/whole-word-rule-experiment.py eval MODEL.gguf \
+    .venv/bin/python docs/whole-word-rule-experiment.py eval MODEL.gguf \
         --data data/udrl-gemma.jsonl.gz --set handwritten-tune --no-teacher --before default --out R.json
 
 It wraps the SDK's private decoder class, so it only runs against the SDK it was written with; the
@@ -77,6 +77,7 @@ sdk_mask = decoder.mask
 
 
 def mask(self, logits: np.ndarray) -> np.ndarray:
+    """The SDK's rules, then `whole_words`."""
     out = sdk_mask(self, logits)
     whole_words(out, self.state, self.backend)
     return out
