@@ -29,6 +29,20 @@ def test_train_cli_reports_bad_data_without_a_traceback(tmp_path):
     assert out.returncode == 6  # DatasetError
     assert f"{bad}:2: not valid JSON" in out.stderr and "--skip-invalid" in out.stderr
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "train_config.json").exists()  # fixing the data needs no --resume
+
+
+def test_train_cli_refuses_a_vocabulary_too_small_without_a_traceback(tmp_path, synthetic_data):
+    out = udrl("train", "--data", str(synthetic_data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+               "--vocab-size", "300", "--steps", "1")
+    assert out.returncode == 6  # ConfigError
+    assert "vocab_size 300 is too small for a new tokenizer" in out.stderr and "--vocab-size" in out.stderr
+    assert "Traceback" not in out.stderr
+    # The refused start leaves no run behind: the corrected command starts, without --resume.
+    again = udrl("train", "--data", str(synthetic_data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--vocab-size", "400", "--steps", "1", "--eval-interval", "1", "--adherence-samples", "2")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run" / "model" / "train_config.json").read_text())["vocab_size"] == 400
 
 
 def test_train_cli_end_to_end_with_config_file(tmp_path, synthetic_data):

@@ -370,6 +370,13 @@ def train(config: TrainConfig) -> Path:
     d, device = _start_distributed(config)
     try:
         return _train(config, parent, d, device)
+    except (ConfigError, DatasetError):
+        # Data or a setting refused before the first checkpoint: the run never started, so the
+        # corrected command must not be told to --resume it.
+        run_dir = Path(config.out_dir)
+        if d.main and not config.resume and ckpt.latest_checkpoint(run_dir) is None:
+            (run_dir / ckpt.RUN_CONFIG).unlink(missing_ok=True)
+        raise
     finally:
         if d.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -16,6 +16,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from udrl.errors import CheckpointError
 from udrl.manifest import Manifest
 
+from ..errors import ConfigError
+
 # How often a listed word counts for the BPE. At 3 or 10 (of 30,000 words, beside the 26,143-record data)
 # the merges of "mr" or "rpg" still lost to the data's; at 30 no letter word of the hand-written requests
 # was spelt letter by letter, for about 5% more tokens. On the 105,252-record data a vocabulary of 8,192
@@ -43,8 +45,10 @@ def train_bpe(texts: Iterable[str], manifest: Manifest, vocab_size: int = 8192,
     output word is, after a space, in lower and in Title Case, often enough to be merged); special
     tokens take the first ids."""
     special = manifest.special_tokens
-    if vocab_size < 256 + len(special) + 1:
-        raise ValueError(f"vocab_size {vocab_size} is too small for 256 bytes + {len(special)} special tokens")
+    least = 256 + len(special) + 1
+    if vocab_size < least:
+        raise ConfigError(f"vocab_size {vocab_size} is too small for a new tokenizer: it needs at least {least} "
+                          f"(256 bytes, {len(special)} special tokens and one merge); pass --vocab-size {least} or more")
     tok = Tokenizer(models.BPE())
     # GPT-2's pre-tokenizer regex, so that llama.cpp's "gpt2" pre-tokenizer splits identically.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

@@ -10,6 +10,17 @@ def manifest():
     return Manifest.new(tasks=["image", "tags"], length_range=(1, 8), reward_edges=[0.5])
 
 
+def test_a_vocabulary_too_small_for_the_bytes_and_control_tokens_is_refused_with_the_least_size():
+    import pytest
+    from udrl.trainer.errors import ConfigError
+
+    m = manifest()
+    least = 256 + len(m.special_tokens) + 1
+    with pytest.raises(ConfigError, match=f"vocab_size {least - 1} is too small.*--vocab-size {least} or more"):
+        train_bpe(TEXTS, m, vocab_size=least - 1)
+    assert len(train_bpe(TEXTS, m, vocab_size=least)) == least
+
+
 def test_trained_bpe_keeps_every_control_token_whole():
     m = manifest()
     tok = train_bpe(TEXTS, m, vocab_size=400)
