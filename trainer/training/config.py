@@ -14,6 +14,10 @@ from udrl.manifest import CONDITIONS
 
 from ..errors import ConfigError
 
+# The tokenizer trainer allocates for the size asked before it learns anything (a size in the billions
+# aborts the process); four times Gemma 3's 262,144 tokens is more than any device model wants.
+MAX_VOCAB_SIZE = 1 << 20
+
 # The model architectures by name (`model.build_model`). n_positions bounds prompt + output; requests
 # are short design briefs and outputs at most ~48 words.
 PRESETS: dict[str, dict[str, int]] = {
@@ -139,6 +143,8 @@ class TrainConfig:
             problems.append(f"replay is a share of the records, in [0, 1); got {self.replay}")
         if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
             problems.append("tasks must be a non-empty list without repeats")
+        if self.vocab_size > MAX_VOCAB_SIZE:
+            problems.append(f"vocab_size must be at most {MAX_VOCAB_SIZE:,}; got {self.vocab_size:,}")
         if self.tokenizer_words < 0:
             problems.append("tokenizer_words must be 0 (the data alone) or more")
         if self.retokenize and (not self.init or self.tokenizer):
