@@ -38,6 +38,7 @@ def test_train_cli_refuses_a_vocabulary_too_small_without_a_traceback(tmp_path, 
     assert out.returncode == 6  # ConfigError
     assert "vocab_size 300 is too small for a new tokenizer" in out.stderr and "--vocab-size" in out.stderr
     assert "Traceback" not in out.stderr
+    assert not any((tmp_path / "run").iterdir())  # nothing of the refused start is left to reuse
     huge = udrl("train", "--data", str(synthetic_data), "--out", str(tmp_path / "run"), "--vocab-size", "99999999999")
     assert huge.returncode == 6 and "vocab_size must be at most 1,048,576" in huge.stderr, huge.stderr
     # The refused starts leave no run behind: the corrected command starts, without --resume.

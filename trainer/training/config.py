@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ from ..errors import ConfigError
 # The tokenizer trainer allocates for the size asked before it learns anything (a size in the billions
 # aborts the process); four times Gemma 3's 262,144 tokens is more than any device model wants.
 MAX_VOCAB_SIZE = 1 << 20
+# Each target length is a control token, and an output must fit the largest preset's context.
+MAX_LENGTH = 256
 
 # The model architectures by name (`model.build_model`). n_positions bounds prompt + output; requests
 # are short design briefs and outputs at most ~48 words.
@@ -149,8 +152,14 @@ class TrainConfig:
             problems.append("tokenizer_words must be 0 (the data alone) or more")
         if self.retokenize and (not self.init or self.tokenizer):
             problems.append("retokenize moves an --init model to a new BPE: it needs --init and no --tokenizer")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-            problems.append("lr must be positive, warmup_steps and grad_clip non-negative")
+        if not (0 < self.lr < math.inf) or self.warmup_steps < 0 or not (0 <= self.grad_clip < math.inf):
+            problems.append("lr must be positive, warmup_steps and grad_clip non-negative (and finite)")
+        if not (0 <= self.weight_decay < math.inf) or not 0 <= self.min_lr_ratio <= 1:
+            problems.append("weight_decay must be non-negative and finite, min_lr_ratio in [0, 1]")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.length_max > MAX_LENGTH:
+            problems.append(f"length_max must be at most {MAX_LENGTH} words; got {self.length_max}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             problems.append(f"device {self.device!r} is unknown; use auto, cpu, cuda or mps")
         if problems:

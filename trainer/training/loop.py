@@ -361,6 +361,18 @@ def _start_new_tasks_at_the_old(model: GPT2LMHeadModel, parent: Manifest | None,
             weight[new] = weight[old].mean(dim=0)
 
 
+def _forget_unstarted_run(run_dir: Path) -> None:
+    """Data or a setting refused before the first checkpoint: remove what this start wrote, so that the
+    corrected command neither is told to --resume nor reuses a tokenizer or --init made for the old
+    settings (`_resolve_config` has made sure that no earlier run was there)."""
+    if ckpt.latest_checkpoint(run_dir) is not None:
+        return
+    for name in (ckpt.RUN_CONFIG, "metrics.jsonl", "loss.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("tokenizer", "init"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a run; returns the directory of the final checkpoint (``run/model``)."""
     config = _materialise_init(_resolve_config(config))
@@ -369,13 +381,17 @@ def train(config: TrainConfig) -> Path:
     config.validate()
     d, device = _start_distributed(config)
     try:
-        return _train(config, parent, d, device)
+        try:
+            return _train(config, parent, d, device)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+                raise
+            raise ConfigError(f"out of memory on {device} at batch_size {config.batch_size}: start again with a "
+                              "smaller --batch-size (--grad-accum keeps the records per optimizer step; a "
+                              "resumed run keeps the batch size it started with)") from e
     except (ConfigError, DatasetError):
-        # Data or a setting refused before the first checkpoint: the run never started, so the
-        # corrected command must not be told to --resume it.
-        run_dir = Path(config.out_dir)
-        if d.main and not config.resume and ckpt.latest_checkpoint(run_dir) is None:
-            (run_dir / ckpt.RUN_CONFIG).unlink(missing_ok=True)
+        if d.main and not config.resume:
+            _forget_unstarted_run(Path(config.out_dir))
         raise
     finally:
         if d.world > 1 and dist.is_initialized():
