@@ -8,6 +8,7 @@ A run directory looks like::
       latest                     name of the newest complete checkpoint (replaced atomically)
       model/                     the final checkpoint without training state (what you export)
       metrics.jsonl, loss.png
+      tokenizer/, init/          the run's tokenizer, and the checkpoint an --init GGUF became
 
 Each checkpoint is written into a hidden temporary directory and renamed into place, and
 ``latest`` is replaced only after that, so a run killed at any instant (kill -9 included) leaves
@@ -30,6 +31,10 @@ from udrl.manifest import Manifest, save_manifest
 
 STATE = "train_state.pt"
 RUN_CONFIG = "train_config.json"
+METRICS = "metrics.jsonl"
+LOSS_FIGURE = "loss.png"
+TOKENIZER_DIR = "tokenizer"
+INIT_DIR = "init"
 
 
 def _fsync_dir(path: Path) -> None:

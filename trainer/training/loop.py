@@ -192,14 +192,14 @@ def _val_loss(model: GPT2LMHeadModel, val: Sequence[Example], config: TrainConfi
 
 
 def _append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+    with open(run_dir / ckpt.METRICS, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / ckpt.METRICS
     if not path.exists():
         return []
     rows = []
@@ -214,7 +214,7 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def _truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop rows logged after the checkpoint a run resumes from (they will be logged again)."""
     rows = [r for r in _read_metrics(run_dir) if r["step"] <= step]
-    write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def plot_losses(run_dir: Path) -> Path:
@@ -245,7 +245,7 @@ def plot_losses(run_dir: Path) -> Path:
     ax.legend(loc="upper right")
     ax.set_title(run_dir.name)
     fig.tight_layout()
-    return save_figure(fig, run_dir / "loss.png")
+    return save_figure(fig, run_dir / ckpt.LOSS_FIGURE)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def _resolve_config(config: TrainConfig) -> TrainConfig:
 def _prepare_tokenizer(config: TrainConfig, manifest: Manifest, train_records: Sequence[Record],
                        run_dir: Path, d: Distributed) -> PreTrainedTokenizerFast:
     """Rank 0 builds (or reuses) the run's tokenizer under run/tokenizer; the others load it."""
-    tok_dir = run_dir / "tokenizer"
+    tok_dir = run_dir / ckpt.TOKENIZER_DIR
     if d.main and not (tok_dir / "tokenizer.json").exists():
         source = config.tokenizer or (None if config.retokenize else config.init)
         tok = load_gpt2_tokenizer(source, manifest) if source else train_bpe(
@@ -314,7 +314,7 @@ def _materialise_init(config: TrainConfig) -> TrainConfig:
     source = named_model_path(config.init)
     if source.suffix != ".gguf":
         return config
-    target = Path(config.out_dir) / "init"
+    target = Path(config.out_dir) / ckpt.INIT_DIR
     if not (target / MANIFEST_FILENAME).exists():
         from udrl.converters.from_gguf import checkpoint_from_gguf
 
@@ -367,9 +367,9 @@ def _forget_unstarted_run(run_dir: Path) -> None:
     settings (`_resolve_config` has made sure that no earlier run was there)."""
     if ckpt.latest_checkpoint(run_dir) is not None:
         return
-    for name in (ckpt.RUN_CONFIG, "metrics.jsonl", "loss.png"):
+    for name in (ckpt.RUN_CONFIG, ckpt.METRICS, ckpt.LOSS_FIGURE):
         (run_dir / name).unlink(missing_ok=True)
-    for name in ("tokenizer", "init"):
+    for name in (ckpt.TOKENIZER_DIR, ckpt.INIT_DIR):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
@@ -613,7 +613,7 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         for request, text in zip(samples, greedy_generate(model, tokenizer, manifest, samples)):
             c = request.command
             log(f"  [{c.task} len={c.length} reward={c.reward}] {request.query!r} -> {text!r}")
-        log(f"done: final checkpoint in {final} (loss curve {run_dir / 'loss.png'})")
+        log(f"done: final checkpoint in {final} (loss curve {run_dir / ckpt.LOSS_FIGURE})")
     d.barrier()
     return final
 

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 from udrl.trainer.errors import ConfigError
@@ -23,7 +24,7 @@ from udrl.trainer.training.config import MAX_LENGTH, MAX_VOCAB_SIZE, TrainConfig
     ("vocab_size", 0, "vocab_size must be at least 1"),
 ])
 def test_a_value_outside_what_is_allowed_is_named_with_what_is(field, value, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         TrainConfig(data=["d.jsonl"], **{field: value}).validate()
 
 

@@ -1,6 +1,8 @@
+import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GPT2TokenizerFast
 from udrl import Manifest
+from udrl.trainer.errors import ConfigError
 from udrl.trainer.training.tokenizer import attach_token_ids, load_gpt2_tokenizer, train_bpe
 
 TEXTS = ["minimalist poster for a coffee shop", "espresso, latte, beans", "Café au lait ☕ 東京"] * 20
@@ -11,9 +13,6 @@ def manifest():
 
 
 def test_a_vocabulary_too_small_for_the_bytes_and_control_tokens_is_refused_with_the_least_size():
-    import pytest
-    from udrl.trainer.errors import ConfigError
-
     m = manifest()
     least = 256 + len(m.special_tokens) + 1
     with pytest.raises(ConfigError, match=f"vocab_size {least - 1} is too small.*--vocab-size {least} or more"):
