@@ -15,10 +15,9 @@ import re
 import sys
 
 import numpy as np
-from wordfreq import top_n_list
-
-import udrl.generate as generate
+from udrl import generate
 from udrl.cli import main
+from wordfreq import top_n_list
 
 WORDS = {w for w in top_n_list("en", 200000) if re.fullmatch(r"[a-z]+", w) and (len(w) > 1 or w in "aix")}
 PREFIXES = {w[:i] for w in WORDS for i in range(1, len(w) + 1)}
