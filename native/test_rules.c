@@ -65,6 +65,7 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     rule_state s;
     llama_token *ids = NULL;
     focus_word *focus = NULL;
+    request_spelling spelling;
     int *wanted = NULL, n_focus = 0, ok = 0, i, first_bad = -1, argmax;
     char *text = NULL;
     size_t len = 0, cap = 64, k = 0;
@@ -75,6 +76,7 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
         return 0;
     }
     memset(&s, 0, sizeof s);
+    memset(&spelling, 0, sizeof spelling);
     s.m = m;
     s.length_guard = cJSON_IsTrue(guard_v);
     s.focus_bias = (float)focus_v->valuedouble;
@@ -99,6 +101,13 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
             goto done;
         }
     }
+    if (make_request_spelling(m, query, &spelling) != UDRL_OK) {
+        printf("FAIL %s: spelling tables\n", name);
+        goto done;
+    }
+    s.extra = &spelling.extra;
+    s.own_spelt = spelling.own_spelt;
+    s.allowed = spelling.allowed;
     s.focus = focus;
     s.n_focus = n_focus;
     s.wanted = wanted;
@@ -129,6 +138,7 @@ done:
     free(text);
     free(wanted);
     free_focus(focus, n_focus);
+    free_request_spelling(&spelling);
     return ok;
 }
 

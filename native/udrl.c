@@ -138,6 +138,73 @@ static size_t incomplete_utf8_tail(const char *text, size_t len) {
 
 /* ---------------------------------------------------------------- the model --------------- */
 
+/* ---------------------------------------------------------------- word lists (spelling.py) -- */
+
+/* A list of ASCII lowercase words in strcmp order, each once, with word and prefix lookups
+   (spelling._Words). */
+typedef struct {
+    char **words;
+    int n;
+    char *text; /* owns the words' bytes */
+} word_list;
+
+static void free_word_list(word_list *w) {
+    free(w->words);
+    free(w->text);
+    memset(w, 0, sizeof *w);
+}
+
+/* strcmp of word against s[0..len), s letters without a NUL: equal on len bytes, a longer word is greater. */
+static int cmp_bounded(const char *word, const char *s, size_t len) {
+    int c = strncmp(word, s, len);
+    return c ? c : word[len] != '\0';
+}
+
+/* Whether s[0..len) (ASCII lowercase letters) is one of the words (whole) or the beginning of one. */
+static int spells(const word_list *w, const char *s, size_t len, int whole) {
+    int lo = 0, hi = w->n;
+    while (lo < hi) { /* the first word >= s */
+        int mid = lo + (hi - lo) / 2;
+        if (cmp_bounded(w->words[mid], s, len) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == w->n) return 0;
+    return whole ? cmp_bounded(w->words[lo], s, len) == 0 : strncmp(w->words[lo], s, len) == 0;
+}
+
+static int by_string(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* A word list from `n` words (copied), sorted and without repeats; 0 when out of memory. */
+static int make_word_list(word_list *w, const char *const *words, const size_t *lens, int n) {
+    size_t total = 0, at = 0;
+    int i, k = 0;
+    memset(w, 0, sizeof *w);
+    for (i = 0; i < n; i++) total += lens[i] + 1;
+    if (n == 0) return 1;
+    if (!(w->text = malloc(total)) || !(w->words = malloc(sizeof *w->words * (size_t)n))) {
+        free_word_list(w);
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        w->words[i] = w->text + at;
+        memcpy(w->text + at, words[i], lens[i]);
+        w->text[at + lens[i]] = '\0';
+        at += lens[i] + 1;
+    }
+    qsort(w->words, (size_t)n, sizeof *w->words, by_string);
+    for (i = 0; i < n; i++)
+        if (k == 0 || strcmp(w->words[k - 1], w->words[i])) w->words[k++] = w->words[i];
+    w->n = k;
+    return 1;
+}
+
+static int is_ascii_letter(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* Whether the bytes before position `at` of s end with an apostrophe (' or U+2019). */
+static int apostrophe_before(const char *s, size_t at) {
+    return (at >= 1 && s[at - 1] == '\'') || (at >= 3 && !memcmp(s + at - 3, "\xE2\x80\x99", 3));
+}
+
 typedef struct {
     char *name;
     char *token;
@@ -173,6 +240,13 @@ struct udrl_model {
     unsigned char *word_start; /* per token: its piece starts a new word (rules.WORD_START) */
     unsigned char *end_word;   /* per token: a whole word of end_stopwords (rules.Vocabulary.end_word) */
     char **word_key;           /* per word-start token: its ASCII focus key, else NULL (rules.Vocabulary.word_keys) */
+    /* The whole-word rule (spelling.Spelling); spell_words.n == 0: off, and the tables below NULL. */
+    word_list spell_words;     /* the manifest's spelling.words */
+    word_list spell_endings;   /* its spelling.after_apostrophe */
+    char **piece;              /* per token: its bytes, ASCII letters lowered, NUL-ended ("" for special tokens) */
+    int *piece_len;
+    int *lead_len;             /* per token: the length of the letter run it starts with */
+    unsigned char *own_spelt;  /* per token: the runs after its lead are spelt by the manifest's lists */
     char error[512];
 };
 
@@ -182,6 +256,51 @@ static udrl_status fail(udrl_model *m, udrl_status status, const char *fmt, ...)
     vsnprintf(m->error, sizeof m->error, fmt, ap);
     va_end(ap);
     return status;
+}
+
+/* Whether s[0..len) is spelt (spelling.Spelling._spelt): by the manifest's words, after an
+   apostrophe also by its after_apostrophe words, and by the request's `extra` words (NULL: none). */
+static int spelt(const udrl_model *m, const char *s, size_t len, int whole, int after_apostrophe, const word_list *extra) {
+    return spells(&m->spell_words, s, len, whole) || (after_apostrophe && spells(&m->spell_endings, s, len, whole)) ||
+           (extra && spells(extra, s, len, whole));
+}
+
+/* Whether the letter runs of token t after its lead are spelt: one that ends inside the token whole,
+   one at its end the beginning of something spelt (spelling.Spelling.own_runs). */
+static int own_runs_spelt(const udrl_model *m, int t, const word_list *extra) {
+    const char *p = m->piece[t];
+    int n = m->piece_len[t], i = m->lead_len[t], start;
+    while (i < n) {
+        if (!is_ascii_letter((unsigned char)p[i])) { i++; continue; }
+        for (start = i; i < n && is_ascii_letter((unsigned char)p[i]); i++) {}
+        if (!spelt(m, p + start, (size_t)(i - start), i < n, apostrophe_before(p, (size_t)start), extra)) return 0;
+    }
+    return 1;
+}
+
+static int is_special(const udrl_model *m, llama_token id);
+
+/* The whole-word rule's per-token tables (spelling.Spelling), when the manifest lists words. */
+static udrl_status spelling_tables(udrl_model *m) {
+    int i, k;
+    if (!m->spell_words.n) return UDRL_OK;
+    if (!(m->piece = calloc((size_t)m->n_vocab, sizeof *m->piece)) ||
+        !(m->piece_len = calloc((size_t)m->n_vocab, sizeof *m->piece_len)) ||
+        !(m->lead_len = calloc((size_t)m->n_vocab, sizeof *m->lead_len)) || !(m->own_spelt = calloc((size_t)m->n_vocab, 1)))
+        return fail(m, UDRL_E_MEMORY, "out of memory");
+    for (i = 0; i < m->n_vocab; i++) {
+        char buf[256];
+        int32_t n = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
+        if (n < 0) n = 0;
+        if (!(m->piece[i] = malloc((size_t)n + 1))) return fail(m, UDRL_E_MEMORY, "out of memory");
+        for (k = 0; k < n; k++) m->piece[i][k] = ascii_lower(buf[k]);
+        m->piece[i][n] = '\0';
+        m->piece_len[i] = n;
+        for (k = 0; k < n && is_ascii_letter((unsigned char)buf[k]); k++) {}
+        m->lead_len[i] = k;
+        m->own_spelt[i] = (unsigned char)own_runs_spelt(m, i, NULL);
+    }
+    return UDRL_OK;
 }
 
 const char *udrl_status_str(udrl_status status) {
@@ -246,6 +365,56 @@ static int all_strings(const cJSON *array) {
     return 1;
 }
 
+/* The manifest's spelling lists (Manifest.spelling_words: ASCII lowercase words one space apart, in
+   ascending order, each once; after_apostrophe: ASCII lowercase words). */
+static udrl_status parse_spelling(udrl_model *m, const char *words, const cJSON *after) {
+    const char *endings[64];
+    size_t lens[64], i, n = 1, len = strlen(words);
+    const cJSON *item;
+    int k = 0;
+    const char *bad = "the manifest's spelling words must be ASCII lowercase words one space apart, in ascending "
+                      "order, each once";
+    if (len == 0) {
+        if (cJSON_GetArraySize(after) > 0)
+            return fail(m, UDRL_E_MANIFEST, "the manifest's spelling after_apostrophe needs spelling words");
+        return UDRL_OK;
+    }
+    for (i = 0; i < len; i++) {
+        if (words[i] == ' ') {
+            if (i == 0 || i + 1 == len || words[i + 1] == ' ') return fail(m, UDRL_E_MANIFEST, "%s", bad);
+            n++;
+        } else if (words[i] < 'a' || words[i] > 'z') {
+            return fail(m, UDRL_E_MANIFEST, "%s", bad);
+        }
+    }
+    if (n > 0x7fffffff || !(m->spell_words.text = malloc(len + 1)) || !(m->spell_words.words = malloc(sizeof(char *) * n)))
+        return fail(m, UDRL_E_MEMORY, "out of memory reading the manifest's spelling words");
+    memcpy(m->spell_words.text, words, len + 1);
+    m->spell_words.words[0] = m->spell_words.text;
+    m->spell_words.n = 1;
+    for (i = 0; i < len; i++) {
+        if (m->spell_words.text[i] != ' ') continue;
+        m->spell_words.text[i] = '\0';
+        m->spell_words.words[m->spell_words.n++] = m->spell_words.text + i + 1;
+        if (strcmp(m->spell_words.words[m->spell_words.n - 2], m->spell_words.words[m->spell_words.n - 1]) >= 0)
+            return fail(m, UDRL_E_MANIFEST, "%s", bad);
+    }
+    cJSON_ArrayForEach(item, after) {
+        const char *w = j_str(item);
+        size_t j;
+        if (k == 64 || !*w) return fail(m, UDRL_E_MANIFEST, "the manifest's spelling after_apostrophe must be at "
+                                                            "most 64 ASCII lowercase words");
+        for (j = 0; w[j]; j++)
+            if (w[j] < 'a' || w[j] > 'z') return fail(m, UDRL_E_MANIFEST, "the manifest's spelling after_apostrophe "
+                                                                          "must be ASCII lowercase words");
+        endings[k] = w;
+        lens[k++] = j;
+    }
+    if (!make_word_list(&m->spell_endings, endings, lens, k))
+        return fail(m, UDRL_E_MEMORY, "out of memory reading the manifest's spelling words");
+    return UDRL_OK;
+}
+
 /* Read the manifest JSON into the model's tables; every problem is UDRL_E_MANIFEST. */
 static udrl_status parse_manifest(udrl_model *m) {
     /* j_get answers NULL below a missing or mistyped parent, so one check after these covers all. */
@@ -255,9 +424,10 @@ static udrl_status parse_manifest(udrl_model *m) {
     const cJSON *ct_task = j_get(ct, "task"), *ct_len = j_get(ct, "length"), *ct_rew = j_get(ct, "reward");
     const cJSON *ids = j_get(root, "token_ids"), *defaults = j_get(root, "default_length");
     const cJSON *cond = j_get(root, "conditioning"), *focus = j_get(root, "focus"), *guard = j_get(root, "length_guard");
-    const cJSON *casing = j_get(root, "case"), *title = NULL;
+    const cJSON *casing = j_get(root, "case"), *title = NULL, *spelling = j_get(root, "spelling");
     const cJSON *focus_bias = NULL, *item;
     int i, version;
+    udrl_status status;
     if (!cJSON_IsObject(root)) return fail(m, UDRL_E_MANIFEST, "the udrl manifest is not valid JSON");
     if (!j_str(j_get(root, "format")) || strcmp(j_str(j_get(root, "format")), UDRL_MANIFEST_FORMAT))
         return fail(m, UDRL_E_MANIFEST, "metadata %s is not a udrl manifest", UDRL_METADATA_KEY);
@@ -298,6 +468,14 @@ static udrl_status parse_manifest(udrl_model *m) {
         if (!cJSON_IsObject(casing) || !cJSON_IsArray(title) || !cJSON_IsArray(m->minor_words) ||
             !all_strings(title) || !all_strings(m->minor_words))
             return fail(m, UDRL_E_MANIFEST, "the manifest's case field is malformed (title and minor_words: arrays of strings)");
+    }
+    /* spelling absent (older manifests): the whole-word rule off */
+    if (spelling) {
+        const cJSON *words = j_get(spelling, "words"), *after = j_get(spelling, "after_apostrophe");
+        if (!cJSON_IsObject(spelling) || !j_str(words) || !cJSON_IsArray(after) || !all_strings(after))
+            return fail(m, UDRL_E_MANIFEST, "the manifest's spelling field is malformed (words: a string, "
+                                            "after_apostrophe: an array of strings)");
+        if ((status = parse_spelling(m, j_str(words), after)) != UDRL_OK) return status;
     }
     if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) == 0 || !cJSON_IsArray(edges) || !ct_task || !ct_len ||
         !ct_rew || !cJSON_IsObject(ids) || !cJSON_IsArray(cond) || !m->sep_token || !m->eos_token ||
@@ -524,6 +702,7 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
             memcpy(m->word_key[i], key, b - a + 1);
         }
     }
+    if ((status = spelling_tables(m)) != UDRL_OK) goto error;
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)m->n_ctx;
     cp.n_batch = (uint32_t)m->n_ctx;
@@ -558,6 +737,13 @@ void udrl_model_free(udrl_model *m) {
     free(m->end_word);
     for (i = 0; m->word_key && i < m->n_vocab; i++) free(m->word_key[i]);
     free(m->word_key);
+    for (i = 0; m->piece && i < m->n_vocab; i++) free(m->piece[i]);
+    free(m->piece);
+    free(m->piece_len);
+    free(m->lead_len);
+    free(m->own_spelt);
+    free_word_list(&m->spell_words);
+    free_word_list(&m->spell_endings);
     free(m);
 }
 
@@ -786,6 +972,60 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
     return words;
 }
 
+/* ---------------------------------------------------------------- whole words (as the SDK) -- */
+
+/* One request's side of the whole-word rule (spelling.RequestSpelling). */
+typedef struct {
+    word_list extra;          /* the query's letter runs (lowered) that the manifest's words lack */
+    unsigned char *own_spelt; /* per token: its own runs spelt, with those */
+    unsigned char *allowed;   /* scratch space for the rule */
+} request_spelling;
+
+static void free_request_spelling(request_spelling *r) {
+    free_word_list(&r->extra);
+    free(r->own_spelt);
+    free(r->allowed);
+    memset(r, 0, sizeof *r);
+}
+
+/* The tables of `request_spelling` for `query`; all empty when the manifest lists no words. */
+static udrl_status make_request_spelling(udrl_model *m, const char *query, request_spelling *r) {
+    size_t len = strlen(query), i = 0, start, n = 0;
+    const char **runs = NULL;
+    size_t *lens = NULL;
+    char *lower = NULL;
+    int t, ok;
+    memset(r, 0, sizeof *r);
+    if (!m->spell_words.n) return UDRL_OK;
+    if (!(lower = malloc(len + 1)) || !(runs = malloc(sizeof *runs * (len / 2 + 1))) ||
+        !(lens = malloc(sizeof *lens * (len / 2 + 1)))) {
+        free(lower);
+        free((void *)runs);
+        return fail(m, UDRL_E_MEMORY, "out of memory");
+    }
+    for (i = 0; i < len; i++) lower[i] = ascii_lower(query[i]);
+    for (i = 0; i < len;) {
+        if (!is_ascii_letter((unsigned char)lower[i])) { i++; continue; }
+        for (start = i; i < len && is_ascii_letter((unsigned char)lower[i]); i++) {}
+        if (!spells(&m->spell_words, lower + start, i - start, 1)) {
+            runs[n] = lower + start;
+            lens[n++] = i - start;
+        }
+    }
+    ok = make_word_list(&r->extra, runs, lens, (int)n) && (r->own_spelt = malloc((size_t)m->n_vocab)) &&
+         (r->allowed = malloc((size_t)m->n_vocab));
+    free(lower);
+    free((void *)runs);
+    free(lens);
+    if (!ok) {
+        free_request_spelling(r);
+        return fail(m, UDRL_E_MEMORY, "out of memory");
+    }
+    for (t = 0; t < m->n_vocab; t++)
+        r->own_spelt[t] = m->own_spelt[t] || (r->extra.n && own_runs_spelt(m, t, &r->extra));
+    return UDRL_OK;
+}
+
 /* ---------------------------------------------------------------- the decoding rules ------- */
 
 /* What the rules see at one step (rules.DecodeState): the command's length and the options, the
@@ -801,6 +1041,9 @@ typedef struct {
     int32_t n_ids;
     const char *text;
     size_t len;
+    const word_list *extra;         /* the request's letter runs the manifest's words lack (whole-word rule) */
+    const unsigned char *own_spelt; /* per token, with those: spelling.RequestSpelling.own_spelt */
+    unsigned char *allowed;         /* n_vocab bytes of scratch space; NULL: the whole-word rule off */
 } rule_state;
 
 /* Words written while the length guard still holds the end back, else -1 (DecodeState.guarded_words). */
@@ -883,7 +1126,26 @@ static void ban_item_again(const rule_state *s, float *logits) {
     }
 }
 
-/* 5. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
+/* 5. With the n-gram ban on, no content word a third time ("book cover for a book card for an book"):
+   a word whose key is longer than one byte, no focus or end stopword, written twice already. */
+static void ban_word_thrice(const rule_state *s, float *logits) {
+    size_t pos = 0, start, wlen, a, b;
+    if (!s->no_repeat_ngram) return;
+    while (next_word(s->text, s->len, &pos, &start, &wlen)) {
+        size_t again = 0, from, flen;
+        int k, seen = 0;
+        char key[257];
+        focus_trim(s->text + start, wlen, &a, &b);
+        if (b - a < 2 || b - a >= sizeof key) continue;
+        for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(s->text[start + a + (size_t)k]);
+        key[b - a] = '\0';
+        if (in_words(s->m->focus_stopwords, key) || in_words(s->m->end_stopwords, key)) continue;
+        while (next_word(s->text, start + wlen, &again, &from, &flen)) seen += focus_key_is(s->text + from, flen, key);
+        if (seen == 2) ban_word_key(s->m, logits, s->text + start, wlen); /* once, at its second use */
+    }
+}
+
+/* 6. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
    nothing else is left. */
 static void ban_unfinished_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -895,7 +1157,45 @@ static void ban_unfinished_end(const rule_state *s, float *logits) {
         if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
-/* 6. Where the model would end before the requested count, only tokens that start a new word:
+/* 7. Only tokens that keep every word of the output spelt (spelling.py: RequestSpelling.allowed),
+   unless none of them is left. Out of memory for a long open run, the rule steps aside. */
+static void whole_words(const rule_state *s, float *logits) {
+    const udrl_model *m = s->m;
+    size_t olen = 0, at, k;
+    int apostrophe, ends, i, c, any = 0, letter_ok[26];
+    char small[512], *run;
+    if (!m->spell_words.n || !s->allowed) return;
+    while (olen < s->len && is_ascii_letter((unsigned char)s->text[s->len - 1 - olen])) olen++;
+    at = s->len - olen;
+    apostrophe = apostrophe_before(s->text, at);
+    run = olen + 257 <= sizeof small ? small : malloc(olen + 257); /* the open run, then a lead */
+    if (!run) return;
+    for (k = 0; k < olen; k++) run[k] = ascii_lower(s->text[at + k]);
+    ends = olen == 0 || spelt(m, run, olen, 1, apostrophe, s->extra);
+    for (c = 0; c < 26; c++) { /* a lead can only go on from a letter that can */
+        run[olen] = (char)('a' + c);
+        letter_ok[c] = spelt(m, run, olen + 1, 0, apostrophe, s->extra);
+    }
+    for (i = 0; i < m->n_vocab; i++) {
+        int ok, lead = m->lead_len[i];
+        if (i == m->eos_id) ok = ends;
+        else if (!m->piece_len[i] || !s->own_spelt[i]) ok = 0;
+        else if (!lead) ok = ends;
+        else if (!letter_ok[m->piece[i][0] - 'a']) ok = 0;
+        else {
+            memcpy(run + olen, m->piece[i], (size_t)lead);
+            ok = spelt(m, run, olen + (size_t)lead, lead < m->piece_len[i], apostrophe, s->extra);
+        }
+        s->allowed[i] = (unsigned char)ok;
+        any |= ok && logits[i] > -INFINITY;
+    }
+    if (run != small) free(run);
+    if (!any) return;
+    for (i = 0; i < m->n_vocab; i++)
+        if (!s->allowed[i]) logits[i] = -INFINITY;
+}
+
+/* 8. Where the model would end before the requested count, only tokens that start a new word:
    otherwise the best token after a forbidden end is glued-on junk. */
 static void word_instead_of_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -910,15 +1210,15 @@ static void word_instead_of_end(const rule_state *s, float *logits) {
         if (!m->word_start[i]) logits[i] = -INFINITY;
 }
 
-/* 7. No end of sequence before the requested number of words. */
+/* 9. No end of sequence before the requested number of words. */
 static void ban_early_end(const rule_state *s, float *logits) {
     if (guarded_words(s) >= 0) logits[s->m->eos_id] = -INFINITY;
 }
 
 /* rules.RULES, in the same order. */
 static void (*const RULES[])(const rule_state *, float *) = {
-    query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_unfinished_end, word_instead_of_end,
-    ban_early_end,
+    query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice, ban_unfinished_end,
+    whole_words, word_instead_of_end, ban_early_end,
 };
 
 static void apply_rules(const rule_state *s, float *logits) {
@@ -1075,6 +1375,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     llama_token *prompt = NULL, *ids = NULL, token;
     candidate *work = NULL;
     focus_word *focus = NULL;
+    request_spelling spelling;
     int *wanted = NULL, n_focus = 0, started = 0, cut = 0, cased;
     float focus_bias;
     char *text = NULL;
@@ -1089,6 +1390,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
         s.no_repeat_ngram < 0 || s.focus != s.focus || s.focus > 1e30f)
         return fail(m, UDRL_E_ARGUMENT, "sampling options out of range (temperature >= 0, top_k >= 0, "
                                         "0 < top_p <= 1, no_repeat_ngram >= 0, focus finite)");
+    memset(&spelling, 0, sizeof spelling);
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
     focus_bias = s.focus < 0 ? find_task(m, r.task)->focus_bias : s.focus;
     cased = find_task(m, r.task)->title_case;
@@ -1112,8 +1414,12 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
             goto done;
         }
     }
+    if ((status = make_request_spelling(m, query, &spelling)) != UDRL_OK) goto done;
     text[0] = '\0';
     rules.m = m;
+    rules.extra = &spelling.extra;
+    rules.own_spelt = spelling.own_spelt;
+    rules.allowed = spelling.allowed;
     rules.length = r.length;
     rules.length_guard = s.length_guard;
     rules.no_repeat_ngram = s.no_repeat_ngram;
@@ -1181,5 +1487,6 @@ done:
     free(work);
     free_focus(focus, n_focus);
     free(wanted);
+    free_request_spelling(&spelling);
     return status;
 }

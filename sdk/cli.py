@@ -51,6 +51,9 @@ def _print_info(report: dict) -> None:
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends
           else "never ends on (no end words: an older manifest)")
+    words = m.get("spelling", {}).get("words", "").split()
+    print(f"whole words   {len(words):,} words or the request's" if words
+          else "whole words   off (no spelling words in the manifest)")
     title = m.get("case", {}).get("title", [])
     print(f"title case    {', '.join(title)}" if title else "title case    none (every task as the model writes it)")
     print(f"conditioning  task + {', '.join(m['conditioning']) or 'nothing else'}")

@@ -202,6 +202,7 @@ class _Decoder:
         by_task = backend.manifest.focus_bias.get(command.task, 0.0)
         self.focus_bias = by_task if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
+        self.query = query
         self.no_repeat_ngram = options.no_repeat_ngram
         self.state: DecodeState | None = None  # made at the first step, when the vocabulary size is known
         self.eos = backend.manifest.eos_id
@@ -218,8 +219,9 @@ class _Decoder:
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """The logits with the decoding rules (rules.py) applied for this step."""
         if self.state is None:
-            self.state = DecodeState(vocabulary(self.backend, len(logits)), self.command.length, self.guard,
-                                     self.no_repeat_ngram, self.focus_bias, self.focus)
+            vocab = vocabulary(self.backend, len(logits))
+            self.state = DecodeState(vocab, self.command.length, self.guard, self.no_repeat_ngram, self.focus_bias,
+                                     self.focus, vocab.spelling.request(self.query) if vocab.spelling else None)
         self.state.ids, self.state.text = self.ids, self.text
         return apply_rules(logits, self.state)
 

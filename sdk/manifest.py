@@ -53,6 +53,7 @@ FOCUS_MIN_BYTES = 3
 
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TEMPLATE_FIELDS = ("task", "length", "reward", "query", "sep")
+_SPELLING_WORDS = re.compile("[a-z]+(?: [a-z]+)*")
 
 
 def focus_key(word: str) -> str:
@@ -103,6 +104,12 @@ class Manifest:
             return in Title Case (casing.py); empty in manifests written before it existed.
         minor_words: words (compared as query focus compares them) Title Case leaves in lower case
             inside a phrase ("a", "of", "the").
+        spelling_words: the words the whole-word rule (rules.py, spelling.py) lets an output's
+            words be, besides the request's: ASCII lowercase letters, space-separated, in ascending
+            order, each once (one string: a list of 180,000 strings would make every load slow);
+            empty turns the rule off, as in manifests written before it existed.
+        spelling_after_apostrophe: what the rule also lets a word be right after an apostrophe
+            ("s", "t", "ll": "jam's", "don't", "we'll").
         token_ids: id of every special token in the artifact's tokenizer (empty until one exists).
         default_length: per task, the length used when a caller gives none (median of the data).
         data_hash, parent, quantization, model: provenance of the artifact.
@@ -125,6 +132,8 @@ class Manifest:
     end_stopwords: tuple[str, ...] = ()
     title_tasks: tuple[str, ...] = ()
     minor_words: tuple[str, ...] = ()
+    spelling_words: str = dataclasses.field(default="", repr=False)
+    spelling_after_apostrophe: tuple[str, ...] = ()
     token_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     default_length: Mapping[str, int] = dataclasses.field(default_factory=dict)
     data_hash: str | None = None
@@ -225,6 +234,7 @@ class Manifest:
                       "stopwords": list(self.focus_stopwords)},
             "length_guard": {"end_stopwords": list(self.end_stopwords)},
             "case": {"title": list(self.title_tasks), "minor_words": list(self.minor_words)},
+            "spelling": {"words": self.spelling_words, "after_apostrophe": list(self.spelling_after_apostrophe)},
             "token_ids": dict(self.token_ids),
             "default_length": dict(self.default_length),
             "data_hash": self.data_hash,
@@ -271,6 +281,8 @@ class Manifest:
                 end_stopwords=tuple(data.get("length_guard", {}).get("end_stopwords", ())),
                 title_tasks=tuple(data.get("case", {}).get("title", ())),
                 minor_words=tuple(data.get("case", {}).get("minor_words", ())),
+                spelling_words=data.get("spelling", {}).get("words", ""),
+                spelling_after_apostrophe=tuple(data.get("spelling", {}).get("after_apostrophe", ())),
                 token_ids=dict(data.get("token_ids", {})),
                 default_length=dict(data.get("default_length", {})),
                 data_hash=data.get("data_hash"),
@@ -348,6 +360,7 @@ def _problems(m: Manifest) -> list[str]:
         if any(not isinstance(w, str) or not w or w != focus_key(w) or len(w.split()) != 1 for w in words):
             problems.append(f"{name} must be single non-empty words in the form query focus compares "
                             "(ASCII lowercase, no surrounding punctuation)")
+    problems.extend(_spelling_problems(m))
     token_problems = _control_token_problems(m)
     problems.extend(token_problems)
     for task, n in m.default_length.items():
@@ -365,6 +378,20 @@ def _problems(m: Manifest) -> list[str]:
         elif len(set(ids)) != len(ids):
             problems.append("token ids are not unique")
     return problems
+
+
+def _spelling_problems(m: Manifest) -> list[str]:
+    words, endings = m.spelling_words, m.spelling_after_apostrophe
+    if not isinstance(words, str) or (words and not _SPELLING_WORDS.fullmatch(words)):
+        return ["spelling words must be one string of ASCII lowercase words one space apart"]
+    listed = words.split()
+    if any(a >= b for a, b in zip(listed, listed[1:])):
+        return ["spelling words must be in ascending order, each once"]
+    if len(endings) > 64 or any(not isinstance(w, str) or not re.fullmatch("[a-z]+", w) for w in endings):
+        return ["spelling after_apostrophe must be at most 64 ASCII lowercase words"]
+    if endings and not words:
+        return ["spelling after_apostrophe needs spelling words (without them the rule is off)"]
+    return []
 
 
 def _control_token_problems(m: Manifest) -> list[str]:

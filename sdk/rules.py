@@ -14,11 +14,15 @@ side only fails a test.
 2. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
 3. `ban_word_again`: the next word may not be the last word again ("poster poster").
 4. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
-5. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
+5. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
+6. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
    ("Festival at the").
-6. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
+7. `whole_words`: every word the output holds is a word of the manifest's list or of the request
+   (spelling.py): a small model starts a word with a short piece and carries on into letters no word
+   spells ("pders party", "t t Veget").
+8. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
    ("Party!!s!)!" otherwise).
-7. `ban_early_end`: no end of sequence before the requested number of words.
+9. `ban_early_end`: no end of sequence before the requested number of words.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from .backends import Backend
 from .commands import count_words
 from .manifest import Manifest, focus_key
+from .spelling import RequestSpelling, Spelling
 
 # What separates the items of a list output.
 SEPARATORS = ",;:"
@@ -48,6 +53,8 @@ class Vocabulary:
     word_start: np.ndarray  # bool per token: starts a new word
     end_word: np.ndarray  # bool per token: starts a new word that is whole an end stopword
     word_keys: dict[str, list[int]]  # ASCII word key -> the word-start tokens that are that whole word
+    common: frozenset[str]  # the manifest's focus and end stopwords: words an output may use often
+    spelling: Spelling | None  # the whole-word rule's tables; None when the manifest lists no words
 
 
 _vocabularies: weakref.WeakKeyDictionary[Backend, Vocabulary] = weakref.WeakKeyDictionary()
@@ -67,7 +74,11 @@ def vocabulary(backend: Backend, n_vocab: int) -> Vocabulary:
             ends[t] = key in end_words
             if key and key.isascii():
                 keys.setdefault(key, []).append(int(t))
-        vocab = Vocabulary(backend.manifest.eos_id, starts, ends, keys)
+        manifest = backend.manifest
+        spelling = (Spelling(manifest.spelling_words, manifest.spelling_after_apostrophe, pieces, manifest.eos_id)
+                    if manifest.spelling_words else None)
+        vocab = Vocabulary(manifest.eos_id, starts, ends, keys,
+                           frozenset(manifest.focus_stopwords) | frozenset(manifest.end_stopwords), spelling)
         _vocabularies[backend] = vocab
     return vocab
 
@@ -109,6 +120,7 @@ class DecodeState:
     no_repeat_ngram: int = 2
     focus_bias: float = 0.0
     focus: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # `focus_tokens`
+    spelling: RequestSpelling | None = None  # `Spelling.request` for the query; None: no whole-word rule
     ids: list[int] = dataclasses.field(default_factory=list)
     text: str = ""
 
@@ -168,6 +180,19 @@ def ban_item_again(logits: np.ndarray, state: DecodeState) -> None:
                 logits[again] = -np.inf
 
 
+def ban_word_thrice(logits: np.ndarray, state: DecodeState) -> None:
+    """With the n-gram ban on, no content word a third time ("book cover for a book card for an
+    book"): a word whose key is longer than one character and not one of the manifest's focus or
+    end stopwords, written twice already."""
+    if not state.no_repeat_ngram:
+        return
+    keys = [focus_key(w) for w in state.text.split()]
+    for key in {k for k in keys if len(k) > 1 and k not in state.vocab.common and keys.count(k) >= 2}:
+        again = state.vocab.word_keys.get(key)
+        if again:
+            logits[again] = -np.inf
+
+
 def ban_unfinished_end(logits: np.ndarray, state: DecodeState) -> None:
     """When the next word is the guard's last, it may not be an end stopword ("at the", "colors
     and"), unless nothing else is left."""
@@ -178,6 +203,16 @@ def ban_unfinished_end(logits: np.ndarray, state: DecodeState) -> None:
     others[state.vocab.eos] = False
     if others.any():
         logits[ends] = -np.inf
+
+
+def whole_words(logits: np.ndarray, state: DecodeState) -> None:
+    """Only tokens that keep every word of the output one the manifest's list or the request spells
+    (spelling.py), unless that would leave no token at all."""
+    if state.spelling is None:
+        return
+    allowed = state.spelling.allowed(state.text)
+    if np.isfinite(logits[allowed]).any():
+        logits[~allowed] = -np.inf
 
 
 def word_instead_of_end(logits: np.ndarray, state: DecodeState) -> None:
@@ -196,8 +231,8 @@ def ban_early_end(logits: np.ndarray, state: DecodeState) -> None:
         logits[state.vocab.eos] = -np.inf
 
 
-RULES: tuple[Rule, ...] = (query_focus, ban_repeated_ngram, ban_word_again, ban_item_again,
-                           ban_unfinished_end, word_instead_of_end, ban_early_end)
+RULES: tuple[Rule, ...] = (query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice,
+                           ban_unfinished_end, whole_words, word_instead_of_end, ban_early_end)
 
 
 def apply_rules(logits: np.ndarray, state: DecodeState, rules: Sequence[Rule] = RULES) -> np.ndarray:

@@ -157,6 +157,14 @@ def _manifest_mutations(text: str) -> dict[str, str]:
         "focus stopwords not strings": changed(lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3})
                                                .update(stopwords=[1])),
         "no version": changed(lambda d: d.pop("version")),
+        "spelling words a list": changed(lambda d: d.update(spelling={"words": ["jam"], "after_apostrophe": []})),
+        "spelling words out of order": changed(lambda d: d.update(spelling={"words": "label jam", "after_apostrophe": []})),
+        "spelling words with two spaces": changed(lambda d: d.update(spelling={"words": "jam  label",
+                                                                              "after_apostrophe": []})),
+        "spelling words in capitals": changed(lambda d: d.update(spelling={"words": "Jam", "after_apostrophe": []})),
+        "apostrophe endings without words": changed(lambda d: d.update(spelling={"words": "", "after_apostrophe": ["s"]})),
+        "apostrophe endings not letters": changed(lambda d: d.update(spelling={"words": "jam", "after_apostrophe": ["'s"]})),
+        "spelling an array": changed(lambda d: d.update(spelling=["jam"])),
     }
 
 
@@ -327,8 +335,8 @@ def test_a_task_added_by_fine_tuning_runs_in_c_as_in_the_sdk(exe, tiny_finetuned
 
 
 VECTORS = NATIVE.parent / "tests" / "data" / "decoding-vectors.json"
-C_RULES = ("query_focus", "ban_repeated_ngram", "ban_word_again", "ban_item_again", "ban_unfinished_end",
-           "word_instead_of_end", "ban_early_end")
+C_RULES = ("query_focus", "ban_repeated_ngram", "ban_word_again", "ban_item_again", "ban_word_thrice", "ban_unfinished_end",
+           "whole_words", "word_instead_of_end", "ban_early_end")
 
 
 def build_rule_tests(source_dir: Path, target: Path, *make_vars: str) -> Path:

@@ -39,8 +39,18 @@ CASES = [
      {"focus": 0.0}, " label, homemade, strawberry jam,", {}),
     ("no item ban before a separator", "label for homemade strawberry jam", "tags", 5,
      {"focus": 0.0}, " label, homemade", {}),
+    ("no content word a third time", "book cover for a birthday", "image", 12,
+     {}, " book cover for a book card for an", {" book": 4.0, " cover": 3.0, " night": 0.5}),
+    ("a stopword as often as it comes", "book cover for a birthday", "image", 12,
+     {}, " a book for a card for", {" a": 4.0, " night": 0.5}),
     ("the guard's last word is no end stopword", "poster for a summer jazz festival", "headline", 3,
      {}, " Summer Jazz", {" the": 2.0, " night": 0.5}),
+    ("a word goes on into a word, not into an end", "poster for a summer jazz festival", "headline", 5,
+     {}, " Summer Jazz Festiv", {"<eos>": 3.0, " night": 2.0, "ities": 1.5, "al": 0.5}),
+    ("a word of the request that no list spells", "poster for the zorblax festival", "headline", 5,
+     {}, " Zorbl", {" night": 1.0, "ax": 0.5}),
+    ("after an apostrophe, a word may be t", "poster for a summer jazz festival", "headline", 5,
+     {}, " Don't", {" night": 0.5}),
     ("a word instead of an early end", "poster for a summer jazz festival", "headline", 4,
      {}, " Jazz", {"<eos>": 3.0}),
     ("no early end where the model would not end", "poster for a summer jazz festival", "headline", 4,
@@ -91,9 +101,10 @@ def apply_case(backend, case: dict, rules=None) -> np.ndarray:
     for token, value in case["logits"]:
         logits[token] = value
     text = b"".join(backend.token_bytes(t) for t in case["ids"]).decode("utf-8", errors="replace")
-    state = DecodeState(vocabulary(backend, len(logits)), case["length"], case["length_guard"],
-                        case["no_repeat_ngram"], case["focus"],
+    vocab = vocabulary(backend, len(logits))
+    state = DecodeState(vocab, case["length"], case["length_guard"], case["no_repeat_ngram"], case["focus"],
                         focus_tokens(backend, case["query"]) if case["focus"] > 0 else {},
+                        vocab.spelling.request(case["query"]) if vocab.spelling else None,
                         list(case["ids"]), text.removeprefix(backend.manifest.output_prefix))
     return apply_rules(logits, state, RULES if rules is None else rules)
 

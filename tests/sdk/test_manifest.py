@@ -76,6 +76,14 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d["focus"].update(min_bytes=0), "focus min_bytes must be an integer >= 1"),
         (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be single non-empty words"),
         (lambda d: d["length_guard"].update(end_stopwords=["of the"]), "length_guard end_stopwords must be single"),
+        (lambda d: d["spelling"].update(words="jam  label"), "spelling words must be one string"),
+        (lambda d: d["spelling"].update(words="Jam label"), "spelling words must be one string"),
+        (lambda d: d["spelling"].update(words=["jam"]), "spelling words must be one string"),
+        (lambda d: d["spelling"].update(words="label jam"), "ascending order, each once"),
+        (lambda d: d["spelling"].update(words="jam jam"), "ascending order, each once"),
+        (lambda d: d["spelling"].update(words="jam", after_apostrophe=["S"]), "after_apostrophe must be at most 64"),
+        (lambda d: d["spelling"].update(words="", after_apostrophe=["s"]), "needs spelling words"),
+        (lambda d: d.update(spelling=["jam"]), "missing or mistypes field"),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message):
@@ -85,6 +93,15 @@ def test_invalid_manifests_are_refused_with_the_reason(tmp_path, mutate, message
     (tmp_path / MANIFEST_FILENAME).write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=message):
         load_manifest(tmp_path)
+
+
+def test_spelling_words_round_trip_and_stay_out_of_the_repr(tmp_path):
+    manifest = make(spelling_words="a jam label", spelling_after_apostrophe=("s", "t"))
+    save_manifest(manifest, tmp_path)
+    loaded = load_manifest(tmp_path)
+    assert loaded.spelling_words == "a jam label" and loaded.spelling_after_apostrophe == ("s", "t")
+    assert "jam" not in repr(loaded)  # 180,000 words would drown every error message that shows a manifest
+    assert make().spelling_words == ""  # older manifests and new ones without a list: the rule off
 
 
 def test_all_problems_are_listed_at_once():

@@ -1,5 +1,5 @@
 from udrl.manifest import Manifest
-from udrl.trainer.decoding import END_STOPWORDS, FOCUS_BIAS, FOCUS_STOPWORDS, starting_settings
+from udrl.trainer.decoding import AFTER_APOSTROPHE, END_STOPWORDS, FOCUS_BIAS, FOCUS_STOPWORDS, starting_settings
 
 
 def test_a_new_model_starts_with_the_tuned_focus_and_a_new_task_without_it():
@@ -17,6 +17,15 @@ def test_a_trained_model_carries_its_decoding_settings(tiny_run):
     m = load_manifest(tiny_run / "model")
     assert m.focus_stopwords == FOCUS_STOPWORDS and m.end_stopwords == END_STOPWORDS
     assert set(m.focus_bias) == set(m.tasks)
+    words = m.spelling_words.split()
+    assert len(words) > 150_000 and {"poster", "festival", "jazz", "a", "i"} <= set(words)
+    assert not {"t", "s", "pders", "veget"} & set(words)  # no stray letters or fragments
+    assert m.spelling_after_apostrophe == AFTER_APOSTROPHE
+
+
+def test_no_spelling_words_turns_the_whole_word_rule_off():
+    settings = starting_settings(["tags"], spelling=0)
+    assert settings["spelling_words"] == "" and settings["spelling_after_apostrophe"] == ()
 
 
 def test_a_fine_tune_keeps_the_bonus_chosen_for_its_parent():

@@ -77,6 +77,9 @@ class TrainConfig:
     tokenizer_words: int = _option(0, "the BPE also learns wordfreq's N most frequent English words, so that "
                                    "ordinary words the data lacks are never spelt letter by letter (0: the data "
                                    "alone)", metavar="N")
+    spelling_words: int = _option(200_000, "decoding lets an output's words be only words of wordfreq's N most "
+                                  "frequent English words or of the request (0: the whole-word rule off)",
+                                  metavar="N")
     dropout: float = _option(0.0, "dropout of residual, embedding and attention")
     # optimisation
     max_steps: int = _option(2000, "optimizer steps", flag="--steps")
@@ -150,6 +153,8 @@ class TrainConfig:
             problems.append(f"vocab_size must be at most {MAX_VOCAB_SIZE:,}; got {self.vocab_size:,}")
         if self.tokenizer_words < 0:
             problems.append("tokenizer_words must be 0 (the data alone) or more")
+        if self.spelling_words < 0:
+            problems.append("spelling_words must be 0 (the whole-word rule off) or more")
         if self.retokenize and (not self.init or self.tokenizer):
             problems.append("retokenize moves an --init model to a new BPE: it needs --init and no --tokenizer")
         if not (0 < self.lr < math.inf) or self.warmup_steps < 0 or not (0 <= self.grad_clip < math.inf):
