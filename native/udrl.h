@@ -80,7 +80,9 @@ typedef struct {
                             one of the manifest's end_stopwords (the default) */
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
                             model's loops such as a tag list repeating one tag), nor start the last
-                            word again ("poster poster"); 0: both off */
+                            word again ("poster poster"), nor write a content word a third time;
+                            0: all three off. Whole words (docs/decoding.md) hold whenever the
+                            model's manifest lists spelling words. */
     float focus;         /* query focus: bonus to the query's content words the output lacks so far
                             (see sdk/generate.py); negative: the model's default from its manifest
                             (the default); 0: off */

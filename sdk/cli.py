@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=int, default=DEFAULTS.max_tokens)
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
     g.add_argument("--no-repeat-ngram", type=int, default=DEFAULTS.no_repeat_ngram, metavar="N",
-                   help=f"forbid repeating any N generated tokens in a row (default {DEFAULTS.no_repeat_ngram}; 0: off)")
+                   help=f"forbid repeating any N generated tokens in a row, a word twice in a row and a content "
+                        f"word three times (default {DEFAULTS.no_repeat_ngram}; 0: off)")
     g.add_argument("--focus", type=float, default=DEFAULTS.focus, metavar="X",
                    help="query focus bonus for the request's words the output lacks "
                         "(default: the model's, see `udrl info`; 0: off)")

@@ -57,7 +57,9 @@ class GenerationOptions:
     seed: int | None = None
     max_tokens: int | None = None  # default: 3 tokens per requested word + 8, within the context
     length_guard: bool = True
-    no_repeat_ngram: int = 2  # forbid repeating any n generated tokens in a row (0: off); as native/
+    # forbid repeating any n generated tokens in a row, a word twice in a row or a content word three
+    # times (0: off); as native/
+    no_repeat_ngram: int = 2
     focus: float | None = None  # query focus bonus; None: the manifest's focus_bias for the task, 0: off
 
     def __post_init__(self) -> None:

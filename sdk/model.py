@@ -249,11 +249,13 @@ class Model:
         """Write a prompt for ``query``: ``task`` (see `commands`), ``length`` in words (default: the
         task's usual length), ``reward`` relevance level (default: the highest). Greedy unless
         ``temperature`` > 0; the same ``seed`` gives the same output on the same backend.
-        ``no_repeat_ngram=n`` forbids repeating any n tokens already generated, and starting the
-        last word again: the default 2 stops the loops a small model falls into, such as a tag list
-        repeating one tag or "poster poster"; 0 turns both off. ``focus`` is the query-focus bonus
-        for the request's content words the output lacks (see `udrl.generate`; None: the model's
-        default from its manifest, 0: off). Options of the wrong type or out of range raise
+        ``no_repeat_ngram=n`` forbids repeating any n tokens already generated, starting the last
+        word again and a content word a third time: the default 2 stops the loops a small model
+        falls into, such as a tag list repeating one tag or "poster poster"; 0 turns all three off.
+        ``focus`` is the query-focus bonus for the request's content words the output lacks (see
+        `udrl.generate`; None: the model's default from its manifest, 0: off). Every word of the
+        output is one the manifest's spelling list or the request spells, when the manifest has one
+        (docs/decoding.md, "Whole words"). Options of the wrong type or out of range raise
         `CommandError` naming the option. Calls from several threads at once decode together."""
         return self._wait(self.submit(query, task=task, length=length, reward=reward, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed, max_tokens=max_tokens,

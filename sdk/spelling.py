@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -47,22 +48,37 @@ def open_run(text: str) -> tuple[str, bool]:
 
 
 class _Words:
-    """A set of words with prefix lookups, over one sorted list (less memory than a prefix set)."""
+    """A set of words with word and prefix lookups by bisection, kept as one space-separated string
+    in ascending order and its words' offsets (a list of 160,000 strings and their prefixes would
+    cost a Python process tens of MB)."""
 
-    def __init__(self, words: Iterable[str]):
-        self.sorted = sorted(set(words))
+    def __init__(self, words: str | Iterable[str]):
+        self.text = words if isinstance(words, str) else " ".join(sorted(set(words)))
+        data = np.frombuffer(self.text.encode("ascii"), dtype=np.uint8)
+        spaces = np.flatnonzero(data == ord(" ")).astype(np.int32)
+        self.starts = array("i", np.concatenate([[0], spaces + 1]).astype(np.int32).tobytes()) if data.size \
+            else array("i")
+        self.ends = array("i", np.concatenate([spaces, [data.size]]).astype(np.int32).tobytes()) if data.size \
+            else array("i")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.text[self.starts[i]:self.ends[i]]
 
     def spells(self, text: str, whole: bool) -> bool:
         """Whether ``text`` is one of the words (``whole``) or the beginning of one."""
-        i = bisect.bisect_left(self.sorted, text)
-        return i < len(self.sorted) and (self.sorted[i] == text if whole else self.sorted[i].startswith(text))
+        i = bisect.bisect_left(self, text)
+        return i < len(self) and (self[i] == text if whole else self[i].startswith(text))
 
     def starting(self, text: str) -> list[str]:
         """The words that begin with ``text`` (ASCII lowercase), in order."""
-        return self.sorted[bisect.bisect_left(self.sorted, text):bisect.bisect_left(self.sorted, text + "{")]
+        lo, hi = bisect.bisect_left(self, text), bisect.bisect_left(self, text + "{")
+        return [self[i] for i in range(lo, hi)]
 
     def count_starting(self, text: str) -> int:
-        return bisect.bisect_left(self.sorted, text + "{") - bisect.bisect_left(self.sorted, text)
+        return bisect.bisect_left(self, text + "{") - bisect.bisect_left(self, text)
 
 
 class Spelling:
@@ -72,7 +88,7 @@ class Spelling:
 
     def __init__(self, words: str, after_apostrophe: Sequence[str], pieces: Sequence[bytes], eos: int):
         self.eos = eos
-        self.words = _Words(words.split())
+        self.words = _Words(words)  # the manifest's string, ascending already
         self.endings = _Words(after_apostrophe)
         self.n_vocab = len(pieces)
         self.has_text = np.array([p != b"" for p in pieces])

@@ -55,8 +55,12 @@ MINOR_WORDS = (
 # (its N most frequent, letters only; one-letter words only "a", "i" and "x", as in "4 x 6") or of
 # the request. A small policy starts a word with a short piece and carries on into letters no word
 # spells ("pders party"); on the hand-written tuning half the rule took the shipped model's
-# degenerate outputs from 4.2% to 1.5% with relevance unchanged (trainer/recipes/mini-notes.md).
+# degenerate outputs from 4.2% to 1.4% with relevance unchanged (trainer/recipes/mini-notes.md).
+# Short words come from the most frequent only: further down the list most of them are
+# abbreviations and typos ("bht", "thf", "tup") that the model wrote where it had lost its way.
 SPELLING_WORDS = 200_000
+SHORT_WORD_LETTERS = 4
+SHORT_WORDS = 30_000
 ONE_LETTER_WORDS = "aix"
 # After an apostrophe a word may also be one of these: "jam's", "don't", "we'll", "they're".
 AFTER_APOSTROPHE = ("d", "ll", "m", "re", "s", "t", "ve")
@@ -64,10 +68,14 @@ AFTER_APOSTROPHE = ("d", "ll", "m", "re", "s", "t", "ve")
 
 def spelling_words(n: int = SPELLING_WORDS) -> str:
     """The manifest's ``spelling.words`` from wordfreq's ``n`` most frequent English words: those of
-    ASCII lowercase letters only, sorted, space-separated ("" for n = 0: the rule off)."""
+    ASCII lowercase letters only, of up to `SHORT_WORD_LETTERS` letters only among the
+    `SHORT_WORDS` most frequent, sorted, space-separated ("" for n = 0: the rule off)."""
     from wordfreq import top_n_list
 
-    words = {w for w in top_n_list("en", n) if re.fullmatch("[a-z]+", w) and (len(w) > 1 or w in ONE_LETTER_WORDS)}
+    ranked = top_n_list("en", n)
+    frequent = set(ranked[:SHORT_WORDS])
+    words = {w for w in ranked if re.fullmatch("[a-z]+", w) and (len(w) > 1 or w in ONE_LETTER_WORDS)
+             and (len(w) > SHORT_WORD_LETTERS or w in frequent)}
     return " ".join(sorted(words))
 
 

@@ -19,7 +19,8 @@ def test_a_trained_model_carries_its_decoding_settings(tiny_run):
     assert set(m.focus_bias) == set(m.tasks)
     words = m.spelling_words.split()
     assert len(words) > 150_000 and {"poster", "festival", "jazz", "a", "i"} <= set(words)
-    assert not {"t", "s", "pders", "veget"} & set(words)  # no stray letters or fragments
+    assert not {"t", "s", "pders", "veget", "bht", "tup"} & set(words)  # no stray letters, fragments or junk
+    assert {"diy", "bbq", "logo", "yoga"} <= set(words)  # short words people write
     assert m.spelling_after_apostrophe == AFTER_APOSTROPHE
 
 
