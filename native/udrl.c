@@ -341,6 +341,7 @@ udrl_sampling udrl_default_sampling(void) {
     s.length_guard = 1;
     s.no_repeat_ngram = 2;
     s.focus = -1.0f;
+    s.whole_words = 1;
     return s;
 }
 
@@ -1414,7 +1415,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
             goto done;
         }
     }
-    if ((status = make_request_spelling(m, query, &spelling)) != UDRL_OK) goto done;
+    if (s.whole_words && (status = make_request_spelling(m, query, &spelling)) != UDRL_OK) goto done;
     text[0] = '\0';
     rules.m = m;
     rules.extra = &spelling.extra;

@@ -81,11 +81,13 @@ typedef struct {
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
                             model's loops such as a tag list repeating one tag), nor start the last
                             word again ("poster poster"), nor write a content word a third time;
-                            0: all three off. Whole words (docs/decoding.md) hold whenever the
-                            model's manifest lists spelling words. */
+                            0: all three off */
     float focus;         /* query focus: bonus to the query's content words the output lacks so far
                             (see sdk/generate.py); negative: the model's default from its manifest
                             (the default); 0: off */
+    int whole_words;     /* 1: every word of the output is one the manifest's spelling list or the
+                            query spells, when the manifest has a list (docs/decoding.md; the
+                            default); 0: the model spells freely */
 } udrl_sampling;
 
 /* Called with each new piece of text (UTF-8, never a split character). Return non-zero to stop. */

@@ -16,7 +16,7 @@
 static void usage(void) {
     fputs("usage: udrl-generate --model FILE [QUERY | --file FILE|-] [--task T] [--length N] [--reward N]\n"
           "                     [--temperature F] [--top-p F] [--top-k N] [--seed N] [--max-tokens N]\n"
-          "                     [--no-length-guard] [--no-repeat-ngram N] [--focus X] [--threads N]\n"
+          "                     [--no-length-guard] [--no-whole-words] [--no-repeat-ngram N] [--focus X] [--threads N]\n"
           "                     [--json] [--stream] [--prompt-tokens]\n",
           stderr);
 }
@@ -98,6 +98,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) { NEEDS_VALUE; s.max_tokens = atoi(v); }
         else if (!strcmp(a, "--threads")) { NEEDS_VALUE; params.n_threads = atoi(v); }
         else if (!strcmp(a, "--no-length-guard")) s.length_guard = 0;
+        else if (!strcmp(a, "--no-whole-words")) s.whole_words = 0;
         else if (!strcmp(a, "--no-repeat-ngram")) { NEEDS_VALUE; s.no_repeat_ngram = atoi(v); }
         else if (!strcmp(a, "--focus")) { NEEDS_VALUE; s.focus = (float)atof(v); }
         else if (!strcmp(a, "--json")) json = 1;

@@ -114,8 +114,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     lines = _read_queries(args)
     queries = [q for _, q in lines]
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions) if f.name != "length_guard"}
-    options["length_guard"] = not args.no_length_guard
+    switches = ("length_guard", "whole_words")  # on by default: the flags turn them off
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions) if f.name not in switches}
+    options.update(length_guard=not args.no_length_guard, whole_words=not args.no_whole_words)
     with load(args.model, backend=args.backend, threads=args.threads) as model:
         if args.stream and len(queries) == 1 and not args.json:
             for piece in model.stream(queries[0], task=args.task, length=args.length, reward=args.reward, **options):
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=DEFAULTS.seed)
     g.add_argument("--max-tokens", type=int, default=DEFAULTS.max_tokens)
     g.add_argument("--no-length-guard", action="store_true", help="let the model end or run on freely")
+    g.add_argument("--no-whole-words", action="store_true",
+                   help="let the model spell words that neither the model's word list nor the request holds")
     g.add_argument("--no-repeat-ngram", type=int, default=DEFAULTS.no_repeat_ngram, metavar="N",
                    help=f"forbid repeating any N generated tokens in a row, a word twice in a row and a content "
                         f"word three times (default {DEFAULTS.no_repeat_ngram}; 0: off)")

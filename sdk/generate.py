@@ -61,6 +61,7 @@ class GenerationOptions:
     # times (0: off); as native/
     no_repeat_ngram: int = 2
     focus: float | None = None  # query focus bonus; None: the manifest's focus_bias for the task, 0: off
+    whole_words: bool = True  # only words of the manifest's spelling list or the request (rules.whole_words)
 
     def __post_init__(self) -> None:
         checked = dict(
@@ -75,6 +76,8 @@ class GenerationOptions:
             raise CommandError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.length_guard, bool):
             raise CommandError(f"length_guard must be True or False, got {self.length_guard!r}")
+        if not isinstance(self.whole_words, bool):
+            raise CommandError(f"whole_words must be True or False, got {self.whole_words!r}")
         if self.focus is not None:
             checked["focus"] = _real("focus", self.focus, ">= 0 (0 turns query focus off)", low=0)
         for name, value in checked.items():
@@ -204,7 +207,7 @@ class _Decoder:
         by_task = backend.manifest.focus_bias.get(command.task, 0.0)
         self.focus_bias = by_task if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
-        self.query = query
+        self.query = query if options.whole_words else None
         self.no_repeat_ngram = options.no_repeat_ngram
         self.state: DecodeState | None = None  # made at the first step, when the vocabulary size is known
         self.eos = backend.manifest.eos_id
@@ -223,7 +226,8 @@ class _Decoder:
         if self.state is None:
             vocab = vocabulary(self.backend, len(logits))
             self.state = DecodeState(vocab, self.command.length, self.guard, self.no_repeat_ngram, self.focus_bias,
-                                     self.focus, vocab.spelling.request(self.query) if vocab.spelling else None)
+                                     self.focus, vocab.spelling.request(self.query)
+                                     if vocab.spelling and self.query is not None else None)
         self.state.ids, self.state.text = self.ids, self.text
         return apply_rules(logits, self.state)
 

@@ -209,6 +209,7 @@ class Model:
                top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
                max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
                no_repeat_ngram: int = DEFAULTS.no_repeat_ngram, focus: float | None = DEFAULTS.focus,
+               whole_words: bool = DEFAULTS.whole_words,
                on_piece: Callable[[str], None] | None = None,
                on_done: Callable[[Ticket], None] | None = None) -> Ticket:
         """Queue a request for **continuous batching** and return at once with a `Ticket`
@@ -223,7 +224,7 @@ class Model:
         command = make_command(self.manifest, task, length, reward)
         options = GenerationOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                     max_tokens=max_tokens, length_guard=length_guard,
-                                    no_repeat_ngram=no_repeat_ngram, focus=focus)
+                                    no_repeat_ngram=no_repeat_ngram, focus=focus, whole_words=whole_words)
         _, batcher, (job,) = self._jobs([(query, command, options)], indexed=False)
         return batcher.submit(job, on_piece, on_done)
 
@@ -231,13 +232,14 @@ class Model:
                temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
                max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
-               no_repeat_ngram: int = DEFAULTS.no_repeat_ngram, focus: float | None = DEFAULTS.focus) -> Stream:
+               no_repeat_ngram: int = DEFAULTS.no_repeat_ngram, focus: float | None = DEFAULTS.focus,
+               whole_words: bool = DEFAULTS.whole_words) -> Stream:
         """Yield the output's text in pieces as it decodes (same text as `generate`). Returns a
         `Stream`: iterate it; ``close()`` or ``with`` ends it early; its ``result`` holds the
         `GenerationResult` once it is exhausted. The request is checked before the first piece."""
         options = dict(task=task, length=length, reward=reward, temperature=temperature, top_k=top_k, top_p=top_p,
                        seed=seed, max_tokens=max_tokens, length_guard=length_guard,
-                       no_repeat_ngram=no_repeat_ngram, focus=focus)
+                       no_repeat_ngram=no_repeat_ngram, focus=focus, whole_words=whole_words)
         return Stream(self, lambda **callbacks: self.submit(query, **options, **callbacks))
 
     def generate(self, query: str, *, task: str = "image", length: int | None = None, reward: int | None = None,
@@ -245,7 +247,7 @@ class Model:
                  top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
                  max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
                  no_repeat_ngram: int = DEFAULTS.no_repeat_ngram,
-                 focus: float | None = DEFAULTS.focus) -> GenerationResult:
+                 focus: float | None = DEFAULTS.focus, whole_words: bool = DEFAULTS.whole_words) -> GenerationResult:
         """Write a prompt for ``query``: ``task`` (see `commands`), ``length`` in words (default: the
         task's usual length), ``reward`` relevance level (default: the highest). Greedy unless
         ``temperature`` > 0; the same ``seed`` gives the same output on the same backend.
@@ -255,18 +257,20 @@ class Model:
         ``focus`` is the query-focus bonus for the request's content words the output lacks (see
         `udrl.generate`; None: the model's default from its manifest, 0: off). Every word of the
         output is one the manifest's spelling list or the request spells, when the manifest has one
-        (docs/decoding.md, "Whole words"). Options of the wrong type or out of range raise
+        (docs/decoding.md, "Whole words"); ``whole_words=False`` lets the model spell freely. Options of the wrong type or out of range raise
         `CommandError` naming the option. Calls from several threads at once decode together."""
         return self._wait(self.submit(query, task=task, length=length, reward=reward, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed, max_tokens=max_tokens,
-                                      length_guard=length_guard, no_repeat_ngram=no_repeat_ngram, focus=focus))
+                                      length_guard=length_guard, no_repeat_ngram=no_repeat_ngram, focus=focus,
+                                      whole_words=whole_words))
 
     def generate_batch(self, requests: Sequence[Request | dict], *,
                        temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                        top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
                        max_tokens: int | None = DEFAULTS.max_tokens, length_guard: bool = DEFAULTS.length_guard,
                        no_repeat_ngram: int = DEFAULTS.no_repeat_ngram,
-                       focus: float | None = DEFAULTS.focus) -> list[GenerationResult]:
+                       focus: float | None = DEFAULTS.focus,
+                       whole_words: bool = DEFAULTS.whole_words) -> list[GenerationResult]:
         """Several requests at once. On llama.cpp, **continuous batching** (scheduler.py): one
         KV-cache sequence per request, up to ``parallel`` (see `load`) per ``llama_decode``; a
         request that ends frees its slot for the next at once, so nobody waits for the longest.
@@ -281,7 +285,7 @@ class Model:
             return []
         options = GenerationOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                     max_tokens=max_tokens, length_guard=length_guard,
-                                    no_repeat_ngram=no_repeat_ngram, focus=focus)
+                                    no_repeat_ngram=no_repeat_ngram, focus=focus, whole_words=whole_words)
         commands = []
         for i, r in enumerate(items):
             try:

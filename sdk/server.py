@@ -89,6 +89,7 @@ class _Sampling(BaseModel):
     max_tokens: StrictInt | None = DEFAULTS.max_tokens
     length_guard: StrictBool = DEFAULTS.length_guard
     no_repeat_ngram: StrictInt = DEFAULTS.no_repeat_ngram
+    whole_words: StrictBool = DEFAULTS.whole_words
     stream: StrictBool = False
 
     def options(self) -> dict[str, Any]:

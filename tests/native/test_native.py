@@ -242,6 +242,21 @@ def test_the_guard_asks_for_a_word_where_the_model_would_end_early_as_the_sdk(ex
             assert got.returncode == 0 and got.stdout.rstrip("\n") == want
 
 
+def test_whole_words_on_and_off_as_the_sdk(exe):
+    from udrl.model import default_model_path
+
+    path = default_model_path()
+    queries = ["menu for a mexican taqueria with vegetarian options", "invite for my daughter's quinceañera",
+               "label for a zorblax energy drink"]
+    with udrl.load(path) as model:
+        for query in queries:
+            for whole_words in (True, False):
+                want = model.generate(query, task="tags", length=5, whole_words=whole_words).text
+                args = ["--model", str(path), query, "--task", "tags", "--length", "5"]
+                got = run(exe, *args, *([] if whole_words else ["--no-whole-words"]))
+                assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (query, whole_words, got.stderr)
+
+
 def test_the_guard_never_ends_on_an_end_stopword_as_the_sdk(exe, gguf):
     from udrl.manifest import focus_key
     from udrl.model import default_model_path

@@ -47,6 +47,8 @@ CASES = [
      {}, " Summer Jazz", {" the": 2.0, " night": 0.5}),
     ("a word goes on into a word, not into an end", "poster for a summer jazz festival", "headline", 5,
      {}, " Summer Jazz Festiv", {"<eos>": 3.0, " night": 2.0, "ities": 1.5, "al": 0.5}),
+    ("whole words off", "poster for a summer jazz festival", "headline", 5,
+     {"whole_words": False}, " Summer Jazz Festiv", {"<eos>": 3.0, " night": 2.0, "ities": 1.5, "al": 0.5}),
     ("a word of the request that no list spells", "poster for the zorblax festival", "headline", 5,
      {}, " Zorbl", {" night": 1.0, "ax": 0.5}),
     ("after an apostrophe, a word may be t", "poster for a summer jazz festival", "headline", 5,
@@ -88,6 +90,7 @@ def case_inputs(backend, case: tuple) -> dict:
     return {"name": name, "query": query, "task": task, "length": length,
             "length_guard": options.get("length_guard", True), "no_repeat_ngram": options.get("no_repeat_ngram", 2),
             "focus": options.get("focus", backend.manifest.focus_bias.get(task, 0.0)),
+            "whole_words": options.get("whole_words", True),
             "ids": backend.encode(written) if written else [],
             "logits": [[_token(backend, s), v] for s, v in (logits or {" night": 0.5}).items()]}
 
@@ -104,7 +107,7 @@ def apply_case(backend, case: dict, rules=None) -> np.ndarray:
     vocab = vocabulary(backend, len(logits))
     state = DecodeState(vocab, case["length"], case["length_guard"], case["no_repeat_ngram"], case["focus"],
                         focus_tokens(backend, case["query"]) if case["focus"] > 0 else {},
-                        vocab.spelling.request(case["query"]) if vocab.spelling else None,
+                        vocab.spelling.request(case["query"]) if vocab.spelling and case["whole_words"] else None,
                         list(case["ids"]), text.removeprefix(backend.manifest.output_prefix))
     return apply_rules(logits, state, RULES if rules is None else rules)
 

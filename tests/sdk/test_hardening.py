@@ -50,7 +50,7 @@ def _options(rng: random.Random) -> dict:
     pools = {
         "temperature": [0.0, 0.7, 1.5], "top_p": [1.0, 0.9, 0.5], "top_k": [0, 5, 50], "seed": [None, 0, 7],
         "max_tokens": [None, 1, 4, 12], "length_guard": [True, False], "no_repeat_ngram": [0, 2, 3],
-        "focus": [None, 0.0, 2.0],
+        "focus": [None, 0.0, 2.0], "whole_words": [True, False],
     }
     return {k: _option(rng, v) for k, v in pools.items() if rng.random() < 0.5}
 
@@ -133,6 +133,7 @@ def test_queries_that_are_not_text_are_refused_clearly(models):
     (dict(top_k="5"), "top_k must be an integer"),
     (dict(max_tokens=None, no_repeat_ngram=2.0), "no_repeat_ngram must be an integer"),
     (dict(length_guard="yes"), "length_guard must be True or False"),
+    (dict(whole_words=1), "whole_words must be True or False"),
     (dict(top_p=float("nan")), "top_p must be a finite number"),
 ])
 def test_bad_options_name_the_option(models, options, message):

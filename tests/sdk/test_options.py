@@ -24,9 +24,11 @@ def test_each_model_method_takes_the_options_with_their_defaults(method):
 
 def test_the_cli_flags_are_the_options_with_their_defaults():
     args = build_parser().parse_args(["generate", "a poster"])
-    assert {name: getattr(args, name) for name in FIELDS if name != "length_guard"} == {
-        name: value for name, value in FIELDS.items() if name != "length_guard"}
+    switches = {"length_guard", "whole_words"}  # on by default, turned off by --no-... flags
+    assert {name: getattr(args, name) for name in FIELDS if name not in switches} == {
+        name: value for name, value in FIELDS.items() if name not in switches}
     assert args.no_length_guard is (not DEFAULTS.length_guard)
+    assert args.no_whole_words is (not DEFAULTS.whole_words)
 
 
 @pytest.mark.parametrize("request_type", [CompletionRequest, GenerateRequest])
