@@ -196,7 +196,8 @@ class CoreMLExporter(Exporter):
         size = artifact_size(path)
         params = sum(p.numel() for p in {id(p): p for p in source.model.parameters()}.values())
         bits = {"fp16": 16, "stateful": 16, "int8": 8, "palette4": 4}[quant]
-        if size > params * bits / 8 * 1.25 + 200_000:
+        metadata = sum(len(value.encode()) for value in meta.values())  # manifest (spelling list) and tokenizer
+        if size > params * bits / 8 * 1.25 + metadata + 200_000:
             failures.append(f"{size} bytes is more than {bits}-bit weights of {params} parameters should take")
         checks: dict[str, Any] = {
             "spec": f"inputs {inputs}, outputs {outputs}, states {states or 'none'}, spec version "

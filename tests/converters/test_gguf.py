@@ -43,7 +43,11 @@ def test_each_variant_loads_in_stock_llama_cpp_and_generates(ggufs, checkpoint, 
 def test_quantized_files_are_smaller_and_checks_are_reported(ggufs, checkpoint):
     sizes = {q: r.size_bytes for q, r in ggufs.items()}
     assert sizes["f32"] > sizes["f16"] > sizes["q8_0"] > sizes["q4_k_m"]
-    assert ggufs["q8_0"].compression > 2
+    # The metadata (the manifest's spelling list, the tokenizer) is the same in every variant and a
+    # large part of a tiny model's file: compare what quantization saves with the f32 weights.
+    model, _, _ = load_checkpoint(checkpoint)
+    f32_weights = 4 * sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert sizes["f32"] - sizes["q8_0"] > 0.6 * f32_weights
     checks = ggufs["f32"].checks
     same, total = re.match(r"(\d+)/(\d+) texts identical", checks["tokenizer"]).groups()
     assert same == total and int(total) >= 10

@@ -346,7 +346,9 @@ def build_card(config: CardConfig) -> Path:
     lines += ["", "## Evaluation against the teacher", "",
               "Relevance is the MiniLM (all-MiniLM-L6-v2) cosine between request and output, the judge that labelled "
               "the training data. The model runs with the SDK's defaults: the highest reward level, the length guard on, "
-              "no repeated pair of generated tokens, query focus at the manifest's bonus; the teacher is the Gemma 3 270M "
+              "no repeated pair of generated tokens, no word twice in a row and no content word a third time, whole words "
+              "where the manifest lists spelling words, query focus at the manifest's bonus (docs/decoding.md); the "
+              "teacher is the Gemma 3 270M "
               "few-shot prompt of the distillation, asked for the same length.", "", markdown(report).rstrip(), "",
               focus_summary(report), "", "![evaluation](card-eval.png)", ""]
 
