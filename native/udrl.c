@@ -280,27 +280,28 @@ static int own_runs_spelt(const udrl_model *m, int t, const word_list *extra) {
 
 static int is_special(const udrl_model *m, llama_token id);
 
-/* The whole-word rule's per-token tables (spelling.Spelling), when the manifest lists words. */
+/* Room for the whole-word rule's per-token tables (spelling.Spelling), when the manifest lists
+   words; `keep_piece` fills them from the pieces udrl_model_open reads anyway. */
 static udrl_status spelling_tables(udrl_model *m) {
-    int i, k;
     if (!m->spell_words.n) return UDRL_OK;
     if (!(m->piece = calloc((size_t)m->n_vocab, sizeof *m->piece)) ||
         !(m->piece_len = calloc((size_t)m->n_vocab, sizeof *m->piece_len)) ||
         !(m->lead_len = calloc((size_t)m->n_vocab, sizeof *m->lead_len)) || !(m->own_spelt = calloc((size_t)m->n_vocab, 1)))
         return fail(m, UDRL_E_MEMORY, "out of memory");
-    for (i = 0; i < m->n_vocab; i++) {
-        char buf[256];
-        int32_t n = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
-        if (n < 0) n = 0;
-        if (!(m->piece[i] = malloc((size_t)n + 1))) return fail(m, UDRL_E_MEMORY, "out of memory");
-        for (k = 0; k < n; k++) m->piece[i][k] = ascii_lower(buf[k]);
-        m->piece[i][n] = '\0';
-        m->piece_len[i] = n;
-        for (k = 0; k < n && is_ascii_letter((unsigned char)buf[k]); k++) {}
-        m->lead_len[i] = k;
-        m->own_spelt[i] = (unsigned char)own_runs_spelt(m, i, NULL);
-    }
     return UDRL_OK;
+}
+
+/* Token t's piece (n bytes of buf; none when n < 0) lowered, and its lead; 0 when out of memory. */
+static int keep_piece(udrl_model *m, int t, const char *buf, int32_t n) {
+    int k;
+    if (n < 0) n = 0;
+    if (!(m->piece[t] = malloc((size_t)n + 1))) return 0;
+    for (k = 0; k < n; k++) m->piece[t][k] = ascii_lower(buf[k]);
+    m->piece[t][n] = '\0';
+    m->piece_len[t] = n;
+    for (k = 0; k < n && is_ascii_letter((unsigned char)buf[k]); k++) {}
+    m->lead_len[t] = k;
+    return 1;
 }
 
 const char *udrl_status_str(udrl_status status) {
@@ -547,8 +548,6 @@ static udrl_status parse_manifest(udrl_model *m) {
     return UDRL_OK;
 }
 
-static int is_special(const udrl_model *m, llama_token id);
-
 /* An integer GGUF key within [lo, hi], or -1. */
 static int64_t header_int(const struct gguf_context *g, const char *key, int64_t lo, int64_t hi) {
     int64_t id = gguf_find_key(g, key), v;
@@ -685,11 +684,13 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
         status = fail(m, UDRL_E_MEMORY, "out of memory");
         goto error;
     }
+    if ((status = spelling_tables(m)) != UDRL_OK) goto error;
     for (i = 0; i < m->n_vocab; i++) {
         char buf[256], key[257];
         int32_t n_piece = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
         int k, more = 0;
         size_t w = 0, a, b;
+        if (m->piece && !keep_piece(m, i, buf, n_piece)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
         for (k = 1; k < n_piece; k++) more |= !is_word_space(buf[k]);
         m->word_start[i] = (unsigned char)(n_piece > 1 && is_word_space(buf[0]) && more);
         if (!m->word_start[i]) continue;
@@ -703,7 +704,7 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
             memcpy(m->word_key[i], key, b - a + 1);
         }
     }
-    if ((status = spelling_tables(m)) != UDRL_OK) goto error;
+    for (i = 0; m->piece && i < m->n_vocab; i++) m->own_spelt[i] = (unsigned char)own_runs_spelt(m, i, NULL);
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)m->n_ctx;
     cp.n_batch = (uint32_t)m->n_ctx;

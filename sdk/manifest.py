@@ -106,7 +106,7 @@ class Manifest:
             inside a phrase ("a", "of", "the").
         spelling_words: the words the whole-word rule (rules.py, spelling.py) lets an output's
             words be, besides the request's: ASCII lowercase letters, space-separated, in ascending
-            order, each once (one string: a list of 180,000 strings would make every load slow);
+            order, each once (one string: a list of 160,000 strings would make every load slow);
             empty turns the rule off, as in manifests written before it existed.
         spelling_after_apostrophe: what the rule also lets a word be right after an apostrophe
             ("s", "t", "ll": "jam's", "don't", "we'll").

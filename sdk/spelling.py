@@ -54,12 +54,12 @@ class _Words:
 
     def __init__(self, words: str | Iterable[str]):
         self.text = words if isinstance(words, str) else " ".join(sorted(set(words)))
-        data = np.frombuffer(self.text.encode("ascii"), dtype=np.uint8)
-        spaces = np.flatnonzero(data == ord(" ")).astype(np.int32)
-        self.starts = array("i", np.concatenate([[0], spaces + 1]).astype(np.int32).tobytes()) if data.size \
-            else array("i")
-        self.ends = array("i", np.concatenate([spaces, [data.size]]).astype(np.int32).tobytes()) if data.size \
-            else array("i")
+        self.starts, self.ends = array("i"), array("i")
+        if self.text:
+            data = np.frombuffer(self.text.encode("ascii"), dtype=np.uint8)
+            spaces = np.flatnonzero(data == ord(" "))
+            self.starts.frombytes(np.concatenate([[0], spaces + 1]).astype(np.int32).tobytes())
+            self.ends.frombytes(np.concatenate([spaces, [data.size]]).astype(np.int32).tobytes())
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -98,9 +98,11 @@ class Spelling:
         self.continues = np.array([bool(lead) for lead in leads])
         # The continuing tokens by the first letter of their lead, so that a step looks only at the
         # letters that can carry the open run on.
-        self.by_letter: dict[str, np.ndarray] = {}
-        for letter in sorted({lead[0] for lead in leads if lead}):
-            self.by_letter[letter] = np.array([t for t, lead in enumerate(leads) if lead[:1] == letter])
+        by_letter: dict[str, list[int]] = {}
+        for t, lead in enumerate(leads):
+            if lead:
+                by_letter.setdefault(lead[0], []).append(t)
+        self.by_letter = {letter: np.array(by_letter[letter]) for letter in sorted(by_letter)}
         # Each token's own runs: (run, complete, after an apostrophe); a token is spelt when all are.
         self.own_runs: list[list[tuple[str, bool, bool]]] = []
         for piece, lead in zip(pieces, leads):
@@ -183,9 +185,7 @@ class RequestSpelling:
         run, apostrophe = open_run(text)
         s = self.spelling
         ends = not run or s._spelt(run, True, apostrophe, self.extra)
-        continued = s.continued(run, apostrophe)
-        if self.extra:
-            continued = continued | s.continued(run, apostrophe, self.extra)
+        continued = s.continued(run, apostrophe, self.extra)
         allowed = s.has_text & self.own_spelt & np.where(s.continues, continued, ends)
         allowed[s.eos] = ends
         return allowed
