@@ -28,11 +28,16 @@ from .errors import UdrlError
 from .generate import DEFAULTS, GenerationOptions
 
 
-def info(path: str) -> dict:
-    """The manifest and size of an artifact, as a dict."""
+def info(path: str, full: bool = False) -> dict:
+    """The manifest and size of an artifact, as a dict. Unless ``full``, the manifest's spelling list
+    (`spelling.words`, about 160,000 words) is given as its count, ``spelling.word_count``."""
     p = Path(path)
-    manifest = read_manifest(p)
-    return {"path": str(p), "size_bytes": artifact_size(p), "manifest": manifest.to_dict()}
+    manifest = read_manifest(p).to_dict()
+    spelling = manifest.get("spelling", {})
+    if not full and "words" in spelling:
+        words = spelling.pop("words")
+        spelling["word_count"] = len(words.split())
+    return {"path": str(p), "size_bytes": artifact_size(p), "manifest": manifest}
 
 
 def _print_info(report: dict) -> None:
@@ -51,8 +56,8 @@ def _print_info(report: dict) -> None:
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends
           else "never ends on (no end words: an older manifest)")
-    words = m.get("spelling", {}).get("words", "").split()
-    print(f"whole words   {len(words):,} words or the request's" if words
+    words = m.get("spelling", {}).get("word_count", 0)
+    print(f"whole words   {words:,} words or the request's" if words
           else "whole words   off (no spelling words in the manifest)")
     title = m.get("case", {}).get("title", [])
     print(f"title case    {', '.join(title)}" if title else "title case    none (every task as the model writes it)")
@@ -70,7 +75,7 @@ def _print_info(report: dict) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .model import default_model_path
 
-    report = info(args.path or str(default_model_path()))
+    report = info(args.path or str(default_model_path()), full=args.full)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -206,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="checkpoint directory, .gguf, .onnx or .mlpackage "
                    "(default: the bundled model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--full", action="store_true", help="with --json: the spelling list's words too, not only "
+                   "their count (about 1.3 MB)")
     p.set_defaults(func=_cmd_info)
     for ep in sorted(entry_points(group="udrl.cli"), key=lambda e: e.name):
         ep.load()(sub)

@@ -34,7 +34,14 @@ def udrl_cli(*args):
 def test_cli_uses_the_bundled_model():
     info = udrl_cli("info", "--json")
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["path"] == str(default_model_path())
+    report = json.loads(info.stdout)
+    assert report["path"] == str(default_model_path())
+    # The spelling list is a count unless asked for: 1.3 MB of words is no summary.
+    assert report["manifest"]["spelling"]["word_count"] > 100_000 and len(info.stdout) < 50_000
+    assert "words" not in report["manifest"]["spelling"]
+    full = json.loads(udrl_cli("info", "--json", "--full").stdout)["manifest"]["spelling"]
+    assert len(full["words"].split()) == report["manifest"]["spelling"]["word_count"]
+    assert "whole words   " + f"{report['manifest']['spelling']['word_count']:,}" in udrl_cli("info").stdout
     out = udrl_cli("generate", "logo for a vegan bakery", "--task", "tags", "--length", "4", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
