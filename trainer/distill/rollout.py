@@ -34,10 +34,9 @@ from udrl.files import file_digest, write_atomic
 from udrl.manifest import Manifest
 
 from ..errors import ConfigError
-from ..evaluate.quality import query_word_share
 from ..jobs import JsonlLog, batches, progress_bar, query_id, stable_int
 from ..judge import Judge
-from ..training.dataset import Record, query_hash, read_records, split_by_query
+from ..training.dataset import Record, query_hash, query_word_share, read_records, split_by_query
 from .relabel import RelabelConfig, relabel, write_records
 
 

@@ -9,7 +9,10 @@ with ``query_set="in-distribution"``, held-out training queries 100 to 199, afte
 teacher answers once, and per task the chosen bonus is the largest at which
 
 - the model takes no larger share of its output words from the request than the teacher does, and
-- the model writes no fewer well-formed outputs than with focus off;
+- the model writes no fewer well-formed outputs than with focus off, or than the teacher where the
+  teacher writes fewer (a share of valid formats is counted over a few hundred outputs, so one
+  output less than focus off would otherwise rule out a bonus that still writes as well-formed
+  outputs as the teacher);
 
 0 (off) when no bonus qualifies. The grid is coarse, and a task's share can sit a hair above or below
 the teacher's at a grid point, so the choice is then refined per task: ``refine`` times, the model
@@ -68,16 +71,17 @@ class FocusConfig:
 
 def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any]) -> float:
     """The largest bonus whose query-word share is at most the teacher's and whose format validity is
-    at least focus-off's; 0.0 when none is. ``rows`` maps bonus -> one task's summary from `score`."""
+    at least the lower of focus-off's and the teacher's; 0.0 when none is. ``rows`` maps bonus -> one
+    task's summary from `score`."""
     off = rows[0.0]["format_valid"]
     return max((b for b, s in rows.items() if qualifies(s, teacher, off)), default=0.0)
 
 
 def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off_format_valid: float) -> bool:
     """The rule at one bonus: copies no more of the request than the teacher, and is no less
-    well-formed than focus off."""
-    return (summary["query_word_share"] <= teacher["query_word_share"]
-            and summary["format_valid"] >= off_format_valid)
+    well-formed than focus off or, where the teacher is less well-formed than that, the teacher."""
+    floor = min(off_format_valid, teacher["format_valid"])
+    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor
 
 
 def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any],

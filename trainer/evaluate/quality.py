@@ -37,12 +37,11 @@ from typing import Any
 
 from udrl.commands import count_words
 from udrl.files import write_atomic
-from udrl.manifest import focus_key
 
 from ..formats import is_valid_format
 from ..handwritten import load_split
 from ..judge import Judge, reporting_judge
-from ..training.dataset import read_records, split_by_query
+from ..training.dataset import query_word_share, read_records, split_by_query
 from .degenerate import is_degenerate
 
 QUERY_SETS = ("handwritten", "handwritten-tune", "in-distribution")
@@ -111,13 +110,6 @@ def distinct_2(texts: Sequence[str]) -> float:
     """Unique word bigrams over all bigrams: 1.0 means no phrase is ever repeated."""
     bigrams = [tuple(t.lower().split()[i : i + 2]) for t in texts for i in range(len(t.split()) - 1)]
     return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
-
-
-def query_word_share(query: str, output: str) -> float:
-    """Share of the output's words that are words of the query (compared as query focus does)."""
-    words = [focus_key(w) for w in output.split()]
-    asked = {focus_key(w) for w in query.split()}
-    return sum(w in asked for w in words) / len(words) if words else 0.0
 
 
 # Upper edges of the query-word-share bins for relevance at equal copying (the last bin holds 1.0).

@@ -68,7 +68,12 @@ class TrainConfig:
                                "tasks of the data get control tokens) or a local pretrained GPT-2 directory",
                                metavar="MODEL")
     replay: float | None = _option(None, "with --init a udrl model: keep its own tasks' records at this share "
-                                   "beside a new task's, so that they do not degrade (default: all)", metavar="SHARE")
+                                   "beside a new task's (or the --copy-adjusted tasks'), so that they do not degrade "
+                                   "(default: all)", metavar="SHARE")
+    copy_adjusted: list[str] = _option(factory=list, metavar="TASK",
+                                       help="tasks whose reward level counts the relevance that copying the request "
+                                       "does not explain (score minus a line fitted on copied share over the "
+                                       "task's records); with --replay, the tasks being taught")
     tokenizer: str | None = _option(None, "use a local GPT-2 tokenizer instead of training a BPE", metavar="DIR")
     retokenize: bool = _option(False, "with --init: train a new BPE (--vocab-size, --tokenizer-words) on the data "
                                "instead of keeping the model's; each new token starts at the mean embedding of "
@@ -147,6 +152,8 @@ class TrainConfig:
                 problems.append(f"{name} must be at least 1")
         if self.replay is not None and not 0 <= self.replay < 1:
             problems.append(f"replay is a share of the records, in [0, 1); got {self.replay}")
+        if len(set(self.copy_adjusted)) != len(self.copy_adjusted):
+            problems.append(f"copy_adjusted lists a task twice: {self.copy_adjusted}")
         if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
             problems.append("tasks must be a non-empty list without repeats")
         if self.vocab_size > MAX_VOCAB_SIZE:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from udrl.commands import count_words
-from udrl.manifest import Manifest
+from udrl.manifest import Manifest, focus_key
 
 from ..errors import DatasetError
 
@@ -130,10 +130,53 @@ def read_records(
     return LoadReport(records, skipped)
 
 
+def query_word_share(query: str, output: str) -> float:
+    """Share of the output's words that are words of the query (compared as query focus does)."""
+    words = [focus_key(w) for w in output.split()]
+    asked = {focus_key(w) for w in query.split()}
+    return sum(w in asked for w in words) / len(words) if words else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyFit:
+    """One task's least-squares line of score on copied share (`query_word_share`) over its records."""
+
+    slope: float
+    mean_share: float
+    records: int
+
+
+def copy_adjusted(records: Sequence[Record], tasks: Sequence[str]) -> tuple[list[Record], dict[str, CopyFit]]:
+    """The records with each of ``tasks`` re-scored by the relevance its copying does not explain:
+    score - slope x (copied share - the task's mean share), the line fitted over that task's records.
+
+    The judge rewards copying the request (an echo scores near 1), and the reward edges are shared
+    by all tasks, so on a task whose good outputs copy little (image prompts) the top reward level
+    would otherwise hold the outputs that copy most. A slope below 0 is taken as 0 (copying that
+    lowers the score needs no correction). Returns the records, in order, and each task's fit."""
+    fits: dict[str, CopyFit] = {}
+    present = {r.task for r in records}
+    for task in tasks:
+        if task not in present:
+            raise DatasetError(f"copy-adjusted task {task!r} has no records; the data's tasks: "
+                               f"{', '.join(sorted(present))}")
+        mine = [r for r in records if r.task == task]
+        shares = [query_word_share(r.query, r.output) for r in mine]
+        mean = statistics.fmean(shares)
+        slope = 0.0
+        if len(mine) > 1 and len(set(shares)) > 1:
+            slope = max(0.0, statistics.linear_regression(shares, [r.score for r in mine]).slope)
+        fits[task] = CopyFit(slope, mean, len(mine))
+    adjusted = [dataclasses.replace(r, score=r.score - fits[r.task].slope * (query_word_share(r.query, r.output)
+                                                                             - fits[r.task].mean_share))
+                if r.task in fits else r for r in records]
+    return adjusted, fits
+
+
 def replay_mix(records: Sequence[Record], old_tasks: Sequence[str], share: float, seed: int) -> list[Record]:
-    """Every record of a new task (not in ``old_tasks``) and a seeded sample of the old tasks'
-    records making up ``share`` of the result (all of them when there are fewer): a fine-tune on
-    a new task keeps rehearsing the old ones without drowning the new one."""
+    """Every record of a task being taught (one not in ``old_tasks``) and a seeded sample of the
+    other tasks' records making up ``share`` of the result (all of them when there are fewer): a
+    fine-tune on one task keeps rehearsing the others without drowning the one it teaches."""
     if not 0 <= share < 1:
         raise DatasetError(f"replay share must be in [0, 1), got {share}")
     new = [r for r in records if r.task not in old_tasks]

@@ -43,6 +43,7 @@ from .adherence import Request, adherence, greedy_generate
 from .config import TrainConfig
 from .dataset import (
     Record,
+    copy_adjusted,
     iter_texts,
     median_lengths,
     open_text,
@@ -417,18 +418,25 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
     report = read_records(config.data, config.tasks, lo_hi, config.skip_invalid)
     if report.skipped:
         log(f"skipped {len(report.skipped)} invalid line(s); first: {report.skipped[0]}")
-    records = (replay_mix(report.records, parent.tasks, config.replay, config.seed)
-               if parent is not None and config.replay is not None else report.records)
+    records = report.records
+    if config.copy_adjusted:
+        records, fits = copy_adjusted(records, config.copy_adjusted)
+        for task, fit in fits.items():
+            log(f"copy-adjusted reward for {task}: score - {fit.slope:.3f} x (copied share - {fit.mean_share:.3f}), "
+                f"fitted over its {fit.records} records")
+    taught_elsewhere = [t for t in parent.tasks if t not in config.copy_adjusted] if parent is not None else []
+    records = (replay_mix(records, taught_elsewhere, config.replay, config.seed)
+               if parent is not None and config.replay is not None else records)
     if len(records) < len(report.records):
-        log(f"replay: {len(records)} of {len(report.records)} records, the --init model's tasks "
+        log(f"replay: {len(records)} of {len(report.records)} records, the tasks not being taught "
             f"{config.replay:.0%} of them")
     elif parent is not None and config.replay is not None:
-        if {r.task for r in records} <= set(parent.tasks):
+        if {r.task for r in records} <= set(taught_elsewhere):
             # Continuing a fine-tune: every task is already the model's, so there is nothing to mix
             # around; say so, or the task being taught silently drowns in the others' records.
             log(f"replay: all {len(records)} records kept: the data has no task that the --init model "
-                "lacks; to rehearse the old tasks beside one of them, pass a sample of their records "
-                "as --data")
+                "lacks and none is --copy-adjusted; to rehearse the old tasks beside one of them, pass a "
+                "sample of their records as --data")
         else:
             log(f"replay: all {len(records)} records kept: the old tasks have fewer records than a "
                 f"{config.replay:.0%} share")

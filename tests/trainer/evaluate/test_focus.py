@@ -22,6 +22,16 @@ def test_the_largest_bonus_that_copies_no_more_than_the_teacher_and_stays_well_f
     assert choose({0.0: row(0.7, 1.0), 2.0: row(0.8, 1.0)}, teacher) == 0.0
 
 
+def test_a_bonus_as_well_formed_as_a_less_well_formed_teacher_still_qualifies():
+    # Focus off writes 651 of 657 well-formed, the teacher 647: a bonus at 650 or 647 is no worse
+    # than the teacher, so it qualifies; one at 646 is worse than both, so it does not.
+    teacher = row(0.93, 647 / 657)
+    rows = {0.0: row(0.45, 651 / 657), 4.0: row(0.77, 650 / 657), 8.0: row(0.89, 647 / 657), 10.0: row(0.91, 646 / 657)}
+    assert choose(rows, teacher) == 8.0
+    # Where the teacher is the better-formed, focus off stays the floor.
+    assert choose(rows, row(0.93, 1.0)) == 0.0
+
+
 def test_refining_bisects_the_step_above_the_grid_choice_and_keeps_the_rule():
     teacher = row(0.55, 1.0)
     tried = []

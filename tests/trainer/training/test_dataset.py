@@ -3,7 +3,7 @@ import json
 
 import pytest
 from udrl.trainer.errors import DatasetError
-from udrl.trainer.training.dataset import quantile_edges, read_records, split_by_query
+from udrl.trainer.training.dataset import Record, copy_adjusted, quantile_edges, read_records, split_by_query
 
 TASKS = ["image", "search", "headline", "tags"]
 
@@ -81,3 +81,36 @@ def test_quantile_edges_make_equal_buckets():
     edges = quantile_edges([i / 100 for i in range(100)], 4)
     assert len(edges) == 3 and edges == sorted(edges)
     assert quantile_edges([0.5] * 10, 3) == [0.5]  # degenerate scores merge buckets
+
+
+def image(query: str, output: str, score: float) -> Record:
+    return Record(query, "image", output, len(output.split()), score)
+
+
+def test_copy_adjusted_scores_pay_for_what_copying_does_not_explain():
+    q = "poster for a jazz night"
+    records = [
+        image(q, "poster jazz night", 0.90),  # copies all of its words
+        image(q, "smoky club, saxophone, warm light", 0.60),  # copies none
+        image(q, "jazz trio, saxophone, warm light", 0.75),  # copies one word in five
+        Record(q, "tags", "jazz, night", 2, 0.8),
+    ]
+    adjusted, fits = copy_adjusted(records, ["image"])
+    fit = fits["image"]
+    # shares 1, 0, 0.2: mean 0.4; least squares slope 0.15 / 0.56
+    assert fit.records == 3 and fit.mean_share == pytest.approx(0.4) and fit.slope == pytest.approx(0.15 / 0.56)
+    expected = [0.90 - fit.slope * 0.6, 0.60 + fit.slope * 0.4, 0.75 + fit.slope * 0.2]
+    assert [r.score for r in adjusted[:3]] == pytest.approx(expected)
+    # the echo loses its lead to the output that says most beyond the request's words
+    assert max(adjusted[:3], key=lambda r: r.score).output == "jazz trio, saxophone, warm light"
+    assert adjusted[3] == records[3]  # other tasks keep their scores
+    assert [r.output for r in adjusted] == [r.output for r in records]
+
+
+def test_copy_adjusted_leaves_scores_alone_where_copying_does_not_pay():
+    q = "poster for a jazz night"
+    records = [image(q, "poster jazz night", 0.2), image(q, "smoky club", 0.8)]
+    adjusted, fits = copy_adjusted(records, ["image"])
+    assert fits["image"].slope == 0.0 and [r.score for r in adjusted] == [0.2, 0.8]
+    with pytest.raises(DatasetError, match="copy-adjusted task 'tags' has no records; the data's tasks: image"):
+        copy_adjusted(records, ["tags"])

@@ -88,3 +88,19 @@ def test_retokenize_moves_a_trained_model_to_a_new_bpe_that_the_sdk_runs(tiny_ru
 def test_retokenize_needs_a_model_to_move():
     with pytest.raises(ConfigError, match="retokenize moves an --init model"):
         TrainConfig(retokenize=True).validate()
+
+
+def test_a_copy_adjusted_task_is_taught_with_the_others_replayed(tiny_run, synthetic_data, tmp_path, capsys):
+    # From a model that knows every task of the data: the copy-adjusted task keeps all its records,
+    # the others are sampled to the replay share, and the run says how it re-scored the task.
+    from udrl.trainer import train
+    from udrl.trainer.training.dataset import read_records
+
+    records = read_records([str(synthetic_data)], ["image", "search", "headline", "tags"], (1, 16)).records
+    images = sum(r.task == "image" for r in records)
+    train(TrainConfig(data=[str(synthetic_data)], out_dir=str(tmp_path / "image"), init=str(tiny_run / "model"),
+                      copy_adjusted=["image"], replay=0.5, length_max=16, max_steps=1, warmup_steps=0,
+                      eval_interval=1, checkpoint_interval=1, adherence_samples=0, threads=2))
+    out = capsys.readouterr().out
+    assert f"fitted over its {images} records" in out and "copy-adjusted reward for image: score - " in out
+    assert f"replay: {2 * images} of {len(records)} records, the tasks not being taught 50% of them" in out
