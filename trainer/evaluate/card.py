@@ -72,7 +72,9 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     seconds = (run_dir / "model" / "model.safetensors").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
     stages = [{"config": config, "seconds": seconds}]
     parent_run = Path(config["init"]).parent if config.get("init") else None
-    if parent_run is not None and (parent_run / "train_config.json").exists():
+    # A run started from a GGUF keeps the checkpoint made from it inside itself (RUN/init): no parent run.
+    if parent_run is not None and parent_run.resolve() != run_dir.resolve() \
+            and (parent_run / "train_config.json").exists():
         first = _run_info(parent_run)
         stages = first["stages"] + stages
         offset = first["train"][-1]["step"] if first["train"] else 0
@@ -95,8 +97,8 @@ def recipe_of(stage_config: Mapping[str, Any], recipe_dir: Path = RECIPE_DIR) ->
     """The committed recipe a training stage ran (``trainer/recipes/NAME.json``), or None.
 
     A run stores its resolved configuration, not the file it came from; a recipe matches when every
-    option it sets, except the data paths and the thread count (a run may be given more threads),
-    has the stage's value.
+    option it sets, except the data paths, the thread count (a run may be given more threads) and
+    the model it starts from (`make model` passes its own run's path), has the stage's value.
     """
     for path in sorted(recipe_dir.glob("*.json")):
         try:
@@ -104,7 +106,7 @@ def recipe_of(stage_config: Mapping[str, Any], recipe_dir: Path = RECIPE_DIR) ->
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(recipe, dict) and all(stage_config.get(k) == v for k, v in recipe.items()
-                                            if k not in ("data", "threads")):
+                                            if k not in ("data", "threads", "init")):
             return f"trainer/recipes/{path.name}"
     return None
 
@@ -359,7 +361,7 @@ def build_card(config: CardConfig) -> Path:
                   "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
                   "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
                   "share of its output words from the request than the teacher does and writes no fewer well-formed "
-                  "outputs than with focus off (0 when none qualifies), refined per task by halving the step above "
+                  "outputs than with focus off, or than the teacher where it writes fewer (0 when none qualifies), refined per task by halving the step above "
                   "the grid's choice (when the report has refinements). Relevance, which only rises with the bonus, "
                   "plays no part.", "", focus_markdown(_load_json(config.focus)).rstrip(), ""]
 
@@ -409,9 +411,13 @@ def build_card(config: CardConfig) -> Path:
                   + ", ".join(f"{name} {_stage_minutes(info)}" for name, info in runs.items()))
         recipes = [f"`{name}`" if (name := recipe_of(stage["config"])) else f"stage {i + 1} (no committed recipe)"
                    for i, stage in enumerate(stages)]
-        how = (f"{recipes[0]}, trained from scratch on CPU" if len(stages) == 1 else
-               f"Trained on CPU in {len(stages)} stages ({', then '.join(recipes)}), each after the first "
-               "starting from the previous one's weights with a warm-up and cosine cycle of its own")
+        first_init = stages[0]["config"].get("init")
+        start = "from scratch" if not first_init else (
+            "from an earlier model, its weights moved to a new BPE (`--retokenize`)"
+            if stages[0]["config"].get("retokenize") else f"from {first_init}")
+        how = (f"{recipes[0]}, trained {start} on CPU" if len(stages) == 1 else
+               f"Trained on CPU in {len(stages)} stages ({', then '.join(recipes)}), the first {start}, each "
+               "after it starting from the previous one's weights with a warm-up and cosine cycle of its own")
         lines += ["## Training recipe", "",
                   f"{how}: {m['model'].get('n_params', 0) / 1e6:.2f}M "
                   f"parameters ({m['model'].get('n_layer')} layers, {m['model'].get('n_embd')} wide, context "
