@@ -156,20 +156,19 @@ def copy_adjusted(records: Sequence[Record], tasks: Sequence[str]) -> tuple[list
     lowers the score needs no correction). Returns the records, in order, and each task's fit."""
     fits: dict[str, CopyFit] = {}
     present = {r.task for r in records}
+    share = {i: query_word_share(r.query, r.output) for i, r in enumerate(records) if r.task in tasks}
     for task in tasks:
         if task not in present:
             raise DatasetError(f"copy-adjusted task {task!r} has no records; the data's tasks: "
                                f"{', '.join(sorted(present))}")
-        mine = [r for r in records if r.task == task]
-        shares = [query_word_share(r.query, r.output) for r in mine]
-        mean = statistics.fmean(shares)
+        mine = [i for i in share if records[i].task == task]
+        shares = [share[i] for i in mine]
         slope = 0.0
         if len(mine) > 1 and len(set(shares)) > 1:
-            slope = max(0.0, statistics.linear_regression(shares, [r.score for r in mine]).slope)
-        fits[task] = CopyFit(slope, mean, len(mine))
-    adjusted = [dataclasses.replace(r, score=r.score - fits[r.task].slope * (query_word_share(r.query, r.output)
-                                                                             - fits[r.task].mean_share))
-                if r.task in fits else r for r in records]
+            slope = max(0.0, statistics.linear_regression(shares, [records[i].score for i in mine]).slope)
+        fits[task] = CopyFit(slope, statistics.fmean(shares), len(mine))
+    adjusted = [dataclasses.replace(r, score=r.score - fits[r.task].slope * (share[i] - fits[r.task].mean_share))
+                if i in share else r for i, r in enumerate(records)]
     return adjusted, fits
 
 
