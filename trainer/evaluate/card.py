@@ -70,7 +70,8 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     # Wall clock from the run directory: the config is written at the start, the weights at the end
     # (not udrl.json, which `udrl focus --write` rewrites later).
     seconds = (run_dir / "model" / "model.safetensors").stat().st_mtime - (run_dir / "train_config.json").stat().st_mtime
-    stages = [{"config": config, "seconds": seconds}]
+    # A stage started from a model keeps that model's tokenizer whatever its config's vocab_size says.
+    stages = [{"config": config, "seconds": seconds, "vocab_size": manifest.get("model", {}).get("vocab_size")}]
     parent_run = Path(config["init"]).parent if config.get("init") else None
     # A run started from a GGUF keeps the checkpoint made from it inside itself (RUN/init): no parent run.
     if parent_run is not None and parent_run.resolve() != run_dir.resolve() \
@@ -87,8 +88,8 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 
 # The committed training recipes (`make model` runs them in order, one stage each).
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
-RECIPE_KEYS = ("preset", "vocab_size", "dropout", "max_steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio",
-               "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
+RECIPE_KEYS = ("preset", "vocab_size", "copy_adjusted", "replay", "dropout", "max_steps", "batch_size", "lr",
+               "warmup_steps", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
 # Manifest fields that fix how a run's prompts were written.
 FORMAT_KEYS = ("template", "output_prefix")
 
@@ -127,6 +128,17 @@ def recipe_differences(run: Mapping[str, Any], shipped: Mapping[str, Any]) -> li
     if ran_on != shipped_on:
         diffs.append(f"training data {str(ran_on)[:19]} (shipped {str(shipped_on)[:19]})")
     return diffs
+
+
+def _stage_option(stage: Mapping[str, Any], key: str) -> Any:
+    """One option of a training stage as the card's recipe table shows it: the vocabulary the stage
+    trained with (its model's), lists as comma-separated words, an option left unset as blank."""
+    if key == "vocab_size" and stage.get("vocab_size"):
+        return stage["vocab_size"]
+    value = stage["config"].get(key)
+    if value is None or value == []:
+        return ""
+    return ", ".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _stage_minutes(run: Mapping[str, Any]) -> str:
@@ -272,9 +284,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 # How the card names each `udrl eval` query set.
 QUERY_SET_WORDS = {
     "handwritten": "hand-written design requests (the evaluation half of data/handwritten, off the training "
-                   "distribution)",
-    "handwritten-tune": "hand-written design requests (the tuning half of data/handwritten)",
-    "in-distribution": "held-out queries of the training data (teacher-written, like the training queries)",
+                   "distribution, never seen in training)",
+    "handwritten-tune": "hand-written design requests (the tuning half of data/handwritten, never seen in training)",
+    "in-distribution": "held-out queries of the training data (teacher-written like the training queries, never "
+                       "seen in training)",
 }
 
 
@@ -341,7 +354,7 @@ def build_card(config: CardConfig) -> Path:
     lines += ["## Targets", "",
               f"Measured in one `udrl eval` run on {report['requests']} requests over {report['queries']} "
               + QUERY_SET_WORDS.get(report.get("query_set", "in-distribution"), "held-out queries")
-              + f" (never seen in training), the shipped `{shipped}` and the teacher answering the same requests "
+              + f", the shipped `{shipped}` and the teacher answering the same requests "
               "on this machine's CPU, both greedy.", ""]
     lines += _table(["target", "measured", "detail", "status"],
                     [(name, value, detail, _met(ok)) for name, value, detail, ok in targets(report)])
@@ -425,13 +438,14 @@ def build_card(config: CardConfig) -> Path:
                   "loss on output tokens only; AdamW, warm-up then cosine decay; prompt "
                   f"`{m.get('template')}`, output prefix {m.get('output_prefix', '')!r}. Wall clock: {timing}.", ""]
         if len(stages) == 1:
-            lines += _table(["option", "value"], [(k, c[k]) for k in RECIPE_KEYS if k in c])
+            lines += _table(["option", "value"], [(k, _stage_option(stages[0], k)) for k in RECIPE_KEYS
+                                                  if _stage_option(stages[0], k) != ""])
         else:
-            keys = [k for k in RECIPE_KEYS if any(k in stage["config"] for stage in stages)]
+            keys = [k for k in RECIPE_KEYS if any(_stage_option(stage, k) != "" for stage in stages)]
             # File names only: a rollout's records live under the run directory of whoever trained it.
             data = [", ".join(Path(p).name for p in stage["config"].get("data", [])) for stage in stages]
             lines += _table(["option", *(f"stage {i + 1}" for i in range(len(stages)))],
-                            [("data", *data), *((k, *(stage["config"].get(k, "") for stage in stages)) for k in keys)])
+                            [("data", *data), *((k, *(_stage_option(stage, k) for stage in stages)) for k in keys)])
         if plotted:
             lines += ["", "![training](card-loss.png)", ""]
 

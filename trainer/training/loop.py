@@ -424,14 +424,14 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         for task, fit in fits.items():
             log(f"copy-adjusted reward for {task}: score - {fit.slope:.3f} x (copied share - {fit.mean_share:.3f}), "
                 f"fitted over its {fit.records} records")
-    taught_elsewhere = [t for t in parent.tasks if t not in config.copy_adjusted] if parent is not None else []
-    records = (replay_mix(records, taught_elsewhere, config.replay, config.seed)
+    rehearsed = [t for t in parent.tasks if t not in config.copy_adjusted] if parent is not None else []
+    records = (replay_mix(records, rehearsed, config.replay, config.seed)
                if parent is not None and config.replay is not None else records)
     if len(records) < len(report.records):
         log(f"replay: {len(records)} of {len(report.records)} records, the tasks not being taught "
             f"{config.replay:.0%} of them")
     elif parent is not None and config.replay is not None:
-        if {r.task for r in records} <= set(taught_elsewhere):
+        if {r.task for r in records} <= set(rehearsed):
             # Continuing a fine-tune: every task is already the model's, so there is nothing to mix
             # around; say so, or the task being taught silently drowns in the others' records.
             log(f"replay: all {len(records)} records kept: the data has no task that the --init model "

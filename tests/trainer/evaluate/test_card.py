@@ -118,6 +118,9 @@ def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_secon
     assert "train this model (2 stages) and the ablation variants" in text
     assert "| option | stage 1 | stage 2 |" in text and "| max_steps | 300 | 40 |" in text
     assert "| data | synthetic.jsonl | synthetic.jsonl |" in text
+    # the second stage trained with the first stage's tokenizer, whatever its config's default vocab_size
+    vocab = json.loads((tiny_run / "model" / "udrl.json").read_text())["model"]["vocab_size"]
+    assert f"| vocab_size | {vocab} | {vocab} |" in text
     assert re.search(r"the shipped run took \d+ \+ \d+ min", text)
     # the one-stage ablation run is not the shipped recipe, and the card says how
     # (its one stage is the shipped run's first stage, so the stage count is the only difference)
@@ -173,3 +176,14 @@ def test_targets_hold_every_task_to_both_judges_the_teachers_copying_and_few_deg
     assert not met["copies ≤ teacher + 0.05 of its words from the request, headline"]  # 0.56 > 0.50 + 0.05
     assert met["degenerate outputs ≤ 5%, headline"]
     assert met["length within ±1 word ≥ 95%"] and not met["≥ 10× lower latency per request"]
+
+
+def test_card_recipe_table_shows_a_copy_adjusted_stage_and_its_replay(reports, tiny_second_stage, tmp_path):
+    run = tmp_path / "stage2"
+    shutil.copytree(tiny_second_stage, run)
+    config = json.loads((run / "train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps({**config, "copy_adjusted": ["image", "tags"], "replay": 0.58}))
+    text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
+                                 shipped_run=str(run))).read_text()
+    assert "| copy_adjusted |  | image, tags |" in text
+    assert "| replay |  | 0.58 |" in text
