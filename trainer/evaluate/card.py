@@ -370,13 +370,20 @@ def build_card(config: CardConfig) -> Path:
     if config.focus:
         from .focus import markdown as focus_markdown
 
+        focus_report = _load_json(config.focus)
+        # Reports written before the slack existed held the floor exactly.
+        slack = focus_report.get("format_slack", 0.0)
+        floor = (f"its share of well-formed outputs is at most {slack * 100:g} percentage point under focus "
+                 "off's, or under the teacher's where the teacher writes fewer" if slack else
+                 "it writes no fewer well-formed outputs than with focus off, or than the teacher where it writes "
+                 "fewer")
         lines += ["## Query focus: how the bonus was chosen", "",
                   "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
                   "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
-                  "share of its output words from the request than the teacher does and writes no fewer well-formed "
-                  "outputs than with focus off, or than the teacher where it writes fewer (0 when none qualifies), refined per task by halving the step above "
-                  "the grid's choice (when the report has refinements). Relevance, which only rises with the bonus, "
-                  "plays no part.", "", focus_markdown(_load_json(config.focus)).rstrip(), ""]
+                  f"share of its output words from the request than the teacher does and {floor} (0 when none "
+                  "qualifies), refined per task by halving the step above the grid's choice (when the report has "
+                  "refinements). Relevance, which only rises with the bonus, plays no part.", "",
+                  focus_markdown(focus_report).rstrip(), ""]
 
     if ablation:
         lines += ["## Ablation: what the commands are worth", "",

@@ -9,10 +9,11 @@ with ``query_set="in-distribution"``, held-out training queries 100 to 199, afte
 teacher answers once, and per task the chosen bonus is the largest at which
 
 - the model takes no larger share of its output words from the request than the teacher does, and
-- the model writes no fewer well-formed outputs than with focus off, or than the teacher where the
-  teacher writes fewer (a share of valid formats is counted over a few hundred outputs, so one
-  output less than focus off would otherwise rule out a bonus that still writes as well-formed
-  outputs as the teacher);
+- the model's share of well-formed outputs is at most ``FORMAT_SLACK`` (half a percentage point)
+  under focus off's, or under the teacher's where the teacher writes fewer. A share of valid
+  formats is counted over a few hundred outputs per task, and a bonus that changes a greedy path
+  here and there moves it by one or two outputs either way: without the slack one headline or tag
+  list fewer than focus off, out of 657, ruled out every bonus above it;
 
 0 (off) when no bonus qualifies. The grid is coarse, and a task's share can sit a hair above or below
 the teacher's at a grid point, so the choice is then refined per task: ``refine`` times, the model
@@ -69,28 +70,36 @@ class FocusConfig:
     task_files: list[str] = dataclasses.field(default_factory=list)  # tasks of one's own the model was taught
 
 
-def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any]) -> float:
+# How far under its floor (focus off's or the teacher's) a bonus's share of well-formed outputs may
+# fall: half a percentage point, three outputs of a task's 657 on the tuning half.
+FORMAT_SLACK = 0.005
+
+
+def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any],
+           slack: float = FORMAT_SLACK) -> float:
     """The largest bonus whose query-word share is at most the teacher's and whose format validity is
-    at least the lower of focus-off's and the teacher's; 0.0 when none is. ``rows`` maps bonus -> one
-    task's summary from `score`."""
+    at most ``slack`` under the lower of focus-off's and the teacher's; 0.0 when none is. ``rows``
+    maps bonus -> one task's summary from `score`."""
     off = rows[0.0]["format_valid"]
-    return max((b for b, s in rows.items() if qualifies(s, teacher, off)), default=0.0)
+    return max((b for b, s in rows.items() if qualifies(s, teacher, off, slack)), default=0.0)
 
 
-def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off_format_valid: float) -> bool:
-    """The rule at one bonus: copies no more of the request than the teacher, and is no less
-    well-formed than focus off or, where the teacher is less well-formed than that, the teacher."""
-    floor = min(off_format_valid, teacher["format_valid"])
-    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor
+def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off_format_valid: float,
+              slack: float = FORMAT_SLACK) -> bool:
+    """The rule at one bonus: copies no more of the request than the teacher, and is well-formed to
+    within ``slack`` of focus off or, where the teacher is less well-formed than that, the teacher."""
+    floor = min(off_format_valid, teacher["format_valid"]) - slack
+    # A hair of float error must not decide: 655/657 against a floor computed from 656/657 - 0.005.
+    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor - 1e-12
 
 
 def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any],
-           run: Callable[[float], Mapping[str, Any]], rounds: int) -> float:
+           run: Callable[[float], Mapping[str, Any]], rounds: int, slack: float = FORMAT_SLACK) -> float:
     """Bisect between the grid's choice and the next bonus up for ``rounds`` halvings; ``run(bonus)``
     scores one task at one bonus and its result is added to ``task_rows``. Returns the largest bonus
     that keeps the rule among all tried (the grid's choice when no midpoint does)."""
     off = task_rows[0.0]["format_valid"]
-    low = choose(task_rows, teacher)
+    low = choose(task_rows, teacher, slack)
     above = [b for b in task_rows if b > low]
     if not above:
         return low
@@ -98,7 +107,7 @@ def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any]
     for _ in range(rounds):
         mid = (low + high) / 2
         task_rows[mid] = run(mid)
-        if qualifies(task_rows[mid], teacher, off):
+        if qualifies(task_rows[mid], teacher, off, slack):
             low = mid
         else:
             high = mid
@@ -160,7 +169,7 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
         refined[task] = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
     report = {"model": config.model, "requests": len(requests), "requests_sha256": fingerprint,
               "query_set": config.query_set, "queries": [first, first + n_queries], "grid": grid,
-              "chosen": chosen, "teacher_model": about, "teacher": teacher_figures,
+              "chosen": chosen, "format_slack": FORMAT_SLACK, "teacher_model": about, "teacher": teacher_figures,
               **({"teacher_from": config.teacher_from} if config.teacher_from else {}),
               "model_at": {str(b): {t: _figures(s) for t, s in rep["per_task"].items()}
                            for b, rep in by_bonus.items()},

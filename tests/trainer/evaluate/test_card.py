@@ -107,6 +107,11 @@ def test_card_shows_how_the_query_focus_bonus_was_chosen(reports, tmp_path):
     assert "## Query focus: how the bonus was chosen" in text
     assert "| tags | 0.900 (100%) | 0.600 (90%) rel 0.500 | 0.850 (95%) rel 0.700 | **4** |" in text
     assert "held-out queries 100 to 101" in text
+    assert "it writes no fewer well-formed outputs than with focus off" in text  # a report from before the slack
+    (tmp_path / "focus.json").write_text(json.dumps({**focus, "format_slack": 0.005}))
+    text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
+                                 focus=str(tmp_path / "focus.json"))).read_text()
+    assert "its share of well-formed outputs is at most 0.5 percentage point under focus off's" in text
 
 
 def test_card_shows_both_stages_of_a_two_stage_run(reports, tiny_run, tiny_second_stage, tmp_path):
