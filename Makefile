@@ -13,7 +13,8 @@ RECIPE ?= trainer/recipes/mini-recipe.json
 RETOK ?= trainer/recipes/mini-retok-15k.json
 RETOK_MORE ?= trainer/recipes/mini-retok-15k-more.json
 IMAGE_COPY ?= trainer/recipes/mini-image-copy.json
-SHIPPED_RUN = $(MODEL)/image-copy
+COPY_ADJUSTED ?= trainer/recipes/mini-copy-adjusted.json
+SHIPPED_RUN = $(MODEL)/copy-adjusted
 KEEP ?= data/stages
 STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
 # $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
@@ -81,14 +82,16 @@ test-slow: setup
 # the card in sdk/models/README.md.
 # The shipped run then moves to a 15,104-token BPE (`udrl train --retokenize`, $(RETOK)), trains on
 # ($(RETOK_MORE)), then trains image prompts on a copy-adjusted reward with the other tasks rehearsed
-# ($(IMAGE_COPY)); its query-focus bonus is chosen again (`udrl focus`, the teacher run once more:
-# the stage-3 report answered the requests of the data before `make data` re-judged it).
+# ($(IMAGE_COPY)), then headlines and tags too, each task by its own fit ($(COPY_ADJUSTED)); its
+# query-focus bonus is chosen again (`udrl focus`, the teacher run once more: the stage-3 report
+# answered the requests of the data before `make data` re-judged it).
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }
 	$(call retrain,$(MODEL)/retok,$(RETOK),$(MODEL)/udrl/model-q8_0.gguf)
 	$(call retrain,$(MODEL)/more,$(RETOK_MORE),$(MODEL)/retok/model)
-	$(call retrain,$(SHIPPED_RUN),$(IMAGE_COPY),$(MODEL)/more/model)
+	$(call retrain,$(MODEL)/image-copy,$(IMAGE_COPY),$(MODEL)/more/model)
+	$(call retrain,$(SHIPPED_RUN),$(COPY_ADJUSTED),$(MODEL)/image-copy/model)
 	test -e $(MODEL)/focus-shipped.json || { $(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force && \
 	    $(BIN)/udrl focus $(SHIPPED_RUN)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(SHIPPED_RUN)/model \
 	        --out $(MODEL)/focus-shipped.json; }
