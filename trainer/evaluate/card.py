@@ -445,8 +445,8 @@ def build_card(config: CardConfig) -> Path:
                   "loss on output tokens only; AdamW, warm-up then cosine decay; prompt "
                   f"`{m.get('template')}`, output prefix {m.get('output_prefix', '')!r}. Wall clock: {timing}.", ""]
         if len(stages) == 1:
-            lines += _table(["option", "value"], [(k, _stage_option(stages[0], k)) for k in RECIPE_KEYS
-                                                  if _stage_option(stages[0], k) != ""])
+            lines += _table(["option", "value"], [(k, value) for k in RECIPE_KEYS
+                                                  if (value := _stage_option(stages[0], k)) != ""])
         else:
             keys = [k for k in RECIPE_KEYS if any(_stage_option(stage, k) != "" for stage in stages)]
             # File names only: a rollout's records live under the run directory of whoever trained it.

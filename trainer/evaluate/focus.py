@@ -89,8 +89,7 @@ def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off_format
     """The rule at one bonus: copies no more of the request than the teacher, and is well-formed to
     within ``slack`` of focus off or, where the teacher is less well-formed than that, the teacher."""
     floor = min(off_format_valid, teacher["format_valid"]) - slack
-    # A hair of float error must not decide: 655/657 against a floor computed from 656/657 - 0.005.
-    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor - 1e-12
+    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor
 
 
 def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any],
