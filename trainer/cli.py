@@ -166,7 +166,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     rollout(RolloutConfig(model=args.model, data=args.data, out=args.out, tasks=args.tasks, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, queries=args.queries, seed=args.seed,
-                          threads=args.threads, copy_guard=args.copy_guard))
+                          threads=args.threads, copy_guard=args.copy_guard,
+                          drop_fragments=args.drop_fragments))
     return 0
 
 
@@ -305,6 +306,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-copy-guard", dest="copy_guard", action="store_false",
                    help="keep every reward level, even one whose records copy more of the request than the "
                         "data's at that task and level (default: such levels are left out)")
+    r.add_argument("--keep-fragments", dest="drop_fragments", action="store_false",
+                   help="keep samples with a piece that is neither an English word nor a word of the request "
+                        "(default: they are left out, like the teacher's repetition loops)")
     r.set_defaults(func=_cmd_rollout)
 
     rc = sub.add_parser("recipe", help="train a model's stages and second round from a recipe file (resumable)")

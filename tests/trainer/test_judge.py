@@ -104,6 +104,19 @@ def test_the_teachers_repetition_loops_are_left_out(judge):
     assert len(kept) == 3
 
 
+def test_fragments_are_left_out_only_when_asked(judge):
+    """A student's broken pieces ("t t Veget") are dropped from a rollout; the teacher's data keeps a
+    word wordfreq lacks, so the filter is off by default."""
+    rows = teacher_rows(("menu for a mexican taqueria with vegetarian options", "tags", "menu, t, Veget"),
+                        ("menu for a mexican taqueria with vegetarian options", "tags", "menu, taqueria, vegetarian"),
+                        ("label for the zorblat cider", "tags", "zorblat, cider, label"))
+    records, stats = relabel(rows, judge, RelabelConfig(reward_levels=1, drop_fragments=True))
+    assert [r["output"] for r in records] == ["menu, taqueria, vegetarian", "zorblat, cider, label"]
+    assert stats["dropped"] == {"fragment": 1}
+    kept, stats = relabel(rows, judge, RelabelConfig(reward_levels=1))
+    assert len(kept) == 3 and stats["dropped"] == {}
+
+
 def test_copy_augmented_records_are_judged_and_stay_with_their_request(judge, tmp_path):
     from udrl.trainer.distill.augment import AugmentConfig
     from udrl.trainer.training.dataset import split_by_query

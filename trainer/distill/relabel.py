@@ -27,7 +27,7 @@ from udrl.files import write_atomic
 from udrl.manifest import focus_key
 
 from ..errors import DatasetError
-from ..evaluate.degenerate import repetition_reasons
+from ..evaluate.degenerate import fragment_reasons, repetition_reasons
 from ..figures import save_figure
 from ..formats import format_problems
 from ..judge import Judge
@@ -44,6 +44,10 @@ class RelabelConfig:
     drop_repetitions: bool = True  # leave out the teacher's loops ("poster poster", a tag twice)
     drop_example_echoes: bool = True  # leave out outputs that copy a few-shot example's phrase
     drop_open_quotes: bool = True  # leave out outputs whose quotation is never closed
+    # Leave out outputs with a piece that is neither an English word nor a word of the request. Off
+    # for the teacher (a word wordfreq lacks is still a word it chose), on for a student's rollout,
+    # whose broken pieces ("menu, t t Veget") the top reward level must not teach.
+    drop_fragments: bool = False
     augment: AugmentConfig = dataclasses.field(default_factory=lambda: AugmentConfig(copies=0))
 
 
@@ -115,10 +119,12 @@ def relabel(rows: Sequence[dict[str, Any]], judge: Judge, config: RelabelConfig,
             problems = format_problems(row["task"], row["output"])
             words = count_words(row["output"])
             repeats = repetition_reasons(row["output"], row["task"]) if config.drop_repetitions else []
+            fragments = fragment_reasons(row["query"], row["output"]) if config.drop_fragments else []
             echo = example_echo(row["task"], row["query"], row["output"]) if config.drop_example_echoes else None
             reason = (f"format: {problems[0]}" if problems else
                       "length outside range" if not config.length_min <= words <= config.length_max else
                       "repetition" if repeats else
+                      "fragment" if fragments else
                       "echoes a few-shot example" if echo else
                       "open quote" if config.drop_open_quotes and has_open_quote(row["output"]) else None)
             if reason is None:

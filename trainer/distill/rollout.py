@@ -3,11 +3,13 @@ judged and relabelled like the teacher's.
 
 For every (query, task, achieved length) of the training split, the student is asked at the top
 reward level and sampled ``samples`` times. Each output is checked like a teacher's (format,
-length range, duplicates), scored by the same judge, and given the reward level its score falls in
-under the model's own edges (those of the teacher data), so the new records mean what the old ones
-mean. The judge favours outputs that repeat the request, so the student's best samples can teach it
-to copy more than the teacher's data does: a copy guard keeps a (task, reward level) only if its
-records copy no larger mean share of the request than the data's records of that task and level.
+length range, duplicates, loops) and also for fragments, pieces that are neither English words nor
+words of the request (the student's own failure); it is scored by the same judge and given the
+reward level its score falls in under the model's own edges (those of the teacher data), so the new
+records mean what the old ones mean. The judge favours outputs that repeat the request, so the
+student's best samples can teach it to copy more than the teacher's data does: a copy guard keeps a
+(task, reward level) only if its records copy no larger mean share of the request than the data's
+records of that task and level.
 Train one more stage from the model on both files (``udrl train --init``): it keeps the model's
 reward edges, where a fresh run would recompute them over the mixture. Held-out queries (the same
 hash split, ``val_fraction``) are never asked, so evaluation stays clean.
@@ -55,6 +57,7 @@ class RolloutConfig:
     batch_size: int = 64  # samples per fsynced append
     threads: int = 2
     copy_guard: bool = True  # drop (task, level) groups that copy more of the request than the data's
+    drop_fragments: bool = True  # drop samples with a piece that is neither an English word nor the request's
 
     def validate(self) -> None:
         if self.samples < 1 or self.batch_size < 1 or (self.queries is not None and self.queries < 1):
@@ -109,9 +112,9 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
     out = Path(config.out)
     stem = out.name.split(".")[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    # What changes the samples; the copy guard only filters them at the end.
+    # What changes the samples; the copy guard and the fragment filter only filter them at the end.
     settings = {"config": {k: v for k, v in dataclasses.asdict(config).items()
-                           if k not in ("threads", "batch_size", "copy_guard")},
+                           if k not in ("threads", "batch_size", "copy_guard", "drop_fragments")},
                 "model_digest": file_digest(_files(Path(config.model)))}
     saved = out.parent / f"{stem}.rollout.json"
     if saved.exists() and json.loads(saved.read_text()) != settings:
@@ -149,7 +152,8 @@ def rollout(config: RolloutConfig, judge: Judge | None = None) -> Path:
         rows.append(row)
     records, stats = relabel(rows, judge or Judge(threads=config.threads),
                              RelabelConfig(reward_levels=manifest.reward_levels, length_min=manifest.length_min,
-                                           length_max=manifest.length_max), edges=manifest.reward_edges)
+                                           length_max=manifest.length_max, drop_fragments=config.drop_fragments),
+                             edges=manifest.reward_edges)
     stats["dropped"].update({k: n for k, n in left_out.items() if n})
     shares = copy_shares(records, train, manifest.reward_edges)
     counts = collections.Counter((r["task"], r["reward"]) for r in records)

@@ -74,6 +74,11 @@ class TrainConfig:
                                        help="tasks whose reward level counts the relevance that copying the request "
                                        "does not explain (score minus a line fitted on copied share over the "
                                        "task's records); with --replay, the tasks being taught")
+    rank_matched: list[str] = _option(factory=list, metavar="TASK",
+                                      help="tasks whose records are re-scored by rank (after --copy-adjusted): the "
+                                      "record at quantile q of its task's scores takes the whole data's score at "
+                                      "quantile q, so each reward level holds the same share of the task as of the "
+                                      "data")
     tokenizer: str | None = _option(None, "use a local GPT-2 tokenizer instead of training a BPE", metavar="DIR")
     retokenize: bool = _option(False, "with --init: train a new BPE (--vocab-size, --tokenizer-words) on the data "
                                "instead of keeping the model's; each new token starts at the mean embedding of "
@@ -154,6 +159,8 @@ class TrainConfig:
             problems.append(f"replay is a share of the records, in [0, 1); got {self.replay}")
         if len(set(self.copy_adjusted)) != len(self.copy_adjusted):
             problems.append(f"copy_adjusted lists a task twice: {self.copy_adjusted}")
+        if len(set(self.rank_matched)) != len(self.rank_matched):
+            problems.append(f"rank_matched lists a task twice: {self.rank_matched}")
         if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
             problems.append("tasks must be a non-empty list without repeats")
         if self.vocab_size > MAX_VOCAB_SIZE:

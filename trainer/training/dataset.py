@@ -172,6 +172,37 @@ def copy_adjusted(records: Sequence[Record], tasks: Sequence[str]) -> tuple[list
     return adjusted, fits
 
 
+def rank_matched(records: Sequence[Record], tasks: Sequence[str]) -> list[Record]:
+    """The records with each of ``tasks`` re-scored by rank: a record at quantile q of its task's
+    scores takes the score at quantile q of all the records' scores (ties share their mean rank).
+
+    The reward edges are shared by all tasks, and a task the judge scores low (image prompts,
+    headlines) would otherwise find 2-3% of its records at the top level where search queries find
+    45%: the top command then rests on a few hundred examples. Re-scored so, every reward level
+    holds the same share of each listed task as of the whole data. Scores of other tasks are kept.
+    Returns the records, in order."""
+    import numpy as np
+
+    present = {r.task for r in records}
+    for task in tasks:
+        if task not in present:
+            raise DatasetError(f"rank-matched task {task!r} has no records; the data's tasks: "
+                               f"{', '.join(sorted(present))}")
+    reference = np.array([r.score for r in records], dtype=np.float64)
+    scores = [r.score for r in records]
+    for task in tasks:
+        mine = [i for i, r in enumerate(records) if r.task == task]
+        values = np.array([records[i].score for i in mine], dtype=np.float64)
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        # mean rank of each distinct score: ties (judge scores are rounded) go to one level together
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        mean_rank = (first + (counts - 1) / 2)[inverse]
+        matched = np.quantile(reference, (mean_rank + 0.5) / len(mine))
+        for i, value in zip(mine, matched):
+            scores[i] = float(value)
+    return [r if r.score == score else dataclasses.replace(r, score=score) for r, score in zip(records, scores)]
+
+
 def replay_mix(records: Sequence[Record], old_tasks: Sequence[str], share: float, seed: int) -> list[Record]:
     """Every record of a task being taught (one not in ``old_tasks``) and a seeded sample of the
     other tasks' records making up ``share`` of the result (all of them when there are fewer): a

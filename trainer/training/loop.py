@@ -48,6 +48,7 @@ from .dataset import (
     median_lengths,
     open_text,
     quantile_edges,
+    rank_matched,
     read_records,
     replay_mix,
     split_by_query,
@@ -424,6 +425,10 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
         for task, fit in fits.items():
             log(f"copy-adjusted reward for {task}: score - {fit.slope:.3f} x (copied share - {fit.mean_share:.3f}), "
                 f"fitted over its {fit.records} records")
+    if config.rank_matched:
+        records = rank_matched(records, config.rank_matched)
+        log(f"rank-matched reward for {', '.join(config.rank_matched)}: each task's scores mapped by rank onto "
+            "the whole data's")
     rehearsed = [t for t in parent.tasks if t not in config.copy_adjusted] if parent is not None else []
     records = (replay_mix(records, rehearsed, config.replay, config.seed)
                if parent is not None and config.replay is not None else records)

@@ -13,6 +13,7 @@ from udrl.trainer.distill.rollout import (
     training_split,
 )
 from udrl.trainer.errors import ConfigError
+from udrl.trainer.evaluate.degenerate import fragment_reasons
 from udrl.trainer.judge import Judge
 from udrl.trainer.training.dataset import Record, read_records, split_by_query
 
@@ -71,6 +72,15 @@ def test_the_student_answers_training_queries_and_its_outputs_are_relabelled_on_
         kept = [r for r in records if (r["task"], r["reward"]) == (task, level)]
         group = [r for r in unguarded if (r["task"], r["reward"]) == (task, level)]
         assert kept == (group if data_share is not None and share <= data_share else [])
+
+    # so does the fragment filter: with it off, the same samples again, and what it left out is
+    # exactly the records with a fragment
+    loose = read_gz(rollout(dataclasses.replace(unguarded_config, drop_fragments=False), judge=judge))
+    assert len(raw.read_text().splitlines()) == len(jobs)
+    key = lambda r: (r["query"], r["task"], r["output"])
+    kept = {key(r) for r in unguarded}
+    assert [key(r) for r in loose if key(r) in kept] == [key(r) for r in unguarded]
+    assert all(bool(fragment_reasons(r["query"], r["output"])) == (key(r) not in kept) for r in loose)
 
     with pytest.raises(ConfigError, match="other settings or another model"):
         rollout(dataclasses.replace(config, samples=4), judge=judge)

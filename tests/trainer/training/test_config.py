@@ -20,6 +20,7 @@ from udrl.trainer.training.config import MAX_LENGTH, MAX_VOCAB_SIZE, TrainConfig
     ("val_fraction", math.nan, "val_fraction must be in [0, 1)"),
     ("replay", math.nan, "replay is a share of the records"),
     ("copy_adjusted", ["image", "image"], "copy_adjusted lists a task twice"),
+    ("rank_matched", ["image", "image"], "rank_matched lists a task twice"),
     ("length_max", MAX_LENGTH + 1, f"length_max must be at most {MAX_LENGTH} words"),
     ("vocab_size", MAX_VOCAB_SIZE + 1, "vocab_size must be at most 1,048,576"),
     ("vocab_size", 0, "vocab_size must be at least 1"),

@@ -2,8 +2,16 @@ import gzip
 import json
 
 import pytest
+from udrl.commands import reward_level_for
 from udrl.trainer.errors import DatasetError
-from udrl.trainer.training.dataset import Record, copy_adjusted, quantile_edges, read_records, split_by_query
+from udrl.trainer.training.dataset import (
+    Record,
+    copy_adjusted,
+    quantile_edges,
+    rank_matched,
+    read_records,
+    split_by_query,
+)
 
 TASKS = ["image", "search", "headline", "tags"]
 
@@ -114,3 +122,31 @@ def test_copy_adjusted_leaves_scores_alone_where_copying_does_not_pay():
     assert fits["image"].slope == 0.0 and [r.score for r in adjusted] == [0.2, 0.8]
     with pytest.raises(DatasetError, match="copy-adjusted task 'tags' has no records; the data's tasks: image"):
         copy_adjusted(records, ["tags"])
+
+
+def test_rank_matched_levels_hold_the_same_share_of_each_task_as_of_the_data():
+    # the judge scores image prompts low and search queries high: under shared edges the image
+    # prompts would barely reach the top level
+    searches = [Record(f"query {i}", "search", f"search {i}", 2, 0.60 + 0.01 * i) for i in range(30)]
+    images = [image(f"query {i}", f"picture {i}", 0.10 + 0.01 * i) for i in range(30)]
+    records = searches + images
+    edges = quantile_edges([r.score for r in records], 3)
+    assert sum(reward_level_for(edges, r.score) == 2 for r in images) == 0
+    matched = rank_matched(records, ["image"])
+    assert matched[:30] == searches  # other tasks keep their scores
+    assert [r.output for r in matched] == [r.output for r in records]
+    new = [r.score for r in matched[30:]]
+    assert new == sorted(new)  # the task's own order is kept
+    data_levels = [sum(reward_level_for(edges, r.score) == lvl for r in records) / 60 for lvl in range(3)]
+    image_levels = [sum(reward_level_for(edges, s) == lvl for s in new) / 30 for lvl in range(3)]
+    assert image_levels == pytest.approx(data_levels, abs=1 / 30)
+
+
+def test_rank_matched_ties_share_a_score_and_a_missing_task_is_named():
+    records = [image("q", "a", 0.3), image("q", "b", 0.3), image("q", "c", 0.9),
+               Record("q", "tags", "x, y", 2, 0.1), Record("q", "tags", "y, z", 2, 0.5)]
+    matched = rank_matched(records, ["image"])
+    assert matched[0].score == matched[1].score < matched[2].score
+    assert matched[3:] == records[3:]
+    with pytest.raises(DatasetError, match="rank-matched task 'headline' has no records; the data's tasks: image, tags"):
+        rank_matched(records, ["headline"])

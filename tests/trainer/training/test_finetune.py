@@ -99,8 +99,9 @@ def test_a_copy_adjusted_task_is_taught_with_the_others_replayed(tiny_run, synth
     records = read_records([str(synthetic_data)], ["image", "search", "headline", "tags"], (1, 16)).records
     images = sum(r.task == "image" for r in records)
     train(TrainConfig(data=[str(synthetic_data)], out_dir=str(tmp_path / "image"), init=str(tiny_run / "model"),
-                      copy_adjusted=["image"], replay=0.5, length_max=16, max_steps=1, warmup_steps=0,
-                      eval_interval=1, checkpoint_interval=1, adherence_samples=0, threads=2))
+                      copy_adjusted=["image"], rank_matched=["image"], replay=0.5, length_max=16, max_steps=1,
+                      warmup_steps=0, eval_interval=1, checkpoint_interval=1, adherence_samples=0, threads=2))
     out = capsys.readouterr().out
     assert f"fitted over its {images} records" in out and "copy-adjusted reward for image: score - " in out
+    assert "rank-matched reward for image: each task's scores mapped by rank onto the whole data's" in out
     assert f"replay: {2 * images} of {len(records)} records, the tasks not being taught 50% of them" in out
