@@ -184,11 +184,14 @@ def test_targets_hold_every_task_to_both_judges_the_teachers_copying_and_few_deg
 
 
 def test_card_recipe_table_shows_a_copy_adjusted_stage_and_its_replay(reports, tiny_second_stage, tmp_path):
+    # and its rank-matched tasks; options no stage set (the first stage's blanks) leave no row
     run = tmp_path / "stage2"
     shutil.copytree(tiny_second_stage, run)
     config = json.loads((run / "train_config.json").read_text())
-    (run / "train_config.json").write_text(json.dumps({**config, "copy_adjusted": ["image", "tags"], "replay": 0.58}))
+    (run / "train_config.json").write_text(json.dumps({**config, "copy_adjusted": ["image", "tags"],
+                                                               "rank_matched": ["image"], "replay": 0.58}))
     text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(tmp_path / "card"),
                                  shipped_run=str(run))).read_text()
     assert "| copy_adjusted |  | image, tags |" in text
     assert "| replay |  | 0.58 |" in text
+    assert "| rank_matched |  | image |" in text
