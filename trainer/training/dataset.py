@@ -146,6 +146,14 @@ class CopyFit:
     records: int
 
 
+def _require_tasks(records: Sequence[Record], tasks: Sequence[str], option: str) -> None:
+    """Refuse a re-scoring ``option`` naming a task the data has no records of."""
+    present = {r.task for r in records}
+    for task in tasks:
+        if task not in present:
+            raise DatasetError(f"{option} task {task!r} has no records; the data's tasks: {', '.join(sorted(present))}")
+
+
 def copy_adjusted(records: Sequence[Record], tasks: Sequence[str]) -> tuple[list[Record], dict[str, CopyFit]]:
     """The records with each of ``tasks`` re-scored by the relevance its copying does not explain:
     score - slope x (copied share - the task's mean share), the line fitted over that task's records.
@@ -154,13 +162,10 @@ def copy_adjusted(records: Sequence[Record], tasks: Sequence[str]) -> tuple[list
     by all tasks, so on a task whose good outputs copy little (image prompts) the top reward level
     would otherwise hold the outputs that copy most. A slope below 0 is taken as 0 (copying that
     lowers the score needs no correction). Returns the records, in order, and each task's fit."""
+    _require_tasks(records, tasks, "copy-adjusted")
     fits: dict[str, CopyFit] = {}
-    present = {r.task for r in records}
     share = {i: query_word_share(r.query, r.output) for i, r in enumerate(records) if r.task in tasks}
     for task in tasks:
-        if task not in present:
-            raise DatasetError(f"copy-adjusted task {task!r} has no records; the data's tasks: "
-                               f"{', '.join(sorted(present))}")
         mine = [i for i in share if records[i].task == task]
         shares = [share[i] for i in mine]
         slope = 0.0
@@ -183,11 +188,7 @@ def rank_matched(records: Sequence[Record], tasks: Sequence[str]) -> list[Record
     Returns the records, in order."""
     import numpy as np
 
-    present = {r.task for r in records}
-    for task in tasks:
-        if task not in present:
-            raise DatasetError(f"rank-matched task {task!r} has no records; the data's tasks: "
-                               f"{', '.join(sorted(present))}")
+    _require_tasks(records, tasks, "rank-matched")
     reference = np.array([r.score for r in records], dtype=np.float64)
     scores = [r.score for r in records]
     for task in tasks:
