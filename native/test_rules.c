@@ -96,7 +96,7 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     }
     if (s.focus_bias > 0) {
         focus = focus_words(m, query, &n_focus, &status);
-        if (status != UDRL_OK || (n_focus && !(wanted = malloc(sizeof *wanted * (size_t)n_focus)))) {
+        if (status != UDRL_OK || (n_focus && !(wanted = malloc(sizeof *wanted * FOCUS_SCRATCH * (size_t)n_focus)))) {
             printf("FAIL %s: focus words\n", name);
             goto done;
         }

@@ -908,19 +908,23 @@ static int by_logit_desc(const void *a, const void *b) {
 /* ---------------------------------------------------------------- query focus (as the SDK) -- */
 
 typedef struct {
-    char *key;           /* the content word, as focus keys compare */
-    llama_token ids[2];  /* " word" and " Word", where each is one token */
-    int n_ids;
+    char *key;              /* the content word, as focus keys compare */
+    llama_token *ids[2];    /* the tokens of " word" and " Word", each spelling once */
+    int n_ids[2];
+    int n_spellings;
 } focus_word;
 
 static void free_focus(focus_word *words, int n) {
-    int i;
-    for (i = 0; words && i < n; i++) free(words[i].key);
+    int i, k;
+    for (i = 0; words && i < n; i++) {
+        free(words[i].key);
+        for (k = 0; k < words[i].n_spellings; k++) free(words[i].ids[k]);
+    }
     free(words);
 }
 
-/* The query's content words and their one-token spellings (rules.focus_tokens); NULL with *n = 0
-   when none. */
+/* The query's content words and the tokens of their spellings (rules.focus_tokens); NULL with
+   *n = 0 when none. */
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
     focus_word *words = NULL;
@@ -963,10 +967,13 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
                 free_focus(words, *n + 1);
                 return NULL;
             }
-            /* One token only: lifting the first piece of a word the tokenizer splits made the model
-               start it and not finish it ("t t shirt"), as the SDK's focus_tokens says. */
-            if (nt == 1 && (words[*n].n_ids == 0 || words[*n].ids[0] != ids[0])) words[*n].ids[words[*n].n_ids++] = ids[0];
-            free(ids);
+            if (nt >= 1 && !(words[*n].n_spellings == 1 && words[*n].n_ids[0] == nt &&
+                             !memcmp(words[*n].ids[0], ids, sizeof *ids * (size_t)nt))) {
+                words[*n].ids[words[*n].n_spellings] = ids;
+                words[*n].n_ids[words[*n].n_spellings++] = nt;
+            } else {
+                free(ids);
+            }
         }
         free(spelling);
         (*n)++;
@@ -1030,6 +1037,9 @@ static udrl_status make_request_spelling(udrl_model *m, const char *query, reque
 
 /* ---------------------------------------------------------------- the decoding rules ------- */
 
+/* Scratch ints per focus word: whether it is wanted, and up to two tokens picked (one per spelling). */
+#define FOCUS_SCRATCH 3
+
 /* What the rules see at one step (rules.DecodeState): the command's length and the options, the
    query's focus words, the generated ids and their text without the output prefix. */
 typedef struct {
@@ -1038,7 +1048,7 @@ typedef struct {
     float focus_bias;
     const focus_word *focus;
     int n_focus;
-    int *wanted; /* n_focus slots of scratch space */
+    int *wanted; /* FOCUS_SCRATCH * n_focus slots of scratch space (focus_started) */
     const llama_token *ids;
     int32_t n_ids;
     const char *text;
@@ -1056,24 +1066,40 @@ static int guarded_words(const rule_state *s) {
     return words < s->length ? words : -1;
 }
 
-/* 1. The bonus for each one-token spelling of a content word the text does not contain yet, once per token. */
-static void query_focus(const rule_state *s, float *logits) {
+/* The tokens query focus acts on (rules._focus_started), each once, into the scratch space after
+   the first n_focus slots; returns how many. With next = 0, the first token of each spelling of each
+   content word the text does not contain yet; with next = 1, for each such spelling whose first
+   tokens the generated ids end in (the longest such start), the token that comes next in it. */
+static int focus_started(const rule_state *s, int next) {
     size_t pos = 0, start, wlen;
-    int i, j, k, l;
-    if (s->focus_bias <= 0 || !s->n_focus) return;
+    int i, j, k, l, n = 0, *picked = s->wanted + s->n_focus;
     for (i = 0; i < s->n_focus; i++) s->wanted[i] = 1;
     while (next_word(s->text, s->len, &pos, &start, &wlen))
         for (i = 0; i < s->n_focus; i++)
             if (s->wanted[i] && focus_key_is(s->text + start, wlen, s->focus[i].key)) s->wanted[i] = 0;
     for (i = 0; i < s->n_focus; i++) {
         if (!s->wanted[i]) continue;
-        for (k = 0; k < s->focus[i].n_ids; k++) {
-            int seen = 0;
-            for (j = 0; j < i && !seen; j++)
-                for (l = 0; s->wanted[j] && l < s->focus[j].n_ids; l++) seen |= s->focus[j].ids[l] == s->focus[i].ids[k];
-            if (!seen) logits[s->focus[i].ids[k]] += s->focus_bias;
+        for (k = 0; k < s->focus[i].n_spellings; k++) {
+            const llama_token *spelling = s->focus[i].ids[k];
+            int token = -1, most = s->focus[i].n_ids[k] - 1;
+            if (!next) token = spelling[0];
+            else
+                for (l = most < s->n_ids ? most : (int)s->n_ids; l > 0 && token < 0; l--)
+                    if (!memcmp(s->ids + s->n_ids - l, spelling, sizeof *spelling * (size_t)l)) token = spelling[l];
+            if (token < 0) continue;
+            for (j = 0; j < n && picked[j] != token; j++) {}
+            if (j == n) picked[n++] = token;
         }
     }
+    return n;
+}
+
+/* 1. The bonus for the first token of each content word the text does not contain yet, once per token. */
+static void query_focus(const rule_state *s, float *logits) {
+    int j, n;
+    if (s->focus_bias <= 0 || !s->n_focus) return;
+    n = focus_started(s, 0);
+    for (j = 0; j < n; j++) logits[s->wanted[s->n_focus + j]] += s->focus_bias;
 }
 
 /* 2. No token that would complete an n-gram already among the generated ids. */
@@ -1159,7 +1185,23 @@ static void ban_unfinished_end(const rule_state *s, float *logits) {
         if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
-/* 7. Only tokens that keep every word of the output spelt (spelling.py: RequestSpelling.allowed),
+/* 7. Where the generated ids end in the first tokens of a content word focus lifts, only the tokens
+   that carry such a word on, unless every one of them is forbidden: a word focus starts is a word it
+   finishes ("lan" for "lanterns" otherwise). */
+static void finish_focus_word(const rule_state *s, float *logits) {
+    const int *picked = s->wanted + s->n_focus;
+    int i, j, n, any = 0;
+    if (s->focus_bias <= 0 || !s->n_focus) return;
+    n = focus_started(s, 1);
+    for (j = 0; j < n && !any; j++) any = logits[picked[j]] > -INFINITY;
+    if (!any) return;
+    for (i = 0; i < s->m->n_vocab; i++) {
+        for (j = 0; j < n && picked[j] != i; j++) {}
+        if (j == n) logits[i] = -INFINITY;
+    }
+}
+
+/* 8. Only tokens that keep every word of the output spelt (spelling.py: RequestSpelling.allowed),
    unless none of them is left. Out of memory for a long open run, the rule steps aside. */
 static void whole_words(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -1197,7 +1239,7 @@ static void whole_words(const rule_state *s, float *logits) {
         if (!s->allowed[i]) logits[i] = -INFINITY;
 }
 
-/* 8. Where the model would end before the requested count, only tokens that start a new word:
+/* 9. Where the model would end before the requested count, only tokens that start a new word:
    otherwise the best token after a forbidden end is glued-on junk. */
 static void word_instead_of_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -1212,7 +1254,7 @@ static void word_instead_of_end(const rule_state *s, float *logits) {
         if (!m->word_start[i]) logits[i] = -INFINITY;
 }
 
-/* 9. No end of sequence before the requested number of words. */
+/* 10. No end of sequence before the requested number of words. */
 static void ban_early_end(const rule_state *s, float *logits) {
     if (guarded_words(s) >= 0) logits[s->m->eos_id] = -INFINITY;
 }
@@ -1220,7 +1262,7 @@ static void ban_early_end(const rule_state *s, float *logits) {
 /* rules.RULES, in the same order. */
 static void (*const RULES[])(const rule_state *, float *) = {
     query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice, ban_unfinished_end,
-    whole_words, word_instead_of_end, ban_early_end,
+    finish_focus_word, whole_words, word_instead_of_end, ban_early_end,
 };
 
 static void apply_rules(const rule_state *s, float *logits) {
@@ -1411,7 +1453,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
     if (focus_bias > 0) {
         focus = focus_words(m, query, &n_focus, &status);
         if (status != UDRL_OK) goto done;
-        if (n_focus && !(wanted = malloc(sizeof *wanted * (size_t)n_focus))) {
+        if (n_focus && !(wanted = malloc(sizeof *wanted * FOCUS_SCRATCH * (size_t)n_focus))) {
             status = fail(m, UDRL_E_MEMORY, "out of memory");
             goto done;
         }

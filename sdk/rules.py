@@ -8,21 +8,23 @@ in the same order; ``docs/decoding.md`` specifies them and ``tests/data/decoding
 cases that both the Python tests and native/test_rules.c must reproduce, so a rule changed on one
 side only fails a test.
 
-1. `query_focus`: a bonus for each one-token spelling of a content word of the query the text does
-   not contain yet (a small policy's rare-word knowledge is weak; split words get none, since
-   lifting a first piece left fragments such as "t t shirt").
+1. `query_focus`: a bonus for the first token of each content word of the query the text does not
+   contain yet (a small policy's rare-word knowledge is weak), whether the tokenizer splits the word
+   or not.
 2. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
 3. `ban_word_again`: the next word may not be the last word again ("poster poster").
 4. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
 5. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
 6. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
    ("Festival at the").
-7. `whole_words`: every word the output holds is a word of the manifest's list or of the request
+7. `finish_focus_word`: where the text ends in the first tokens of such a word, only the tokens
+   that carry it on (lifting a first piece alone left fragments such as "t t shirt").
+8. `whole_words`: every word the output holds is a word of the manifest's list or of the request
    (spelling.py): a small model starts a word with a short piece and carries on into letters no word
    spells ("pders party", "t t Veget").
-8. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
+9. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
    ("Party!!s!)!" otherwise).
-9. `ban_early_end`: no end of sequence before the requested number of words.
+10. `ban_early_end`: no end of sequence before the requested number of words.
 """
 
 from __future__ import annotations
@@ -98,14 +100,15 @@ def focus_words(manifest: Manifest, query: str) -> list[str]:
     return words
 
 
-def focus_tokens(backend: Backend, query: str) -> dict[str, list[int]]:
-    """For each content word of the query, its spellings " word" and " Word" that are one token
-    each (a word the tokenizer splits gets no bonus)."""
+def focus_tokens(backend: Backend, query: str) -> dict[str, list[tuple[int, ...]]]:
+    """For each content word of the query, the tokens of its spellings " word" and " Word", one
+    tuple per spelling (a word the tokenizer splits has several tokens; query focus lifts its first
+    and then each next one, so that a word it starts is a word it finishes)."""
     tokens = {}
     for word in focus_words(backend.manifest, query):
         first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
         spellings = (" " + word, " " + first + word[1:])
-        tokens[word] = sorted({ids[0] for ids in map(backend.encode, spellings) if len(ids) == 1})
+        tokens[word] = sorted({tuple(ids) for ids in map(backend.encode, spellings) if ids})
     return tokens
 
 
@@ -119,7 +122,7 @@ class DecodeState:
     length_guard: bool = True
     no_repeat_ngram: int = 2
     focus_bias: float = 0.0
-    focus: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # `focus_tokens`
+    focus: dict[str, list[tuple[int, ...]]] = dataclasses.field(default_factory=dict)  # `focus_tokens`
     spelling: RequestSpelling | None = None  # `Spelling.request` for the query; None: no whole-word rule
     ids: list[int] = dataclasses.field(default_factory=list)
     text: str = ""
@@ -135,14 +138,46 @@ class DecodeState:
 Rule = Callable[[np.ndarray, DecodeState], None]
 
 
+def _focus_started(state: DecodeState) -> tuple[set[int], set[int]]:
+    """The first token of each content word the text does not contain yet, and the next token of
+    each such word whose first tokens the text ends in."""
+    written = {focus_key(w) for w in state.text.split()}
+    ids = state.ids
+    firsts, nexts = set(), set()
+    for word, spellings in state.focus.items():
+        if word in written:
+            continue
+        for spelling in spellings:
+            firsts.add(spelling[0])
+            for k in range(min(len(spelling) - 1, len(ids)), 0, -1):
+                if tuple(ids[len(ids) - k:]) == spelling[:k]:
+                    nexts.add(spelling[k])
+                    break
+    return firsts, nexts
+
+
 def query_focus(logits: np.ndarray, state: DecodeState) -> None:
-    """Add the focus bonus to the tokens of the content words the text does not contain yet."""
+    """Add the focus bonus to the first token of each content word the text does not contain yet."""
     if state.focus_bias <= 0 or not state.focus:
         return
-    written = {focus_key(w) for w in state.text.split()}
-    wanted = sorted({t for word, ids in state.focus.items() if word not in written for t in ids})
-    if wanted:
-        logits[wanted] += state.focus_bias
+    firsts, _ = _focus_started(state)
+    if firsts:
+        logits[sorted(firsts)] += state.focus_bias
+
+
+def finish_focus_word(logits: np.ndarray, state: DecodeState) -> None:
+    """Where the text ends in the first tokens of a content word focus lifts (one the tokenizer
+    splits), only the tokens that carry on such a word, unless every one of them is forbidden: a
+    word focus starts is a word it finishes ("lan" for "lanterns" otherwise)."""
+    if state.focus_bias <= 0 or not state.focus:
+        return
+    _, nexts = _focus_started(state)
+    if nexts:
+        keep = sorted(nexts)
+        if np.isfinite(logits[keep]).any():
+            kept = logits[keep].copy()
+            logits[:] = -np.inf
+            logits[keep] = kept
 
 
 def ban_repeated_ngram(logits: np.ndarray, state: DecodeState) -> None:
@@ -232,7 +267,7 @@ def ban_early_end(logits: np.ndarray, state: DecodeState) -> None:
 
 
 RULES: tuple[Rule, ...] = (query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice,
-                           ban_unfinished_end, whole_words, word_instead_of_end, ban_early_end)
+                           ban_unfinished_end, finish_focus_word, whole_words, word_instead_of_end, ban_early_end)
 
 
 def apply_rules(logits: np.ndarray, state: DecodeState, rules: Sequence[Rule] = RULES) -> np.ndarray:

@@ -21,8 +21,20 @@ VECTORS = Path(__file__).resolve().parents[1] / "data" / "decoding-vectors.json"
 # The logits are dyadic numbers, so that adding a bonus is exact in float32 on both sides; a case
 # without any gives " night" the lead (with all at 0 the first token, here the end of sequence, would lead).
 CASES = [
-    ("focus lifts the one-token words of the request", "label for homemade strawberry jam", "tags", 4,
+    ("focus lifts the first token of each request word", "label for homemade strawberry jam", "tags", 4,
      {"focus": 8.25}, "", {" label": 1.5}),
+    ("focus lifts the first token of a split word", "label for homemade kimchi", "tags", 4,
+     {"focus": 8.25}, "", {" label": 1.5}),
+    ("a started focus word is finished", "label for homemade kimchi", "tags", 4,
+     {"focus": 8.25}, " kim", {" night": 3.0, "ch": 0.5}),
+    ("the longest start decides the next piece", "label for homemade kimchi", "tags", 4,
+     {"focus": 8.25}, " kimch", {" night": 3.0}),
+    ("a finished focus word is let go", "label for homemade kimchi", "tags", 4,
+     {"focus": 8.25}, " kimchi", {" night": 3.0}),
+    ("finishing steps aside when the n-gram ban forbids the next piece", "label for homemade kimchi", "tags", 6,
+     {"focus": 8.25}, " kimchi's kim", {" night": 3.0}),
+    ("no finishing with focus off", "label for homemade kimchi", "tags", 4,
+     {"focus": 0.0}, " kim", {" night": 3.0}),
     ("focus stops for a word once written", "label for homemade strawberry jam", "tags", 4,
      {"focus": 8.25}, " strawberry,", {}),
     ("focus off leaves the request words alone", "label for homemade strawberry jam", "tags", 4,
