@@ -62,6 +62,7 @@ static int expected_logits(const cJSON *c, float *want, int n_vocab) {
 static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     const char *name = j_str(j_get(c, "name")), *query = j_str(j_get(c, "query"));
     const cJSON *ids_v = j_get(c, "ids"), *guard_v = j_get(c, "length_guard"), *focus_v = j_get(c, "focus"), *item;
+    const cJSON *split_v = j_get(c, "split_words");
     rule_state s;
     llama_token *ids = NULL;
     focus_word *focus = NULL;
@@ -71,7 +72,8 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     size_t len = 0, cap = 64, k = 0;
     double value;
     udrl_status status = UDRL_OK;
-    if (!name || !query || !cJSON_IsArray(ids_v) || !cJSON_IsBool(guard_v) || !cJSON_IsNumber(focus_v)) {
+    if (!name || !query || !cJSON_IsArray(ids_v) || !cJSON_IsBool(guard_v) || !cJSON_IsNumber(focus_v) ||
+        !cJSON_IsBool(split_v)) {
         printf("FAIL malformed case\n");
         return 0;
     }
@@ -95,7 +97,10 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
         ids[k++] = t;
     }
     if (s.focus_bias > 0) {
+        int manifest_split = m->focus_split_words;
+        m->focus_split_words = cJSON_IsTrue(split_v); /* the case's, as the Python side passes it */
         focus = focus_words(m, query, &n_focus, &status);
+        m->focus_split_words = manifest_split;
         if (status != UDRL_OK || (n_focus && !(wanted = malloc(sizeof *wanted * FOCUS_SCRATCH * (size_t)n_focus)))) {
             printf("FAIL %s: focus words\n", name);
             goto done;

@@ -228,6 +228,7 @@ struct udrl_model {
     const char *output_prefix; /* written before the output by the model; never handed to callers */
     size_t output_prefix_len;
     int focus_min_bytes;
+    int focus_split_words;        /* focus also lifts (and finishes) words the tokenizer splits */
     const cJSON *focus_stopwords; /* array of strings, or NULL */
     const cJSON *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
     const cJSON *minor_words;     /* array of strings Title Case leaves lower inside a phrase, or NULL */
@@ -443,14 +444,19 @@ static udrl_status parse_manifest(udrl_model *m) {
     m->output_prefix_len = strlen(m->output_prefix);
     /* focus absent (older manifests): query focus off */
     m->focus_min_bytes = 3;
+    m->focus_split_words = 0;
     m->focus_stopwords = NULL;
     if (focus) {
-        const cJSON *stop = j_get(focus, "stopwords");
+        const cJSON *stop = j_get(focus, "stopwords"), *split = j_get(focus, "split_words");
         focus_bias = j_get(focus, "bias"); /* per task; empty: off for all */
         if (!cJSON_IsObject(focus) || !cJSON_IsObject(focus_bias) ||
             !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !cJSON_IsArray(stop))
             return fail(m, UDRL_E_MANIFEST, "the manifest's focus field is malformed");
         if (!all_strings(stop)) return fail(m, UDRL_E_MANIFEST, "the manifest's focus stopwords must be strings");
+        /* absent (manifests before it): one-token words only, the rule their bonus was chosen under */
+        if (split && !cJSON_IsBool(split))
+            return fail(m, UDRL_E_MANIFEST, "the manifest's focus split_words must be true or false");
+        m->focus_split_words = cJSON_IsTrue(split);
         m->focus_stopwords = stop;
     }
     /* length_guard absent (older manifests): no end words */
@@ -923,8 +929,9 @@ static void free_focus(focus_word *words, int n) {
     free(words);
 }
 
-/* The query's content words and the tokens of their spellings (rules.focus_tokens); NULL with
-   *n = 0 when none. */
+/* The query's content words and the tokens of their spellings (rules.focus_tokens): one-token
+   spellings, and split ones too where the manifest's focus split_words is true; NULL with *n = 0
+   when none. */
 static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_status *status) {
     size_t len = strlen(query), pos = 0, start, wlen, a, b;
     focus_word *words = NULL;
@@ -938,7 +945,7 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
     }
     while (next_word(query, len, &pos, &start, &wlen)) {
         char *key, *spelling;
-        int dup = 0;
+        int dup = 0, word_split;
         focus_trim(query + start, wlen, &a, &b);
         if (b - a < (size_t)m->focus_min_bytes) continue;
         if (!(key = malloc(b - a + 1)) || !(spelling = malloc(b - a + 2))) {
@@ -956,6 +963,8 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
             continue;
         }
         words[*n].key = key;
+        /* Never a split end stopword ("within"): the guard's end ban sees whole-word tokens only. */
+        word_split = m->focus_split_words && !in_words(m->end_stopwords, key);
         spelling[0] = ' ';
         memcpy(spelling + 1, key, b - a + 1);
         for (k = 0; k < 2; k++) {
@@ -967,7 +976,8 @@ static focus_word *focus_words(udrl_model *m, const char *query, int *n, udrl_st
                 free_focus(words, *n + 1);
                 return NULL;
             }
-            if (nt >= 1 && !(words[*n].n_spellings == 1 && words[*n].n_ids[0] == nt &&
+            /* A split spelling only where the manifest says so (rules.focus_tokens). */
+            if ((nt == 1 || (nt > 1 && word_split)) && !(words[*n].n_spellings == 1 && words[*n].n_ids[0] == nt &&
                              !memcmp(words[*n].ids[0], ids, sizeof *ids * (size_t)nt))) {
                 words[*n].ids[words[*n].n_spellings] = ids;
                 words[*n].n_ids[words[*n].n_spellings++] = nt;

@@ -52,7 +52,9 @@ def _print_info(report: dict) -> None:
     levels = len(m["reward"]["edges"]) + 1
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
     focus = m["focus"]["bias"]
-    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) if any(focus.values()) else "off"))
+    split = "split words too" if m["focus"].get("split_words") else "one-token words only"
+    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) + f" ({split})"
+                              if any(focus.values()) else "off"))
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends
           else "never ends on (no end words: an older manifest)")

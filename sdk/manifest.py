@@ -95,6 +95,9 @@ class Manifest:
         focus_bias: per task, the logit bonus for the query's content words the output does not
             contain yet (the default of `GenerationOptions.focus`); 0 turns query focus off for a
             task, an empty mapping for all (as in manifests written before it existed).
+        focus_split_words: whether query focus also lifts the request words the tokenizer splits,
+            and finishes those it starts (rules.py); False in manifests written before it existed,
+            so that their bonus, chosen when focus lifted one-token words only, keeps its meaning.
         focus_min_bytes, focus_stopwords: a query word counts as content when it has at least this
             many bytes (after stripping ASCII punctuation and lowering ASCII letters) and is not a
             stopword.
@@ -127,6 +130,7 @@ class Manifest:
     template: str = DEFAULT_TEMPLATE
     output_prefix: str = ""
     focus_bias: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    focus_split_words: bool = False
     focus_min_bytes: int = FOCUS_MIN_BYTES
     focus_stopwords: tuple[str, ...] = ()
     end_stopwords: tuple[str, ...] = ()
@@ -230,8 +234,8 @@ class Manifest:
             "eos_token": self.eos_token,
             "template": self.template,
             "output_prefix": self.output_prefix,
-            "focus": {"bias": dict(self.focus_bias), "min_bytes": self.focus_min_bytes,
-                      "stopwords": list(self.focus_stopwords)},
+            "focus": {"bias": dict(self.focus_bias), "split_words": self.focus_split_words,
+                      "min_bytes": self.focus_min_bytes, "stopwords": list(self.focus_stopwords)},
             "length_guard": {"end_stopwords": list(self.end_stopwords)},
             "case": {"title": list(self.title_tasks), "minor_words": list(self.minor_words)},
             "spelling": {"words": self.spelling_words, "after_apostrophe": list(self.spelling_after_apostrophe)},
@@ -276,6 +280,7 @@ class Manifest:
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
                 focus_bias=dict(data.get("focus", {}).get("bias", {})),
+                focus_split_words=data.get("focus", {}).get("split_words", False),
                 focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
                 focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
                 end_stopwords=tuple(data.get("length_guard", {}).get("end_stopwords", ())),
@@ -350,6 +355,8 @@ def _problems(m: Manifest) -> list[str]:
     for task, bias in m.focus_bias.items():
         if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not (math.isfinite(bias) and bias >= 0):
             problems.append(f"focus bias for {task!r} must be a finite number >= 0 (0: off), got {bias!r}")
+    if not isinstance(m.focus_split_words, bool):
+        problems.append(f"focus split_words must be true or false, got {m.focus_split_words!r}")
     if isinstance(m.focus_min_bytes, bool) or not isinstance(m.focus_min_bytes, int) or m.focus_min_bytes < 1:
         problems.append(f"focus min_bytes must be an integer >= 1, got {m.focus_min_bytes!r}")
     unknown_title = [t for t in m.title_tasks if t not in m.tasks]

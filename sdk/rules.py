@@ -9,16 +9,16 @@ cases that both the Python tests and native/test_rules.c must reproduce, so a ru
 side only fails a test.
 
 1. `query_focus`: a bonus for the first token of each content word of the query the text does not
-   contain yet (a small policy's rare-word knowledge is weak), whether the tokenizer splits the word
-   or not.
+   contain yet (a small policy's rare-word knowledge is weak); a word the tokenizer splits only when
+   the manifest's `focus_split_words` says so.
 2. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
 3. `ban_word_again`: the next word may not be the last word again ("poster poster").
 4. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
 5. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
 6. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
    ("Festival at the").
-7. `finish_focus_word`: where the text ends in the first tokens of such a word, only the tokens
-   that carry it on (lifting a first piece alone left fragments such as "t t shirt").
+7. `finish_focus_word`: where the text ends in the first tokens of a split word focus lifts, only
+   the tokens that carry it on (lifting a first piece alone left fragments such as "t t shirt").
 8. `whole_words`: every word the output holds is a word of the manifest's list or of the request
    (spelling.py): a small model starts a word with a short piece and carries on into letters no word
    spells ("pders party", "t t Veget").
@@ -100,15 +100,21 @@ def focus_words(manifest: Manifest, query: str) -> list[str]:
     return words
 
 
-def focus_tokens(backend: Backend, query: str) -> dict[str, list[tuple[int, ...]]]:
+def focus_tokens(backend: Backend, query: str, split_words: bool | None = None) -> dict[str, list[tuple[int, ...]]]:
     """For each content word of the query, the tokens of its spellings " word" and " Word", one
-    tuple per spelling (a word the tokenizer splits has several tokens; query focus lifts its first
-    and then each next one, so that a word it starts is a word it finishes)."""
+    tuple per spelling. With ``split_words`` (None: the manifest's `focus_split_words`) a spelling
+    the tokenizer splits is kept too, and query focus lifts its first token and then each next one,
+    so that a word it starts is a word it finishes; without, only one-token spellings (lifting a
+    first piece alone left fragments such as "t t shirt")."""
+    split = backend.manifest.focus_split_words if split_words is None else split_words
     tokens = {}
     for word in focus_words(backend.manifest, query):
         first = word[0].upper() if word[0].isascii() else word[0]  # ASCII only, as the C layer
         spellings = (" " + word, " " + first + word[1:])
-        tokens[word] = sorted({tuple(ids) for ids in map(backend.encode, spellings) if ids})
+        # Never a split end stopword ("within"): the guard's end ban sees whole-word tokens only.
+        word_split = split and word not in backend.manifest.end_stopwords
+        tokens[word] = sorted({tuple(ids) for ids in map(backend.encode, spellings)
+                               if len(ids) == 1 or (ids and word_split)})
     return tokens
 
 

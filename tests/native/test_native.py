@@ -156,6 +156,8 @@ def _manifest_mutations(text: str) -> dict[str, str]:
         "token id a float": changed(lambda d: d["token_ids"].update({d["eos_token"]: 0.5})),
         "focus stopwords not strings": changed(lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3})
                                                .update(stopwords=[1])),
+        "focus split_words a string": changed(lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3, "stopwords": []})
+                                              .update(split_words="yes")),
         "no version": changed(lambda d: d.pop("version")),
         "spelling words a list": changed(lambda d: d.update(spelling={"words": ["jam"], "after_apostrophe": []})),
         "spelling words out of order": changed(lambda d: d.update(spelling={"words": "label jam", "after_apostrophe": []})),

@@ -21,20 +21,24 @@ VECTORS = Path(__file__).resolve().parents[1] / "data" / "decoding-vectors.json"
 # The logits are dyadic numbers, so that adding a bonus is exact in float32 on both sides; a case
 # without any gives " night" the lead (with all at 0 the first token, here the end of sequence, would lead).
 CASES = [
-    ("focus lifts the first token of each request word", "label for homemade strawberry jam", "tags", 4,
+    ("focus lifts the one-token words of the request", "label for homemade strawberry jam", "tags", 4,
      {"focus": 8.25}, "", {" label": 1.5}),
     ("focus lifts the first token of a split word", "label for homemade kimchi", "tags", 4,
-     {"focus": 8.25}, "", {" label": 1.5}),
+     {"focus": 8.25, "split_words": True}, "", {" label": 1.5}),
     ("a started focus word is finished", "label for homemade kimchi", "tags", 4,
-     {"focus": 8.25}, " kim", {" night": 3.0, "ch": 0.5}),
+     {"focus": 8.25, "split_words": True}, " kim", {" night": 3.0, "ch": 0.5}),
     ("the longest start decides the next piece", "label for homemade kimchi", "tags", 4,
-     {"focus": 8.25}, " kimch", {" night": 3.0}),
+     {"focus": 8.25, "split_words": True}, " kimch", {" night": 3.0}),
     ("a finished focus word is let go", "label for homemade kimchi", "tags", 4,
-     {"focus": 8.25}, " kimchi", {" night": 3.0}),
+     {"focus": 8.25, "split_words": True}, " kimchi", {" night": 3.0}),
     ("finishing steps aside when the n-gram ban forbids the next piece", "label for homemade kimchi", "tags", 6,
-     {"focus": 8.25}, " kimchi's kim", {" night": 3.0}),
+     {"focus": 8.25, "split_words": True}, " kimchi's kim", {" night": 3.0}),
     ("no finishing with focus off", "label for homemade kimchi", "tags", 4,
-     {"focus": 0.0}, " kim", {" night": 3.0}),
+     {"focus": 0.0, "split_words": True}, " kim", {" night": 3.0}),
+    ("no split spelling for an end stopword", "poster for a picnic within the park", "tags", 4,
+     {"focus": 8.25, "split_words": True}, "", {" label": 1.5}),
+    ("split words off: a split word gets no bonus and is not finished", "label for homemade kimchi", "tags", 4,
+     {"focus": 8.25, "split_words": False}, " kim", {" night": 3.0, "ch": 0.5}),
     ("focus stops for a word once written", "label for homemade strawberry jam", "tags", 4,
      {"focus": 8.25}, " strawberry,", {}),
     ("focus off leaves the request words alone", "label for homemade strawberry jam", "tags", 4,
@@ -102,6 +106,7 @@ def case_inputs(backend, case: tuple) -> dict:
     return {"name": name, "query": query, "task": task, "length": length,
             "length_guard": options.get("length_guard", True), "no_repeat_ngram": options.get("no_repeat_ngram", 2),
             "focus": options.get("focus", backend.manifest.focus_bias.get(task, 0.0)),
+            "split_words": options.get("split_words", backend.manifest.focus_split_words),
             "whole_words": options.get("whole_words", True),
             "ids": backend.encode(written) if written else [],
             "logits": [[_token(backend, s), v] for s, v in (logits or {" night": 0.5}).items()]}
@@ -118,7 +123,7 @@ def apply_case(backend, case: dict, rules=None) -> np.ndarray:
     text = b"".join(backend.token_bytes(t) for t in case["ids"]).decode("utf-8", errors="replace")
     vocab = vocabulary(backend, len(logits))
     state = DecodeState(vocab, case["length"], case["length_guard"], case["no_repeat_ngram"], case["focus"],
-                        focus_tokens(backend, case["query"]) if case["focus"] > 0 else {},
+                        focus_tokens(backend, case["query"], case["split_words"]) if case["focus"] > 0 else {},
                         vocab.spelling.request(case["query"]) if vocab.spelling and case["whole_words"] else None,
                         list(case["ids"]), text.removeprefix(backend.manifest.output_prefix))
     return apply_rules(logits, state, RULES if rules is None else rules)

@@ -201,6 +201,9 @@ def test_query_focus_starts_split_request_words_and_finishes_them(tiny_artifacts
             assert tuple(backend.encode(" " + word)) in spellings
         split = {w for w in tokens if len(backend.encode(" " + w)) > 1}
         assert split and split != set(tokens)  # the tiny tokenizer has both kinds in this request
+        assert backend.manifest.focus_split_words  # a new model's manifest says so (trainer/decoding.py)
+        one_token = focus_tokens(backend, query, split_words=False)  # a manifest from before it
+        assert all(not one_token[w] for w in split) and all(len(s) == 1 for v in one_token.values() for s in v)
     finally:
         backend.close()
     # A random-weight model with a large bonus writes request words only; a split word it starts it

@@ -32,3 +32,9 @@ def test_no_spelling_words_turns_the_whole_word_rule_off():
 def test_a_fine_tune_keeps_the_bonus_chosen_for_its_parent():
     settings = starting_settings(["tags", "search", "alt_text"], tuned_focus={"tags": 7.5, "search": 10.0})
     assert settings["focus_bias"] == {"tags": 7.5, "search": 10.0, "alt_text": 0.0}
+
+
+def test_a_new_model_lifts_split_words_and_a_fine_tune_keeps_its_parents_rule():
+    assert starting_settings(["tags"], spelling=0)["focus_split_words"] is True
+    kept = starting_settings(["tags"], tuned_focus={"tags": 7.5}, spelling=0, split_words=False)
+    assert kept["focus_split_words"] is False and kept["focus_bias"] == {"tags": 7.5}

@@ -109,6 +109,12 @@ def test_a_checkpoint_without_manifest_is_refused_before_the_run(tiny_artifacts,
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], write=str(tmp_path)))
     with pytest.raises(UdrlError, match="the evaluation half is looked at by no choice"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], query_set="handwritten"))
+    from udrl.artifacts import read_manifest
+    from udrl.manifest import save_manifest
+    other_rule = read_manifest(tiny_artifacts["llama"])
+    save_manifest(other_rule.replace(focus_split_words=not other_rule.focus_split_words), tmp_path)
+    with pytest.raises(UdrlError, match="focus split_words .* the bonus is chosen under the model's rule"):
+        tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], write=str(tmp_path)))
     with pytest.raises(UdrlError, match="refine is a number of halvings, 0 or more; got -1"):
         tune_focus(FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], refine=-1))
 
