@@ -84,7 +84,9 @@ test-slow: setup
 # ($(RETOK_MORE)), then trains image prompts on a copy-adjusted reward with the other tasks rehearsed
 # ($(IMAGE_COPY)), then headlines and tags too, each task by its own fit ($(COPY_ADJUSTED)); its
 # query-focus bonus is chosen again (`udrl focus`, the teacher run once more: the stage-3 report
-# answered the requests of the data before `make data` re-judged it).
+# answered the requests of the data before `make data` re-judged it). Focus follows each manifest's
+# rule (`focus.split_words`): the kept stages predate split-word focus, so a run going on from them
+# keeps one-token words, as the bundled model does; runs that start from scratch lift split words.
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }

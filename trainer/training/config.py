@@ -90,6 +90,10 @@ class TrainConfig:
     spelling_words: int = _option(200_000, "decoding lets an output's words be only words of wordfreq's N most "
                                   "frequent English words or of the request (0: the whole-word rule off)",
                                   metavar="N")
+    focus_split_words: bool = _option(False, "query focus of the model trained also lifts, and finishes, the "
+                                      "request words the tokenizer splits (docs/decoding.md), where its --init "
+                                      "model's manifest predates that rule (a new model always does; otherwise "
+                                      "a run keeps its parent's rule, which its bonus was chosen under)")
     dropout: float = _option(0.0, "dropout of residual, embedding and attention")
     # optimisation
     max_steps: int = _option(2000, "optimizer steps", flag="--steps")

@@ -1,6 +1,7 @@
 """Fine-tuning a udrl model on a task of one's own: its control token, manifest and generation."""
 
 import json
+import shutil
 
 import pytest
 import udrl
@@ -105,3 +106,20 @@ def test_a_copy_adjusted_task_is_taught_with_the_others_replayed(tiny_run, synth
     assert f"fitted over its {images} records" in out and "copy-adjusted reward for image: score - " in out
     assert "rank-matched reward for image: each task's scores mapped by rank onto the whole data's" in out
     assert f"replay: {2 * images} of {len(records)} records, the tasks not being taught 50% of them" in out
+
+
+def test_a_fine_tune_keeps_its_parents_focus_rule_unless_asked_for_split_words(tiny_run, synthetic_data, tmp_path):
+    # The bonus a parent's focus was tuned to keeps its meaning; the flag moves a model whose manifest
+    # predates split-word focus onto it.
+    from udrl.manifest import MANIFEST_FILENAME, save_manifest
+    from udrl.trainer import train
+
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_run / "model", parent)
+    save_manifest(load_manifest(parent).replace(focus_split_words=False), parent)
+    for flag in (False, True):
+        out = tmp_path / f"child-{flag}"
+        train(TrainConfig(data=[str(synthetic_data)], out_dir=str(out), init=str(parent), focus_split_words=flag,
+                          length_max=16, max_steps=1, warmup_steps=0, eval_interval=1, checkpoint_interval=1,
+                          adherence_samples=0, threads=2))
+        assert json.loads((out / "model" / MANIFEST_FILENAME).read_text())["focus"]["split_words"] is flag
