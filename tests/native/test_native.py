@@ -220,8 +220,13 @@ def test_no_repeat_ngram_matches_the_sdk_on_the_bundled_model(exe):
 def test_query_focus_matches_the_sdk(exe, gguf, focus):
     from udrl.model import default_model_path
 
+    # The tiny model's manifest lifts split words (the tiny BPE splits most of these), the bundled one's
+    # one-token words only: both rules, as the SDK runs them.
     queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club",
-               "jazz, blues, soul, funk, disco"]
+               "jazz, blues, soul, funk, disco", "label for homemade kimchi within quixotic zeppelins"]
+    from udrl.artifacts import read_manifest
+
+    assert read_manifest(gguf).focus_split_words and not read_manifest(default_model_path()).focus_split_words
     for path in (gguf, default_model_path()):
         with udrl.load(path) as model:
             for query in queries:
