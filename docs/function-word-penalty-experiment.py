@@ -7,7 +7,7 @@ conjunctions; `rules.Vocabulary.end_word`) down by PENALTY and lifts the request
 FOCUS, split words included, then scores the tuning half as `udrl eval --set handwritten-tune
 --no-teacher --no-second-judge --tasks image` does.
 
-    .venv/bin/python docs/function-word-penalty-experiment.py OUT.json PENALTY FOCUS
+    .venv/bin/python docs/function-word-penalty-experiment.py OUT.json PENALTY FOCUS [TASK]
 
 It patches the SDK's rule list for this process only. If the rule is built, it belongs in rules.py
 and native/udrl.c with shared vectors, behind a manifest field, and this script goes.
@@ -19,6 +19,7 @@ import udrl.generate as generate
 import udrl.rules as rules
 
 out, penalty, bonus = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+task = sys.argv[4] if len(sys.argv) > 4 else "image"
 
 
 def function_word_penalty(logits, state):
@@ -42,4 +43,4 @@ rules.apply_rules.__defaults__ = ((rules.query_focus, function_word_penalty, *ru
 from udrl.trainer.evaluate.quality import EvalConfig, evaluate_quality  # noqa: E402  (after the patch)
 
 evaluate_quality(EvalConfig(model="sdk/models/udrl-mini-q8_0.gguf", data=["data/udrl-gemma.jsonl.gz"],
-                            query_set="handwritten-tune", teacher=False, second_judge=False, tasks=["image"], out=out))
+                            query_set="handwritten-tune", teacher=False, second_judge=False, tasks=[task], out=out))
