@@ -62,7 +62,8 @@ static int expected_logits(const cJSON *c, float *want, int n_vocab) {
 static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     const char *name = j_str(j_get(c, "name")), *query = j_str(j_get(c, "query"));
     const cJSON *ids_v = j_get(c, "ids"), *guard_v = j_get(c, "length_guard"), *focus_v = j_get(c, "focus"), *item;
-    const cJSON *split_v = j_get(c, "split_words");
+    const cJSON *split_v = j_get(c, "split_words"), *push_v = j_get(c, "push_function_words");
+    int manifest_push = m->focus_push_function_words;
     rule_state s;
     llama_token *ids = NULL;
     focus_word *focus = NULL;
@@ -73,7 +74,7 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     double value;
     udrl_status status = UDRL_OK;
     if (!name || !query || !cJSON_IsArray(ids_v) || !cJSON_IsBool(guard_v) || !cJSON_IsNumber(focus_v) ||
-        !cJSON_IsBool(split_v)) {
+        !cJSON_IsBool(split_v) || !cJSON_IsBool(push_v)) {
         printf("FAIL malformed case\n");
         return 0;
     }
@@ -129,7 +130,9 @@ static int run_case(udrl_model *m, const cJSON *c, float *got, float *want) {
     cJSON_ArrayForEach(item, j_get(c, "logits")) {
         if (id_value(item, m->n_vocab, &i, &value)) got[i] = (float)value;
     }
+    m->focus_push_function_words = cJSON_IsTrue(push_v); /* the case's, as the Python side passes it */
     apply_rules(&s, got);
+    m->focus_push_function_words = manifest_push;
     for (i = 0; i < m->n_vocab && first_bad < 0; i++)
         if (!(got[i] == want[i] || fabsf(got[i] - want[i]) <= 1e-5f)) first_bad = i;
     for (argmax = 0, i = 1; i < m->n_vocab; i++)

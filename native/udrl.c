@@ -229,6 +229,7 @@ struct udrl_model {
     size_t output_prefix_len;
     int focus_min_bytes;
     int focus_split_words;        /* focus also lifts (and finishes) words the tokenizer splits */
+    int focus_push_function_words; /* focus also pushes the end words down by its bonus */
     const cJSON *focus_stopwords; /* array of strings, or NULL */
     const cJSON *end_stopwords;   /* array of strings the guard never ends an output on, or NULL */
     const cJSON *minor_words;     /* array of strings Title Case leaves lower inside a phrase, or NULL */
@@ -445,9 +446,11 @@ static udrl_status parse_manifest(udrl_model *m) {
     /* focus absent (older manifests): query focus off */
     m->focus_min_bytes = 3;
     m->focus_split_words = 0;
+    m->focus_push_function_words = 0;
     m->focus_stopwords = NULL;
     if (focus) {
         const cJSON *stop = j_get(focus, "stopwords"), *split = j_get(focus, "split_words");
+        const cJSON *push = j_get(focus, "push_function_words");
         focus_bias = j_get(focus, "bias"); /* per task; empty: off for all */
         if (!cJSON_IsObject(focus) || !cJSON_IsObject(focus_bias) ||
             !j_int(j_get(focus, "min_bytes"), &m->focus_min_bytes) || m->focus_min_bytes < 1 || !cJSON_IsArray(stop))
@@ -457,6 +460,9 @@ static udrl_status parse_manifest(udrl_model *m) {
         if (split && !cJSON_IsBool(split))
             return fail(m, UDRL_E_MANIFEST, "the manifest's focus split_words must be true or false");
         m->focus_split_words = cJSON_IsTrue(split);
+        if (push && !cJSON_IsBool(push))
+            return fail(m, UDRL_E_MANIFEST, "the manifest's focus push_function_words must be true or false");
+        m->focus_push_function_words = cJSON_IsTrue(push);
         m->focus_stopwords = stop;
     }
     /* length_guard absent (older manifests): no end words */
@@ -1112,7 +1118,15 @@ static void query_focus(const rule_state *s, float *logits) {
     for (j = 0; j < n; j++) logits[s->wanted[s->n_focus + j]] += s->focus_bias;
 }
 
-/* 2. No token that would complete an n-gram already among the generated ids. */
+/* 2. Where the manifest says so and focus is on, the end words down by the focus bonus. */
+static void push_function_words(const rule_state *s, float *logits) {
+    int i;
+    if (!s->m->focus_push_function_words || s->focus_bias <= 0) return;
+    for (i = 0; i < s->m->n_vocab; i++)
+        if (s->m->end_word[i]) logits[i] -= s->focus_bias;
+}
+
+/* 3. No token that would complete an n-gram already among the generated ids. */
 static void ban_repeated_ngram(const rule_state *s, float *logits) {
     int32_t i, k, n = s->no_repeat_ngram;
     if (n < 1 || s->n_ids < n - 1) return;
@@ -1135,7 +1149,7 @@ static void ban_word_key(const udrl_model *m, float *logits, const char *word, s
         if (m->word_key[i] && !strcmp(m->word_key[i], key)) logits[i] = -INFINITY;
 }
 
-/* 3. With the n-gram ban on, the next word may not be the text's last word again ("poster poster"). */
+/* 4. With the n-gram ban on, the next word may not be the text's last word again ("poster poster"). */
 static void ban_word_again(const rule_state *s, float *logits) {
     size_t pos = 0, start, wlen, last = 0, last_len = 0;
     int found = 0;
@@ -1144,7 +1158,7 @@ static void ban_word_again(const rule_state *s, float *logits) {
     if (found) ban_word_key(s->m, logits, s->text + last, last_len);
 }
 
-/* 4. With the n-gram ban on, after a list separator the next item may not be a one-word item
+/* 5. With the n-gram ban on, after a list separator the next item may not be a one-word item
    already written ("label, homemade, label"). */
 static void ban_item_again(const rule_state *s, float *logits) {
     const char *text = s->text;
@@ -1164,7 +1178,7 @@ static void ban_item_again(const rule_state *s, float *logits) {
     }
 }
 
-/* 5. With the n-gram ban on, no content word a third time ("book cover for a book card for an book"):
+/* 6. With the n-gram ban on, no content word a third time ("book cover for a book card for an book"):
    a word whose key is longer than one byte, no focus or end stopword, written twice already. */
 static void ban_word_thrice(const rule_state *s, float *logits) {
     size_t pos = 0, start, wlen, a, b;
@@ -1183,7 +1197,7 @@ static void ban_word_thrice(const rule_state *s, float *logits) {
     }
 }
 
-/* 6. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
+/* 7. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
    nothing else is left. */
 static void ban_unfinished_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -1195,7 +1209,7 @@ static void ban_unfinished_end(const rule_state *s, float *logits) {
         if (m->end_word[i]) logits[i] = -INFINITY;
 }
 
-/* 7. Where the generated ids end in the first tokens of a content word focus lifts, only the tokens
+/* 8. Where the generated ids end in the first tokens of a content word focus lifts, only the tokens
    that carry such a word on, unless every one of them is forbidden: a word focus starts is a word it
    finishes ("lan" for "lanterns" otherwise). */
 static void finish_focus_word(const rule_state *s, float *logits) {
@@ -1211,7 +1225,7 @@ static void finish_focus_word(const rule_state *s, float *logits) {
     }
 }
 
-/* 8. Only tokens that keep every word of the output spelt (spelling.py: RequestSpelling.allowed),
+/* 9. Only tokens that keep every word of the output spelt (spelling.py: RequestSpelling.allowed),
    unless none of them is left. Out of memory for a long open run, the rule steps aside. */
 static void whole_words(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -1249,7 +1263,7 @@ static void whole_words(const rule_state *s, float *logits) {
         if (!s->allowed[i]) logits[i] = -INFINITY;
 }
 
-/* 9. Where the model would end before the requested count, only tokens that start a new word:
+/* 10. Where the model would end before the requested count, only tokens that start a new word:
    otherwise the best token after a forbidden end is glued-on junk. */
 static void word_instead_of_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
@@ -1264,15 +1278,15 @@ static void word_instead_of_end(const rule_state *s, float *logits) {
         if (!m->word_start[i]) logits[i] = -INFINITY;
 }
 
-/* 10. No end of sequence before the requested number of words. */
+/* 11. No end of sequence before the requested number of words. */
 static void ban_early_end(const rule_state *s, float *logits) {
     if (guarded_words(s) >= 0) logits[s->m->eos_id] = -INFINITY;
 }
 
 /* rules.RULES, in the same order. */
 static void (*const RULES[])(const rule_state *, float *) = {
-    query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice, ban_unfinished_end,
-    finish_focus_word, whole_words, word_instead_of_end, ban_early_end,
+    query_focus, push_function_words, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice,
+    ban_unfinished_end, finish_focus_word, whole_words, word_instead_of_end, ban_early_end,
 };
 
 static void apply_rules(const rule_state *s, float *logits) {

@@ -227,7 +227,8 @@ class _Decoder:
             vocab = vocabulary(self.backend, len(logits))
             self.state = DecodeState(vocab, self.command.length, self.guard, self.no_repeat_ngram, self.focus_bias,
                                      self.focus, vocab.spelling.request(self.query)
-                                     if vocab.spelling and self.query is not None else None)
+                                     if vocab.spelling and self.query is not None else None,
+                                     push_function_words=self.backend.manifest.focus_push_function_words)
         self.state.ids, self.state.text = self.ids, self.text
         return apply_rules(logits, self.state)
 

@@ -98,6 +98,10 @@ class Manifest:
         focus_split_words: whether query focus also lifts the request words the tokenizer splits,
             and finishes those it starts (rules.py); False in manifests written before it existed,
             so that their bonus, chosen when focus lifted one-token words only, keeps its meaning.
+        focus_push_function_words: whether query focus also pushes the end stopwords (articles,
+            prepositions, conjunctions) down by its bonus (rules.py), so that the words it lifts take
+            the place of the request's frame ("a book cover for a cover"); False in manifests written
+            before it existed.
         focus_min_bytes, focus_stopwords: a query word counts as content when it has at least this
             many bytes (after stripping ASCII punctuation and lowering ASCII letters) and is not a
             stopword.
@@ -131,6 +135,7 @@ class Manifest:
     output_prefix: str = ""
     focus_bias: Mapping[str, float] = dataclasses.field(default_factory=dict)
     focus_split_words: bool = False
+    focus_push_function_words: bool = False
     focus_min_bytes: int = FOCUS_MIN_BYTES
     focus_stopwords: tuple[str, ...] = ()
     end_stopwords: tuple[str, ...] = ()
@@ -235,6 +240,7 @@ class Manifest:
             "template": self.template,
             "output_prefix": self.output_prefix,
             "focus": {"bias": dict(self.focus_bias), "split_words": self.focus_split_words,
+                      "push_function_words": self.focus_push_function_words,
                       "min_bytes": self.focus_min_bytes, "stopwords": list(self.focus_stopwords)},
             "length_guard": {"end_stopwords": list(self.end_stopwords)},
             "case": {"title": list(self.title_tasks), "minor_words": list(self.minor_words)},
@@ -281,6 +287,7 @@ class Manifest:
                 output_prefix=data.get("output_prefix", ""),
                 focus_bias=dict(data.get("focus", {}).get("bias", {})),
                 focus_split_words=data.get("focus", {}).get("split_words", False),
+                focus_push_function_words=data.get("focus", {}).get("push_function_words", False),
                 focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
                 focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
                 end_stopwords=tuple(data.get("length_guard", {}).get("end_stopwords", ())),
@@ -357,6 +364,8 @@ def _problems(m: Manifest) -> list[str]:
             problems.append(f"focus bias for {task!r} must be a finite number >= 0 (0: off), got {bias!r}")
     if not isinstance(m.focus_split_words, bool):
         problems.append(f"focus split_words must be true or false, got {m.focus_split_words!r}")
+    if not isinstance(m.focus_push_function_words, bool):
+        problems.append(f"focus push_function_words must be true or false, got {m.focus_push_function_words!r}")
     if isinstance(m.focus_min_bytes, bool) or not isinstance(m.focus_min_bytes, int) or m.focus_min_bytes < 1:
         problems.append(f"focus min_bytes must be an integer >= 1, got {m.focus_min_bytes!r}")
     unknown_title = [t for t in m.title_tasks if t not in m.tasks]

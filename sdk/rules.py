@@ -11,20 +11,22 @@ side only fails a test.
 1. `query_focus`: a bonus for the first token of each content word of the query the text does not
    contain yet (a small policy's rare-word knowledge is weak); a word the tokenizer splits only when
    the manifest's `focus_split_words` says so.
-2. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
-3. `ban_word_again`: the next word may not be the last word again ("poster poster").
-4. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
-5. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
-6. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
+2. `push_function_words`: where the manifest says so, the end stopwords down by the focus bonus, so
+   that the request's words take the place of its frame ("a book cover for a cover").
+3. `ban_repeated_ngram`: no token that would complete an n-gram of tokens already generated.
+4. `ban_word_again`: the next word may not be the last word again ("poster poster").
+5. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
+6. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
+7. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
    ("Festival at the").
-7. `finish_focus_word`: where the text ends in the first tokens of a split word focus lifts, only
+8. `finish_focus_word`: where the text ends in the first tokens of a split word focus lifts, only
    the tokens that carry it on (lifting a first piece alone left fragments such as "t t shirt").
-8. `whole_words`: every word the output holds is a word of the manifest's list or of the request
+9. `whole_words`: every word the output holds is a word of the manifest's list or of the request
    (spelling.py): a small model starts a word with a short piece and carries on into letters no word
    spells ("pders party", "t t Veget").
-9. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
+10. `word_instead_of_end`: where the model would end too early, only tokens that start a new word
    ("Party!!s!)!" otherwise).
-10. `ban_early_end`: no end of sequence before the requested number of words.
+11. `ban_early_end`: no end of sequence before the requested number of words.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class DecodeState:
     spelling: RequestSpelling | None = None  # `Spelling.request` for the query; None: no whole-word rule
     ids: list[int] = dataclasses.field(default_factory=list)
     text: str = ""
+    push_function_words: bool = False  # the manifest's `focus_push_function_words`
 
     def guarded_words(self) -> int | None:
         """Words written so far while the length guard still holds the end back; None otherwise."""
@@ -169,6 +172,14 @@ def query_focus(logits: np.ndarray, state: DecodeState) -> None:
     firsts, _ = _focus_started(state)
     if firsts:
         logits[sorted(firsts)] += state.focus_bias
+
+
+def push_function_words(logits: np.ndarray, state: DecodeState) -> None:
+    """Where the manifest says so and focus is on, push the end stopwords (articles, prepositions,
+    conjunctions, as whole-word tokens) down by the focus bonus: a small model pads with the
+    request's frame, and the copying that pays for goes to the words focus lifts instead."""
+    if state.push_function_words and state.focus_bias > 0:
+        logits[state.vocab.end_word] -= state.focus_bias
 
 
 def finish_focus_word(logits: np.ndarray, state: DecodeState) -> None:
@@ -272,7 +283,7 @@ def ban_early_end(logits: np.ndarray, state: DecodeState) -> None:
         logits[state.vocab.eos] = -np.inf
 
 
-RULES: tuple[Rule, ...] = (query_focus, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice,
+RULES: tuple[Rule, ...] = (query_focus, push_function_words, ban_repeated_ngram, ban_word_again, ban_item_again, ban_word_thrice,
                            ban_unfinished_end, finish_focus_word, whole_words, word_instead_of_end, ban_early_end)
 
 

@@ -81,17 +81,21 @@ def spelling_words(n: int = SPELLING_WORDS) -> str:
 
 def starting_settings(tasks: Sequence[str], title_tasks: Sequence[str] = (),
                       tuned_focus: Mapping[str, float] | None = None,
-                      spelling: int = SPELLING_WORDS, split_words: bool = True) -> dict[str, Any]:
+                      spelling: int = SPELLING_WORDS, split_words: bool = True,
+                      push_function_words: bool = False) -> dict[str, Any]:
     """The `Manifest.new` fields a new model of ``tasks`` starts with: focus bonus, focus stopwords,
     end stopwords, Title Case for ``title_tasks`` (those of ``tasks`` whose task file says so), and
     the whole-word rule's list of ``spelling`` words (`spelling_words`). ``tuned_focus`` (the bonus
     `udrl focus` chose for the model a run starts from) wins over the starting values for the tasks
     it names: a fine-tune that adds a task keeps the old ones' bonus. ``split_words`` is whether
     focus lifts the words the tokenizer splits (rules.py): on for a new model; a run from a tuned
-    model passes that model's, since its bonus was chosen under it."""
+    model passes that model's, since its bonus was chosen under it. ``push_function_words`` is
+    whether focus also pushes the end stopwords down by its bonus: off unless asked (`udrl train
+    --focus-push-function-words`), and a run from a tuned model keeps that model's."""
     tuned = tuned_focus or {}
     words = spelling_words(spelling) if spelling else ""
     return {"focus_bias": {t: tuned.get(t, FOCUS_BIAS.get(t, 0.0)) for t in tasks}, "focus_split_words": split_words,
+            "focus_push_function_words": push_function_words,
             "focus_stopwords": FOCUS_STOPWORDS,
             "end_stopwords": END_STOPWORDS, "title_tasks": tuple(t for t in tasks if t in title_tasks),
             "minor_words": MINOR_WORDS, "spelling_words": words,

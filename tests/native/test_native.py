@@ -158,6 +158,8 @@ def _manifest_mutations(text: str) -> dict[str, str]:
                                                .update(stopwords=[1])),
         "focus split_words a string": changed(lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3, "stopwords": []})
                                               .update(split_words="yes")),
+        "focus push_function_words a number": changed(
+            lambda d: d.setdefault("focus", {"bias": {}, "min_bytes": 3, "stopwords": []}).update(push_function_words=1)),
         "no version": changed(lambda d: d.pop("version")),
         "spelling words a list": changed(lambda d: d.update(spelling={"words": ["jam"], "after_apostrophe": []})),
         "spelling words out of order": changed(lambda d: d.update(spelling={"words": "label jam", "after_apostrophe": []})),
@@ -236,6 +238,29 @@ def test_query_focus_matches_the_sdk(exe, gguf, focus):
                     got = run(exe, *args)
                     assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
                     assert run(exe, *args, "--stream").stdout.strip() == want
+
+
+def test_focus_pushing_function_words_down_matches_the_sdk(exe, tmp_path):
+    # The bundled model's manifest with focus.push_function_words on (the tiny model never writes an
+    # end word, so the push would not show there): C and the SDK write the same text, and not the
+    # text with the push off.
+    import gguf as gguf_py
+    from udrl.model import default_model_path
+
+    bundled = default_model_path()
+    data = json.loads(gguf_py.GGUFReader(str(bundled)).fields["udrl.manifest"].contents())
+    data["focus"]["push_function_words"] = True
+    pushed = with_manifest(bundled, tmp_path / "pushed.gguf", json.dumps(data))
+    texts = {}
+    for path in (bundled, pushed):
+        with udrl.load(path) as model:
+            for query in ("poster for a bake sale raising money for the animal shelter", "wine label for a pinot noir"):
+                for task, length in (("headline", 7), ("image", 14)):
+                    want = model.generate(query, task=task, length=length, focus=2.0).text
+                    got = run(exe, "--model", str(path), query, "--task", task, "--length", str(length), "--focus", "2")
+                    assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
+                    texts.setdefault(path, []).append(want)
+    assert texts[bundled] != texts[pushed]
 
 
 def test_the_guard_asks_for_a_word_where_the_model_would_end_early_as_the_sdk(exe):

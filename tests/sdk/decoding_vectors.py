@@ -37,6 +37,10 @@ CASES = [
      {"focus": 0.0, "split_words": True}, " kim", {" night": 3.0}),
     ("no split spelling for an end stopword", "poster for a picnic within the park", "tags", 4,
      {"focus": 8.25, "split_words": True}, "", {" label": 1.5}),
+    ("focus pushes the function words down by its bonus", "poster for a summer jazz festival", "headline", 5,
+     {"focus": 2.0, "push_function_words": True}, " Summer", {" for": 3.0, " jazz": 0.5, " night": 1.0}),
+    ("no push with focus off", "poster for a summer jazz festival", "headline", 5,
+     {"focus": 0.0, "push_function_words": True}, " Summer", {" for": 3.0, " night": 1.0}),
     ("split words off: a split word gets no bonus and is not finished", "label for homemade kimchi", "tags", 4,
      {"focus": 8.25, "split_words": False}, " kim", {" night": 3.0, "ch": 0.5}),
     ("focus stops for a word once written", "label for homemade strawberry jam", "tags", 4,
@@ -107,6 +111,7 @@ def case_inputs(backend, case: tuple) -> dict:
             "length_guard": options.get("length_guard", True), "no_repeat_ngram": options.get("no_repeat_ngram", 2),
             "focus": options.get("focus", backend.manifest.focus_bias.get(task, 0.0)),
             "split_words": options.get("split_words", backend.manifest.focus_split_words),
+            "push_function_words": options.get("push_function_words", backend.manifest.focus_push_function_words),
             "whole_words": options.get("whole_words", True),
             "ids": backend.encode(written) if written else [],
             "logits": [[_token(backend, s), v] for s, v in (logits or {" night": 0.5}).items()]}
@@ -125,7 +130,8 @@ def apply_case(backend, case: dict, rules=None) -> np.ndarray:
     state = DecodeState(vocab, case["length"], case["length_guard"], case["no_repeat_ngram"], case["focus"],
                         focus_tokens(backend, case["query"], case["split_words"]) if case["focus"] > 0 else {},
                         vocab.spelling.request(case["query"]) if vocab.spelling and case["whole_words"] else None,
-                        list(case["ids"]), text.removeprefix(backend.manifest.output_prefix))
+                        list(case["ids"]), text.removeprefix(backend.manifest.output_prefix),
+                        push_function_words=case["push_function_words"])
     return apply_rules(logits, state, RULES if rules is None else rules)
 
 

@@ -46,12 +46,14 @@ def test_the_schema_holds_no_tuned_numbers_and_older_manifests_have_focus_off():
 
 def test_focus_split_words_round_trips_and_is_off_where_a_manifest_predates_it():
     # A bonus chosen when focus lifted one-token words only keeps that meaning (docs/decoding.md, rule 1).
-    split = make(focus_bias={t: 1.5 for t in ("image", "search", "headline", "tags")}, focus_split_words=True)
+    split = make(focus_bias={t: 1.5 for t in ("image", "search", "headline", "tags")}, focus_split_words=True,
+                 focus_push_function_words=True)
     assert Manifest.from_dict(split.to_dict()) == split
     older = split.to_dict()
-    del older["focus"]["split_words"]
+    del older["focus"]["split_words"], older["focus"]["push_function_words"]
     legacy = Manifest.from_dict(older)
-    assert legacy.focus_split_words is False and legacy.focus_bias == split.focus_bias
+    assert legacy.focus_split_words is False and legacy.focus_push_function_words is False
+    assert legacy.focus_bias == split.focus_bias
 
 
 def test_round_trip_through_a_checkpoint_directory(tmp_path):
@@ -85,6 +87,7 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
         (lambda d: d["focus"]["bias"].pop("tags"), "focus bias names tasks"),
         (lambda d: d["focus"].update(min_bytes=0), "focus min_bytes must be an integer >= 1"),
         (lambda d: d["focus"].update(split_words="yes"), "focus split_words must be true or false"),
+        (lambda d: d["focus"].update(push_function_words=1), "focus push_function_words must be true or false"),
         (lambda d: d["focus"].update(stopwords=["The"]), "focus stopwords must be single non-empty words"),
         (lambda d: d["length_guard"].update(end_stopwords=["of the"]), "length_guard end_stopwords must be single"),
         (lambda d: d["spelling"].update(words="jam  label"), "spelling words must be one string"),

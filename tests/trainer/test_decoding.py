@@ -36,5 +36,6 @@ def test_a_fine_tune_keeps_the_bonus_chosen_for_its_parent():
 
 def test_a_new_model_lifts_split_words_and_a_fine_tune_keeps_its_parents_rule():
     assert starting_settings(["tags"], spelling=0)["focus_split_words"] is True
+    assert starting_settings(["tags"], spelling=0)["focus_push_function_words"] is False
     kept = starting_settings(["tags"], tuned_focus={"tags": 7.5}, spelling=0, split_words=False)
     assert kept["focus_split_words"] is False and kept["focus_bias"] == {"tags": 7.5}

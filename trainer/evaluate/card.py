@@ -88,7 +88,7 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 
 # The committed training recipes (`make model` runs them in order, one stage each).
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
-RECIPE_KEYS = ("preset", "vocab_size", "copy_adjusted", "rank_matched", "focus_split_words", "replay", "dropout", "max_steps", "batch_size",
+RECIPE_KEYS = ("preset", "vocab_size", "copy_adjusted", "rank_matched", "focus_split_words", "focus_push_function_words", "replay", "dropout", "max_steps", "batch_size",
                "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction", "seed", "threads")
 # Manifest fields that fix how a run's prompts were written.
 FORMAT_KEYS = ("template", "output_prefix")

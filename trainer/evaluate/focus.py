@@ -22,8 +22,8 @@ up that does not qualify, and the half that keeps the rule is kept. With the def
 halvings the chosen bonus lands within 1/8 of a grid step of where the model's share meets the
 teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a
 checkpoint directory's manifest, so every artifact exported from it afterwards carries it. The
-bonus is chosen under the model's own focus rule (its manifest's ``focus_split_words``), so the
-checkpoint written to must say the same.
+bonus is chosen under the model's own focus rule (its manifest's ``focus_split_words`` and
+``focus_push_function_words``), so the checkpoint written to must say the same.
 
 The teacher answers greedily, so on the same requests it writes the same outputs: ``--teacher-from
 REPORT`` takes its figures from an earlier focus report on the same requests (same set, queries and
@@ -137,10 +137,11 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
     if write_to is not None and write_to.tasks != manifest.tasks:
         raise UdrlError(f"{config.write} has tasks {list(write_to.tasks)}, the model {list(manifest.tasks)}: "
                         "write the bonus into the checkpoint the model was exported from")
-    if write_to is not None and write_to.focus_split_words != manifest.focus_split_words:
-        raise UdrlError(f"{config.write} says focus split_words {write_to.focus_split_words}, the model "
-                        f"{manifest.focus_split_words}: the bonus is chosen under the model's rule, so write it "
-                        "into the checkpoint the model was exported from")
+    for rule in ("split_words", "push_function_words"):
+        if write_to is not None and getattr(write_to, f"focus_{rule}") != getattr(manifest, f"focus_{rule}"):
+            raise UdrlError(f"{config.write} says focus {rule} {getattr(write_to, f'focus_{rule}')}, the model "
+                            f"{getattr(manifest, f'focus_{rule}')}: the bonus is chosen under the model's rule, so "
+                            "write it into the checkpoint the model was exported from")
     if config.query_set not in ("handwritten-tune", "in-distribution"):
         raise UdrlError(f"focus tunes on 'handwritten-tune' or 'in-distribution', not {config.query_set!r}: "
                         "the evaluation half is looked at by no choice")

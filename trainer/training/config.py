@@ -94,6 +94,9 @@ class TrainConfig:
                                       "request words the tokenizer splits (docs/decoding.md), where its --init "
                                       "model's manifest predates that rule (a new model always does; otherwise "
                                       "a run keeps its parent's rule, which its bonus was chosen under)")
+    focus_push_function_words: bool = _option(False, "query focus of the model trained also pushes the end "
+                                              "stopwords (articles, prepositions, conjunctions) down by its "
+                                              "bonus (docs/decoding.md); otherwise a run keeps its parent's rule")
     dropout: float = _option(0.0, "dropout of residual, embedding and attention")
     # optimisation
     max_steps: int = _option(2000, "optimizer steps", flag="--steps")

@@ -469,7 +469,9 @@ def _train(config: TrainConfig, parent: Manifest | None, d: Distributed, device:
             parent=config.init,
             **starting_settings(config.tasks, _title_tasks(parent), parent.focus_bias if parent else None,
                                 config.spelling_words,
-                                config.focus_split_words or parent is None or parent.focus_split_words),
+                                config.focus_split_words or parent is None or parent.focus_split_words,
+                                config.focus_push_function_words or (parent is not None and
+                                                                     parent.focus_push_function_words)),
         ).replace(default_length=median_lengths(train_records))
     tokenizer = _prepare_tokenizer(config, manifest, train_records, run_dir, d)
     manifest = attach_token_ids(manifest, tokenizer)

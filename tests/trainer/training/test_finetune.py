@@ -120,6 +120,7 @@ def test_a_fine_tune_keeps_its_parents_focus_rule_unless_asked_for_split_words(t
     for flag in (False, True):
         out = tmp_path / f"child-{flag}"
         train(TrainConfig(data=[str(synthetic_data)], out_dir=str(out), init=str(parent), focus_split_words=flag,
-                          length_max=16, max_steps=1, warmup_steps=0, eval_interval=1, checkpoint_interval=1,
-                          adherence_samples=0, threads=2))
-        assert json.loads((out / "model" / MANIFEST_FILENAME).read_text())["focus"]["split_words"] is flag
+                          focus_push_function_words=flag, length_max=16, max_steps=1, warmup_steps=0,
+                          eval_interval=1, checkpoint_interval=1, adherence_samples=0, threads=2))
+        focus = json.loads((out / "model" / MANIFEST_FILENAME).read_text())["focus"]
+        assert focus["split_words"] is flag and focus["push_function_words"] is flag
