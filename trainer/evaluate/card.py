@@ -380,7 +380,8 @@ def build_card(config: CardConfig) -> Path:
         lines += ["## Query focus: how the bonus was chosen", "",
                   "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
                   "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
-                  f"share of its output words from the request than the teacher does and {floor} (0 when none "
+                  "share of its output words from the request than the teacher does (or, where focus off already "
+                  f"takes more, than focus off does) and {floor} (0 when none "
                   "qualifies), refined per task by halving the step above the grid's choice (when the report has "
                   "refinements). Relevance, which only rises with the bonus, plays no part.", "",
                   focus_markdown(focus_report).rstrip(), ""]

@@ -8,7 +8,10 @@ with ``query_set="in-distribution"``, held-out training queries 100 to 199, afte
 `udrl eval --set in-distribution` takes), the model answers at every bonus of a grid and the
 teacher answers once, and per task the chosen bonus is the largest at which
 
-- the model takes no larger share of its output words from the request than the teacher does, and
+- the model takes no larger share of its output words from the request than the teacher does or,
+  where with focus off it already takes more, than it does with focus off (a bonus that pushes
+  function words down, `focus.push_function_words`, can put request words in place of padding
+  without copying more), and
 - the model's share of well-formed outputs is at most ``FORMAT_SLACK`` (half a percentage point)
   under focus off's, or under the teacher's where the teacher writes fewer. A share of valid
   formats is counted over a few hundred outputs per task, and a bonus that changes a greedy path
@@ -79,19 +82,21 @@ FORMAT_SLACK = 0.005
 
 def choose(rows: Mapping[float, Mapping[str, Any]], teacher: Mapping[str, Any],
            slack: float = FORMAT_SLACK) -> float:
-    """The largest bonus whose query-word share is at most the teacher's and whose format validity is
-    at most ``slack`` under the lower of focus-off's and the teacher's; 0.0 when none is. ``rows``
-    maps bonus -> one task's summary from `score`."""
-    off = rows[0.0]["format_valid"]
+    """The largest bonus that `qualifies`; 0.0 when none does. ``rows`` maps bonus -> one task's
+    summary from `score`, 0.0 (focus off) among them."""
+    off = rows[0.0]
     return max((b for b, s in rows.items() if qualifies(s, teacher, off, slack)), default=0.0)
 
 
-def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off_format_valid: float,
+def qualifies(summary: Mapping[str, Any], teacher: Mapping[str, Any], off: Mapping[str, Any],
               slack: float = FORMAT_SLACK) -> bool:
-    """The rule at one bonus: copies no more of the request than the teacher, and is well-formed to
-    within ``slack`` of focus off or, where the teacher is less well-formed than that, the teacher."""
-    floor = min(off_format_valid, teacher["format_valid"]) - slack
-    return summary["query_word_share"] <= teacher["query_word_share"] and summary["format_valid"] >= floor
+    """The rule at one bonus: copies no more of the request than the teacher or, where the model
+    with focus off already copies more, than focus off (focus that pushes function words down can
+    put request words in the place of padding without copying more); and is well-formed to within
+    ``slack`` of focus off or, where the teacher is less well-formed than that, the teacher."""
+    floor = min(off["format_valid"], teacher["format_valid"]) - slack
+    ceiling = max(teacher["query_word_share"], off["query_word_share"])
+    return summary["query_word_share"] <= ceiling and summary["format_valid"] >= floor
 
 
 def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any],
@@ -99,7 +104,7 @@ def refine(task_rows: dict[float, Mapping[str, Any]], teacher: Mapping[str, Any]
     """Bisect between the grid's choice and the next bonus up for ``rounds`` halvings; ``run(bonus)``
     scores one task at one bonus and its result is added to ``task_rows``. Returns the largest bonus
     that keeps the rule among all tried (the grid's choice when no midpoint does)."""
-    off = task_rows[0.0]["format_valid"]
+    off = task_rows[0.0]
     low = choose(task_rows, teacher, slack)
     above = [b for b in task_rows if b > low]
     if not above:

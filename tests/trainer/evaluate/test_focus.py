@@ -18,8 +18,10 @@ def test_the_largest_bonus_that_copies_no_more_than_the_teacher_and_stays_well_f
     assert choose(rows, teacher) == 4.0
     rows[4.0] = row(0.59, 0.8)  # fewer well-formed outputs than with focus off
     assert choose(rows, teacher) == 2.0
-    # a model that already copies more than the teacher gets none
+    # a model that already copies more than the teacher gets no bonus that copies more still
     assert choose({0.0: row(0.7, 1.0), 2.0: row(0.8, 1.0)}, teacher) == 0.0
+    # but one that copies no more than it does without focus (function words pushed down) qualifies
+    assert choose({0.0: row(0.7, 1.0), 2.0: row(0.65, 1.0), 3.0: row(0.71, 1.0)}, teacher) == 2.0
 
 
 def test_a_bonus_as_well_formed_as_a_less_well_formed_teacher_still_qualifies():
