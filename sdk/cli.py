@@ -52,10 +52,10 @@ def _print_info(report: dict) -> None:
     levels = len(m["reward"]["edges"]) + 1
     print(f"reward        {levels} levels ({m['reward']['metric']}; edges {edges or 'none'})")
     focus = m["focus"]["bias"]
-    split = "split words too" if m["focus"].get("split_words") else "one-token words only"
+    rule = "split words too" if m["focus"].get("split_words") else "one-token words only"
     if m["focus"].get("push_function_words"):
-        split += ", function words pushed down"
-    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) + f" ({split})"
+        rule += ", function words pushed down"
+    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) + f" ({rule})"
                               if any(focus.values()) else "off"))
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends

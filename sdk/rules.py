@@ -147,31 +147,35 @@ class DecodeState:
 Rule = Callable[[np.ndarray, DecodeState], None]
 
 
-def _focus_started(state: DecodeState) -> tuple[set[int], set[int]]:
-    """The first token of each content word the text does not contain yet, and the next token of
-    each such word whose first tokens the text ends in."""
+def _focus_started(state: DecodeState, next_piece: bool) -> list[int]:
+    """The tokens query focus acts on, each once (``focus_started`` in the C layer): without
+    ``next_piece``, the first token of each spelling of each content word the text does not contain
+    yet; with it, for each such spelling whose first tokens the generated ids end in (the longest
+    such start), the token that comes next in it."""
     written = {focus_key(w) for w in state.text.split()}
     ids = state.ids
-    firsts, nexts = set(), set()
+    picked = set()
     for word, spellings in state.focus.items():
         if word in written:
             continue
         for spelling in spellings:
-            firsts.add(spelling[0])
+            if not next_piece:
+                picked.add(spelling[0])
+                continue
             for k in range(min(len(spelling) - 1, len(ids)), 0, -1):
                 if tuple(ids[len(ids) - k:]) == spelling[:k]:
-                    nexts.add(spelling[k])
+                    picked.add(spelling[k])
                     break
-    return firsts, nexts
+    return sorted(picked)
 
 
 def query_focus(logits: np.ndarray, state: DecodeState) -> None:
     """Add the focus bonus to the first token of each content word the text does not contain yet."""
     if state.focus_bias <= 0 or not state.focus:
         return
-    firsts, _ = _focus_started(state)
+    firsts = _focus_started(state, next_piece=False)
     if firsts:
-        logits[sorted(firsts)] += state.focus_bias
+        logits[firsts] += state.focus_bias
 
 
 def push_function_words(logits: np.ndarray, state: DecodeState) -> None:
@@ -188,13 +192,11 @@ def finish_focus_word(logits: np.ndarray, state: DecodeState) -> None:
     word focus starts is a word it finishes ("lan" for "lanterns" otherwise)."""
     if state.focus_bias <= 0 or not state.focus:
         return
-    _, nexts = _focus_started(state)
-    if nexts:
-        keep = sorted(nexts)
-        if np.isfinite(logits[keep]).any():
-            kept = logits[keep].copy()
-            logits[:] = -np.inf
-            logits[keep] = kept
+    keep = _focus_started(state, next_piece=True)
+    if keep and np.isfinite(logits[keep]).any():
+        kept = logits[keep].copy()
+        logits[:] = -np.inf
+        logits[keep] = kept
 
 
 def ban_repeated_ngram(logits: np.ndarray, state: DecodeState) -> None:

@@ -142,11 +142,13 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
     if write_to is not None and write_to.tasks != manifest.tasks:
         raise UdrlError(f"{config.write} has tasks {list(write_to.tasks)}, the model {list(manifest.tasks)}: "
                         "write the bonus into the checkpoint the model was exported from")
-    for rule in ("split_words", "push_function_words"):
-        if write_to is not None and getattr(write_to, f"focus_{rule}") != getattr(manifest, f"focus_{rule}"):
-            raise UdrlError(f"{config.write} says focus {rule} {getattr(write_to, f'focus_{rule}')}, the model "
-                            f"{getattr(manifest, f'focus_{rule}')}: the bonus is chosen under the model's rule, so "
-                            "write it into the checkpoint the model was exported from")
+    if write_to is not None:
+        for rule, theirs, ours in (("split_words", write_to.focus_split_words, manifest.focus_split_words),
+                                   ("push_function_words", write_to.focus_push_function_words,
+                                    manifest.focus_push_function_words)):
+            if theirs != ours:
+                raise UdrlError(f"{config.write} says focus {rule} {theirs}, the model {ours}: the bonus is chosen "
+                                "under the model's rule, so write it into the checkpoint the model was exported from")
     if config.query_set not in ("handwritten-tune", "in-distribution"):
         raise UdrlError(f"focus tunes on 'handwritten-tune' or 'in-distribution', not {config.query_set!r}: "
                         "the evaluation half is looked at by no choice")
