@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
-from udrl.files import write_atomic
+from udrl.files import file_digest, write_atomic
 
 from ..figures import save_figure
 
@@ -56,6 +56,20 @@ def _load_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UdrlError(f"cannot read {path} for the model card: {exc}") from None
+
+
+def bundled_name(evaluated: str | Path, out: Path) -> str:
+    """The file name the evaluated model ships under: the GGUF in the card's folder (the package's
+    model folder) with the same bytes, else the evaluated file's own name."""
+    evaluated = Path(evaluated)
+    if evaluated.is_file():
+        size, digest = evaluated.stat().st_size, None
+        for candidate in sorted(out.glob("*.gguf")):
+            if candidate.stat().st_size == size:
+                digest = digest or file_digest([evaluated])
+                if file_digest([candidate]) == digest:
+                    return candidate.name
+    return evaluated.name
 
 
 def _run_info(run_dir: Path) -> dict[str, Any]:
@@ -213,7 +227,8 @@ def focus_summary(report: Mapping[str, Any]) -> str:
     if None not in share.values():
         text += ("Share of output words taken from the request: shipped " + f"{share['shipped']:.2f}, focus off "
                  f"{share['focus off']:.2f}, teacher {share['teacher']:.2f}; the judge rewards copying the request, "
-                 "so the bonus is set per task no higher than copying as much as the teacher does.")
+                 "so the bonus is set per task no higher than copying as much as the teacher does (or as the model "
+                 "with focus off, where that is more).")
     return text
 
 
@@ -341,7 +356,7 @@ def build_card(config: CardConfig) -> Path:
     if plotted:
         plot_losses(plotted, out / "card-loss.png")
 
-    shipped = Path(report["model"]).name
+    shipped = bundled_name(report["model"], out)
     lines = front_matter(report, config.title) + [f"# {config.title}: the default udrl-edge model", ""]
     lines += [f"A {report['n_params'] / 1e6:.1f}M-parameter GPT-2 policy trained with upside-down reinforcement "
               "learning to write prompts on command — text-to-image prompts, search queries, headlines and tags "

@@ -3,10 +3,11 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from udrl.errors import UdrlError
-from udrl.trainer.evaluate.card import RECIPE_DIR, CardConfig, build_card, recipe_of, targets
+from udrl.trainer.evaluate.card import RECIPE_DIR, CardConfig, build_card, bundled_name, recipe_of, targets
 from udrl.trainer.evaluate.quality import EvalConfig, evaluate_quality
 from udrl.trainer.judge import Judge
 
@@ -54,6 +55,18 @@ def test_card_reports_every_target_and_section(reports, tiny_run, tmp_path):
     assert "| udrl_focus_off | all |" in text and "length guard and query focus **off**" in text
     ablation = json.loads((reports / "abl.json").read_text())["udrl_focus_off"]["overall"]
     assert f"| {ablation['relevance_mean']:.3f} | {ablation['length_within1']:.1%} |" in text
+
+
+def test_card_names_the_file_the_package_ships_the_evaluated_model_as(reports, tmp_path):
+    evaluated = json.loads((reports / "eval.json").read_text())["model"]
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "other-q8_0.gguf").write_bytes(b"GGUF" + bytes(len(Path(evaluated).read_bytes()) - 4))  # same size only
+    assert bundled_name(evaluated, out) == Path(evaluated).name  # nothing there holds its bytes
+    shutil.copyfile(evaluated, out / "udrl-mini-q8_0.gguf")
+    assert bundled_name(evaluated, out) == "udrl-mini-q8_0.gguf"
+    text = build_card(CardConfig(eval=str(reports / "eval.json"), out=str(out))).read_text()
+    assert "ships inside the `udrl-edge` package as `udrl-mini-q8_0.gguf`" in text
 
 
 def test_card_refuses_an_eval_without_teacher(reports, tmp_path):
