@@ -85,8 +85,8 @@ test-slow: setup
 # ($(IMAGE_COPY)), then headlines and tags too, each task by its own fit ($(COPY_ADJUSTED)); its
 # query-focus bonus is chosen again (`udrl focus`, the teacher run once more: the stage-3 report
 # answered the requests of the data before `make data` re-judged it). Focus follows each manifest's
-# rule (`focus.split_words`): the kept stages predate split-word focus, so a run going on from them
-# keeps one-token words, as the bundled model does; runs that start from scratch lift split words.
+# rule (`focus.split_words`, `focus.push_function_words`): the kept stages predate both, so the runs
+# going on from them keep one-token words until $(COPY_ADJUSTED) switches both on for the shipped run.
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }

@@ -218,18 +218,29 @@ def test_no_repeat_ngram_matches_the_sdk_on_the_bundled_model(exe):
     assert bad.returncode != 0 and "no_repeat_ngram >= 0" in bad.stderr
 
 
-@pytest.mark.parametrize("focus", ["0", "2", "50"])
-def test_query_focus_matches_the_sdk(exe, gguf, focus):
+def _bundled_with_focus(tmp_path: Path, **rule: bool) -> Path:
+    """The bundled model with its manifest's focus rule fields set as given (a copy in tmp_path)."""
+    import gguf as gguf_py
     from udrl.model import default_model_path
 
-    # The tiny model's manifest lifts split words (the tiny BPE splits most of these), the bundled one's
-    # one-token words only: both rules, as the SDK runs them.
-    queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club",
-               "jazz, blues, soul, funk, disco", "label for homemade kimchi within quixotic zeppelins"]
+    bundled = default_model_path()
+    data = json.loads(gguf_py.GGUFReader(str(bundled)).fields["udrl.manifest"].contents())
+    data["focus"].update(rule)
+    name = "-".join(f"{k}-{int(v)}" for k, v in rule.items()) + ".gguf"
+    return with_manifest(bundled, tmp_path / name, json.dumps(data))
+
+
+@pytest.mark.parametrize("focus", ["0", "2", "50"])
+def test_query_focus_matches_the_sdk(exe, gguf, tmp_path, focus):
     from udrl.artifacts import read_manifest
 
-    assert read_manifest(gguf).focus_split_words and not read_manifest(default_model_path()).focus_split_words
-    for path in (gguf, default_model_path()):
+    # Both rules, as the SDK runs them: the tiny model's manifest lifts split words (the tiny BPE
+    # splits most of these), a copy of the bundled model's lifts one-token words only.
+    queries = ["Poster for the Summer-festival, summer FESTIVAL!", "Café logo — naïve & bold", "flyer for a hiking club",
+               "jazz, blues, soul, funk, disco", "label for homemade kimchi within quixotic zeppelins"]
+    one_token = _bundled_with_focus(tmp_path, split_words=False, push_function_words=False)
+    assert read_manifest(gguf).focus_split_words and not read_manifest(one_token).focus_split_words
+    for path in (gguf, one_token):
         with udrl.load(path) as model:
             for query in queries:
                 for length in (3, 6):  # the guard cuts some of these after a separator, which both drop
@@ -241,18 +252,13 @@ def test_query_focus_matches_the_sdk(exe, gguf, focus):
 
 
 def test_focus_pushing_function_words_down_matches_the_sdk(exe, tmp_path):
-    # The bundled model's manifest with focus.push_function_words on (the tiny model never writes an
-    # end word, so the push would not show there): C and the SDK write the same text, and not the
-    # text with the push off.
-    import gguf as gguf_py
-    from udrl.model import default_model_path
-
-    bundled = default_model_path()
-    data = json.loads(gguf_py.GGUFReader(str(bundled)).fields["udrl.manifest"].contents())
-    data["focus"]["push_function_words"] = True
-    pushed = with_manifest(bundled, tmp_path / "pushed.gguf", json.dumps(data))
+    # The bundled model's manifest with focus.push_function_words on and off (the tiny model never
+    # writes an end word, so the push would not show there): C and the SDK write the same text under
+    # each, and the two texts differ.
+    pushed = _bundled_with_focus(tmp_path, split_words=True, push_function_words=True)
+    not_pushed = _bundled_with_focus(tmp_path, split_words=True, push_function_words=False)
     texts = {}
-    for path in (bundled, pushed):
+    for path in (not_pushed, pushed):
         with udrl.load(path) as model:
             for query in ("poster for a bake sale raising money for the animal shelter", "wine label for a pinot noir"):
                 for task, length in (("headline", 7), ("image", 14)):
@@ -260,7 +266,7 @@ def test_focus_pushing_function_words_down_matches_the_sdk(exe, tmp_path):
                     got = run(exe, "--model", str(path), query, "--task", task, "--length", str(length), "--focus", "2")
                     assert got.returncode == 0 and got.stdout.rstrip("\n") == want, (path, query, got.stderr)
                     texts.setdefault(path, []).append(want)
-    assert texts[bundled] != texts[pushed]
+    assert texts[not_pushed] != texts[pushed]
 
 
 def test_the_guard_asks_for_a_word_where_the_model_would_end_early_as_the_sdk(exe):
