@@ -195,15 +195,21 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(tiny_artifacts):
     with udrl.load(BUNDLED, threads=1) as m:
         full = m.generate(long_request["query"], task="image", length=48)
     assert full.completion_tokens > 20
+    # The request can still run to its end before the server sees the client go (a race with the
+    # decoder on a busy machine): each such try is counted as served, and another is made.
     with serving(BUNDLED, "--parallel", "1", "--threads", "1") as (url, _), httpx.Client(timeout=30) as http:
-        with http.stream("POST", url + "/v1/generate", json=long_request) as reply:
-            first = next(_events(reply.iter_lines()))
-            assert "piece" in json.loads(first)
-        deadline = time.monotonic() + 10
-        while (health := http.get(url + "/health").json())["cancelled"] < 1:
-            assert time.monotonic() < deadline, f"the abandoned request was not cancelled: {health}"
-            time.sleep(0.05)
-        assert health["in_flight"] == 0 and health["served"] == 0
+        for tries in range(1, 4):
+            with http.stream("POST", url + "/v1/generate", json=long_request) as reply:
+                first = next(_events(reply.iter_lines()))
+                assert "piece" in json.loads(first)
+            deadline = time.monotonic() + 10
+            while (health := http.get(url + "/health").json())["cancelled"] + health["served"] < tries:
+                assert time.monotonic() < deadline, f"the abandoned request neither ended nor was cancelled: {health}"
+                time.sleep(0.05)
+            assert health["in_flight"] == 0
+            if health["cancelled"]:
+                break
+        assert health["cancelled"] == 1, f"no abandoned request was cancelled in {tries} tries: {health}"
         after = http.post(url + "/v1/generate", json={"query": "bakery logo", "task": "tags", "length": 3})
         assert after.status_code == 200 and after.json()["finish_reason"] != "cancelled"
 
