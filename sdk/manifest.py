@@ -273,6 +273,7 @@ class Manifest:
                 f"version {FORMAT_VERSION}. Upgrade udrl-edge or re-export the artifact."
             )
         try:
+            focus = data.get("focus", {})
             manifest = cls(
                 tasks=tuple(data["tasks"]),
                 length_min=data["length"]["min"],
@@ -285,11 +286,11 @@ class Manifest:
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
-                focus_bias=dict(data.get("focus", {}).get("bias", {})),
-                focus_split_words=data.get("focus", {}).get("split_words", False),
-                focus_push_function_words=data.get("focus", {}).get("push_function_words", False),
-                focus_min_bytes=data.get("focus", {}).get("min_bytes", FOCUS_MIN_BYTES),
-                focus_stopwords=tuple(data.get("focus", {}).get("stopwords", ())),
+                focus_bias=dict(focus.get("bias", {})),
+                focus_split_words=focus.get("split_words", False),
+                focus_push_function_words=focus.get("push_function_words", False),
+                focus_min_bytes=focus.get("min_bytes", FOCUS_MIN_BYTES),
+                focus_stopwords=tuple(focus.get("stopwords", ())),
                 end_stopwords=tuple(data.get("length_guard", {}).get("end_stopwords", ())),
                 title_tasks=tuple(data.get("case", {}).get("title", ())),
                 minor_words=tuple(data.get("case", {}).get("minor_words", ())),

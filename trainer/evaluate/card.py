@@ -11,13 +11,14 @@ figure in it can be traced to a run and nothing is typed in by hand.
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from udrl.errors import UdrlError
-from udrl.files import file_digest, write_atomic
+from udrl.files import write_atomic
 
 from ..figures import save_figure
 
@@ -63,12 +64,9 @@ def bundled_name(evaluated: str | Path, out: Path) -> str:
     model folder) with the same bytes, else the evaluated file's own name."""
     evaluated = Path(evaluated)
     if evaluated.is_file():
-        size, digest = evaluated.stat().st_size, None
         for candidate in sorted(out.glob("*.gguf")):
-            if candidate.stat().st_size == size:
-                digest = digest or file_digest([evaluated])
-                if file_digest([candidate]) == digest:
-                    return candidate.name
+            if filecmp.cmp(evaluated, candidate, shallow=False):
+                return candidate.name
     return evaluated.name
 
 
