@@ -14,7 +14,8 @@ RETOK ?= trainer/recipes/mini-retok-15k.json
 RETOK_MORE ?= trainer/recipes/mini-retok-15k-more.json
 IMAGE_COPY ?= trainer/recipes/mini-image-copy.json
 COPY_ADJUSTED ?= trainer/recipes/mini-copy-adjusted.json
-SHIPPED_RUN = $(MODEL)/copy-adjusted
+GREEDY_HEADLINES ?= trainer/recipes/mini-greedy-headlines.json
+SHIPPED_RUN = $(MODEL)/greedy-headlines
 KEEP ?= data/stages
 STAGES := $(shell $(PYTHON) -c "import json; print(len(json.load(open('$(RECIPE)'))['stages']))")
 # $(call focus_tuned,RUN,REPORT): the run's q8_0 GGUF, its query-focus bonus chosen beside the teacher on
@@ -86,14 +87,17 @@ test-slow: setup
 # query-focus bonus is chosen again (`udrl focus`, the teacher run once more: the stage-3 report
 # answered the requests of the data before `make data` re-judged it). Focus follows each manifest's
 # rule (`focus.split_words`, `focus.push_function_words`): the kept stages predate both, so the runs
-# going on from them keep one-token words until $(COPY_ADJUSTED) switches both on for the shipped run.
+# going on from them keep one-token words until $(COPY_ADJUSTED) switches both on. The shipped run then
+# trains once more beside the teacher's greedy headlines ($(GREEDY_HEADLINES): the outputs the evaluation
+# measures the teacher by, not the sampled ones the data holds).
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }
 	$(call retrain,$(MODEL)/retok,$(RETOK),$(MODEL)/udrl/model-q8_0.gguf)
 	$(call retrain,$(MODEL)/more,$(RETOK_MORE),$(MODEL)/retok/model)
 	$(call retrain,$(MODEL)/image-copy,$(IMAGE_COPY),$(MODEL)/more/model)
-	$(call retrain,$(SHIPPED_RUN),$(COPY_ADJUSTED),$(MODEL)/image-copy/model)
+	$(call retrain,$(MODEL)/copy-adjusted,$(COPY_ADJUSTED),$(MODEL)/image-copy/model)
+	$(call retrain,$(SHIPPED_RUN),$(GREEDY_HEADLINES),$(MODEL)/copy-adjusted/model)
 	test -e $(MODEL)/focus-shipped.json || { $(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force && \
 	    $(BIN)/udrl focus $(SHIPPED_RUN)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(SHIPPED_RUN)/model \
 	        --out $(MODEL)/focus-shipped.json; }
@@ -125,7 +129,10 @@ model-artifacts: setup
 #    about 70 minutes), then 7,200 more composed with another seed, none of the earlier ones
 #    (data/broad2, about 22 minutes);
 # 3. the three logs judged as one dataset, the teacher's loops left out, one copy-augmented record
-#    per record whose output carries a request word (`udrl judge --augment-copies`).
+#    per record whose output carries a request word (`udrl judge --augment-copies`);
+# 4. greedy teacher headlines (temperature 0) for 4,997 training requests of that dataset (drawn at
+#    random, seed 1345, from those with a headline record, none of the held-out split; the list is
+#    committed), judged on their own: a later training stage's data (about 15 minutes).
 # The broad runs' files are committed gzipped (data/udrl-broad.*.gz, data/udrl-broad2.*.gz) and
 # unpacked here to resume; $(call unpack,DIR,NAME,FILES) and $(call pack,...) do that.
 BROAD := data/broad
@@ -154,6 +161,11 @@ data: setup
 	$(call pack,$(BROAD2),udrl-broad2,$(BROAD2_FILES))
 	$(BIN)/udrl judge data/udrl-gemma.raw.jsonl.gz $(BROAD)/raw.jsonl $(BROAD2)/raw.jsonl --augment-copies 1 \
 	    --out data/udrl-gemma.jsonl.gz
+	test -e data/udrl-greedy-headlines.raw.jsonl.gz || { \
+	    $(BIN)/udrl distill --queries data/udrl-greedy-headlines.queries.txt --tasks headline --temperature 0 \
+	        --seed 1345 --out data/greedy-headlines --threads 2 && \
+	    gzip -9 -n -c data/greedy-headlines/raw.jsonl > data/udrl-greedy-headlines.raw.jsonl.gz; }
+	$(BIN)/udrl judge data/udrl-greedy-headlines.raw.jsonl.gz --out data/udrl-greedy-headlines.jsonl.gz
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup

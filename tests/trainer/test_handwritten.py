@@ -30,7 +30,11 @@ def test_the_set_is_large_varied_and_split_once_into_disjoint_halves():
     assert draw_split(requests) == json.loads((HANDWRITTEN_DIR / "split.json").read_text())
 
 
-RAW_LOGS = ("udrl-gemma.raw.jsonl.gz", "udrl-broad.raw.jsonl.gz", "udrl-broad2.raw.jsonl.gz")
+RAW_LOGS = ("udrl-gemma.raw.jsonl.gz", "udrl-broad.raw.jsonl.gz", "udrl-broad2.raw.jsonl.gz",
+            "udrl-greedy-headlines.raw.jsonl.gz")
+# every judged file a training recipe reads
+TRAINING = ("udrl-gemma.jsonl.gz", "udrl-greedy-headlines.jsonl.gz", "stages/udrl-round2-rollout.jsonl.gz")
+QUERY_LISTS = ("udrl-gemma.queries.txt", "udrl-greedy-headlines.queries.txt")
 
 
 def _queries(name: str, keys: tuple[str, ...] = ("query",)) -> set[str]:
@@ -42,10 +46,30 @@ def test_no_hand_written_request_is_training_data():
     """Over the committed data, compared as the distillation bans them (case and punctuation aside)."""
     hand = {query_key(r.query) for r in read_requests()}
     teacher = set().union(*(_queries(name) for name in RAW_LOGS))
-    training = _queries("udrl-gemma.jsonl.gz", ("query", "origin"))
-    listed = {query_key(q) for q in (DATA / "udrl-gemma.queries.txt").read_text().splitlines()}
+    training = set().union(*(_queries(name, ("query", "origin")) for name in TRAINING))
+    listed = {query_key(q) for name in QUERY_LISTS for q in (DATA / name).read_text().splitlines()}
     assert len(teacher) >= 30_000  # the distinct requests the teacher answered
     assert not hand & training and not hand & teacher and not hand & listed
+
+
+def test_the_greedy_headlines_answer_training_requests_only():
+    """The teacher's greedy headlines were drawn from the training requests of the data they are
+    trained beside: none is a held-out request, neither of the split that validates that training nor
+    of the data's own split, which the in-distribution evaluation draws from."""
+    from udrl.trainer.training.dataset import read_records, split_by_query
+
+    def split(names: tuple[str, ...]) -> tuple[set[str], set[str]]:
+        records = read_records([DATA / n for n in names], ["image", "search", "headline", "tags"], (1, 48),
+                               skip_invalid=True).records
+        train, held_out = split_by_query(records, 0.05)
+        return ({query_key(r.query) for r in train if r.origin is None},
+                {query_key(r.query) for r in held_out})
+
+    trained_beside, validation = split(("udrl-gemma.jsonl.gz", "stages/udrl-round2-rollout.jsonl.gz"))
+    _, in_distribution = split(("udrl-gemma.jsonl.gz",))
+    greedy = _queries("udrl-greedy-headlines.jsonl.gz")
+    assert len(greedy) >= 4_500 and greedy <= trained_beside
+    assert not greedy & validation and not greedy & in_distribution
 
 
 def test_a_broken_split_file_is_refused(tmp_path):
