@@ -132,7 +132,9 @@ model-artifacts: setup
 #    per record whose output carries a request word (`udrl judge --augment-copies`);
 # 4. greedy teacher headlines (temperature 0) for 4,997 training requests of that dataset (drawn at
 #    random, seed 1345, from those with a headline record, none of the held-out split; the list is
-#    committed), judged on their own: a later training stage's data (about 15 minutes).
+#    committed), judged on their own: a later training stage's data (about 15 minutes);
+# 5. the same for the remaining 8,924 such requests (data/udrl-greedy-headlines-more.*, about 25
+#    minutes): the next stage's data, not trained on yet (trainer/recipes/mini-notes.md, "Next").
 # The broad runs' files are committed gzipped (data/udrl-broad.*.gz, data/udrl-broad2.*.gz) and
 # unpacked here to resume; $(call unpack,DIR,NAME,FILES) and $(call pack,...) do that.
 BROAD := data/broad
@@ -166,6 +168,10 @@ data: setup
 	        --seed 1345 --out data/greedy-headlines --threads 2 && \
 	    gzip -9 -n -c data/greedy-headlines/raw.jsonl > data/udrl-greedy-headlines.raw.jsonl.gz; }
 	$(BIN)/udrl judge data/udrl-greedy-headlines.raw.jsonl.gz --out data/udrl-greedy-headlines.jsonl.gz
+	test -e data/udrl-greedy-headlines-more.raw.jsonl.gz || { \
+	    $(BIN)/udrl distill --queries data/udrl-greedy-headlines-more.queries.txt --tasks headline --temperature 0 \
+	        --seed 1345 --out data/greedy-headlines-more --threads 2 && \
+	    gzip -9 -n -c data/greedy-headlines-more/raw.jsonl > data/udrl-greedy-headlines-more.raw.jsonl.gz; }
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup

@@ -31,10 +31,11 @@ def test_the_set_is_large_varied_and_split_once_into_disjoint_halves():
 
 
 RAW_LOGS = ("udrl-gemma.raw.jsonl.gz", "udrl-broad.raw.jsonl.gz", "udrl-broad2.raw.jsonl.gz",
-            "udrl-greedy-headlines.raw.jsonl.gz")
+            "udrl-greedy-headlines.raw.jsonl.gz", "udrl-greedy-headlines-more.raw.jsonl.gz")
 # every judged file a training recipe reads
 TRAINING = ("udrl-gemma.jsonl.gz", "udrl-greedy-headlines.jsonl.gz", "stages/udrl-round2-rollout.jsonl.gz")
-QUERY_LISTS = ("udrl-gemma.queries.txt", "udrl-greedy-headlines.queries.txt")
+QUERY_LISTS = ("udrl-gemma.queries.txt", "udrl-greedy-headlines.queries.txt",
+               "udrl-greedy-headlines-more.queries.txt")
 
 
 def _queries(name: str, keys: tuple[str, ...] = ("query",)) -> set[str]:
@@ -70,6 +71,10 @@ def test_the_greedy_headlines_answer_training_requests_only():
     greedy = _queries("udrl-greedy-headlines.jsonl.gz")
     assert len(greedy) >= 4_500 and greedy <= trained_beside
     assert not greedy & validation and not greedy & in_distribution
+    # the next stage's requests: the rest of the same pool, none of the first pass's
+    more = {query_key(q) for q in (DATA / "udrl-greedy-headlines-more.queries.txt").read_text().splitlines()}
+    assert len(more) >= 8_000 and more <= trained_beside and not more & greedy
+    assert not more & validation and not more & in_distribution
 
 
 def test_a_broken_split_file_is_refused(tmp_path):
