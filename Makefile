@@ -144,6 +144,12 @@ BROAD2_FILES := distill.json raw.jsonl composed.txt
 unpack = mkdir -p $(1) && for f in $(3); do if [ ! -e $(1)/$$f ] && [ -e data/$(2).$$f.gz ]; then \
 	    gunzip -c data/$(2).$$f.gz > $(1)/$$f; fi; done
 pack = for f in $(3); do gzip -9 -n -c $(1)/$$f > data/$(2).$$f.gz; done
+# $(call greedy_headlines,NAME): the teacher's greedy headlines for data/udrl-NAME.queries.txt, its log
+# committed as data/udrl-NAME.raw.jsonl.gz (the step runs only without it).
+greedy_headlines = test -e data/udrl-$(1).raw.jsonl.gz || { \
+	$(BIN)/udrl distill --queries data/udrl-$(1).queries.txt --tasks headline --temperature 0 --seed 1345 \
+	    --out data/$(1) --threads 2 && \
+	gzip -9 -n -c data/$(1)/raw.jsonl > data/udrl-$(1).raw.jsonl.gz; }
 data: setup
 	test -e data/udrl-gemma.raw.jsonl.gz || { \
 	    $(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --batch-size 16 --out data/distill --threads 2 && \
@@ -163,15 +169,9 @@ data: setup
 	$(call pack,$(BROAD2),udrl-broad2,$(BROAD2_FILES))
 	$(BIN)/udrl judge data/udrl-gemma.raw.jsonl.gz $(BROAD)/raw.jsonl $(BROAD2)/raw.jsonl --augment-copies 1 \
 	    --out data/udrl-gemma.jsonl.gz
-	test -e data/udrl-greedy-headlines.raw.jsonl.gz || { \
-	    $(BIN)/udrl distill --queries data/udrl-greedy-headlines.queries.txt --tasks headline --temperature 0 \
-	        --seed 1345 --out data/greedy-headlines --threads 2 && \
-	    gzip -9 -n -c data/greedy-headlines/raw.jsonl > data/udrl-greedy-headlines.raw.jsonl.gz; }
+	$(call greedy_headlines,greedy-headlines)
 	$(BIN)/udrl judge data/udrl-greedy-headlines.raw.jsonl.gz --out data/udrl-greedy-headlines.jsonl.gz
-	test -e data/udrl-greedy-headlines-more.raw.jsonl.gz || { \
-	    $(BIN)/udrl distill --queries data/udrl-greedy-headlines-more.queries.txt --tasks headline --temperature 0 \
-	        --seed 1345 --out data/greedy-headlines-more --threads 2 && \
-	    gzip -9 -n -c data/greedy-headlines-more/raw.jsonl > data/udrl-greedy-headlines-more.raw.jsonl.gz; }
+	$(call greedy_headlines,greedy-headlines-more)
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup

@@ -43,12 +43,16 @@ def _queries(name: str, keys: tuple[str, ...] = ("query",)) -> set[str]:
         return {query_key(row[k]) for row in map(json.loads, f) for k in keys if row.get(k)}
 
 
+def _listed(name: str) -> set[str]:
+    return {query_key(q) for q in (DATA / name).read_text().splitlines()}
+
+
 def test_no_hand_written_request_is_training_data():
     """Over the committed data, compared as the distillation bans them (case and punctuation aside)."""
     hand = {query_key(r.query) for r in read_requests()}
     teacher = set().union(*(_queries(name) for name in RAW_LOGS))
     training = set().union(*(_queries(name, ("query", "origin")) for name in TRAINING))
-    listed = {query_key(q) for name in QUERY_LISTS for q in (DATA / name).read_text().splitlines()}
+    listed = set().union(*(_listed(name) for name in QUERY_LISTS))
     assert len(teacher) >= 30_000  # the distinct requests the teacher answered
     assert not hand & training and not hand & teacher and not hand & listed
 
@@ -57,12 +61,16 @@ def test_the_greedy_headlines_answer_training_requests_only():
     """The teacher's greedy headlines were drawn from the training requests of the data they are
     trained beside: none is a held-out request, neither of the split that validates that training nor
     of the data's own split, which the in-distribution evaluation draws from."""
+    from udrl.manifest import DEFAULT_TASKS
+    from udrl.trainer.training.config import TrainConfig
     from udrl.trainer.training.dataset import read_records, split_by_query
 
+    config = TrainConfig()  # the split the recipes train with
+
     def split(names: tuple[str, ...]) -> tuple[set[str], set[str]]:
-        records = read_records([DATA / n for n in names], ["image", "search", "headline", "tags"], (1, 48),
+        records = read_records([DATA / n for n in names], DEFAULT_TASKS, (config.length_min, config.length_max),
                                skip_invalid=True).records
-        train, held_out = split_by_query(records, 0.05)
+        train, held_out = split_by_query(records, config.val_fraction)
         return ({query_key(r.query) for r in train if r.origin is None},
                 {query_key(r.query) for r in held_out})
 
@@ -72,7 +80,7 @@ def test_the_greedy_headlines_answer_training_requests_only():
     assert len(greedy) >= 4_500 and greedy <= trained_beside
     assert not greedy & validation and not greedy & in_distribution
     # the next stage's requests: the rest of the same pool, none of the first pass's
-    more = {query_key(q) for q in (DATA / "udrl-greedy-headlines-more.queries.txt").read_text().splitlines()}
+    more = _listed("udrl-greedy-headlines-more.queries.txt")
     assert len(more) >= 8_000 and more <= trained_beside and not more & greedy
     assert not more & validation and not more & in_distribution
 
