@@ -134,7 +134,7 @@ model-artifacts: setup
 #    random, seed 1345, from those with a headline record, none of the held-out split; the list is
 #    committed), judged on their own: a later training stage's data (about 15 minutes);
 # 5. the same for the remaining 8,924 such requests (data/udrl-greedy-headlines-more.*, about 25
-#    minutes): the next stage's data, not trained on yet (trainer/recipes/mini-notes.md, "Next").
+#    minutes), judged on their own (8,677 records).
 # The broad runs' files are committed gzipped (data/udrl-broad.*.gz, data/udrl-broad2.*.gz) and
 # unpacked here to resume; $(call unpack,DIR,NAME,FILES) and $(call pack,...) do that.
 BROAD := data/broad
@@ -172,6 +172,7 @@ data: setup
 	$(call greedy_headlines,greedy-headlines)
 	$(BIN)/udrl judge data/udrl-greedy-headlines.raw.jsonl.gz --out data/udrl-greedy-headlines.jsonl.gz
 	$(call greedy_headlines,greedy-headlines-more)
+	$(BIN)/udrl judge data/udrl-greedy-headlines-more.raw.jsonl.gz --out data/udrl-greedy-headlines-more.jsonl.gz
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup

@@ -33,7 +33,8 @@ def test_the_set_is_large_varied_and_split_once_into_disjoint_halves():
 RAW_LOGS = ("udrl-gemma.raw.jsonl.gz", "udrl-broad.raw.jsonl.gz", "udrl-broad2.raw.jsonl.gz",
             "udrl-greedy-headlines.raw.jsonl.gz", "udrl-greedy-headlines-more.raw.jsonl.gz")
 # every judged file a training recipe reads
-TRAINING = ("udrl-gemma.jsonl.gz", "udrl-greedy-headlines.jsonl.gz", "stages/udrl-round2-rollout.jsonl.gz")
+TRAINING = ("udrl-gemma.jsonl.gz", "udrl-greedy-headlines.jsonl.gz", "udrl-greedy-headlines-more.jsonl.gz",
+            "stages/udrl-round2-rollout.jsonl.gz")
 QUERY_LISTS = ("udrl-gemma.queries.txt", "udrl-greedy-headlines.queries.txt",
                "udrl-greedy-headlines-more.queries.txt")
 
@@ -79,10 +80,12 @@ def test_the_greedy_headlines_answer_training_requests_only():
     greedy = _queries("udrl-greedy-headlines.jsonl.gz")
     assert len(greedy) >= 4_500 and greedy <= trained_beside
     assert not greedy & validation and not greedy & in_distribution
-    # the next stage's requests: the rest of the same pool, none of the first pass's
+    # the second pass: the rest of the same pool, none of the first pass's; its judged records answer it
     more = _listed("udrl-greedy-headlines-more.queries.txt")
     assert len(more) >= 8_000 and more <= trained_beside and not more & greedy
     assert not more & validation and not more & in_distribution
+    judged_more = _queries("udrl-greedy-headlines-more.jsonl.gz")
+    assert len(judged_more) >= 8_000 and judged_more <= more
 
 
 def test_a_broken_split_file_is_refused(tmp_path):
