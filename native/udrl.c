@@ -241,6 +241,7 @@ struct udrl_model {
     int n_ctx, n_vocab;
     unsigned char *word_start; /* per token: its piece starts a new word (rules.WORD_START) */
     unsigned char *end_word;   /* per token: a whole word of end_stopwords (rules.Vocabulary.end_word) */
+    unsigned char *unfinished_end; /* per token: end_word or bare punctuation, "&" (rules.Vocabulary.unfinished_end) */
     char **word_key;           /* per word-start token: its ASCII focus key, else NULL (rules.Vocabulary.word_keys) */
     /* The whole-word rule (spelling.Spelling); spell_words.n == 0: off, and the tables below NULL. */
     word_list spell_words;     /* the manifest's spelling.words */
@@ -692,7 +693,7 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
     m->vocab = llama_model_get_vocab(m->lm);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
     if (!(m->word_start = calloc((size_t)m->n_vocab, 1)) || !(m->end_word = calloc((size_t)m->n_vocab, 1)) ||
-        !(m->word_key = calloc((size_t)m->n_vocab, sizeof *m->word_key))) {
+        !(m->unfinished_end = calloc((size_t)m->n_vocab, 1)) || !(m->word_key = calloc((size_t)m->n_vocab, sizeof *m->word_key))) {
         status = fail(m, UDRL_E_MEMORY, "out of memory");
         goto error;
     }
@@ -701,16 +702,18 @@ udrl_status udrl_model_open(const char *path, const udrl_model_params *params, u
         char buf[256], key[257];
         int32_t n_piece = is_special(m, i) ? 0 : llama_token_to_piece(m->vocab, i, buf, (int32_t)sizeof buf, 0, false);
         int k, more = 0;
-        size_t w = 0, a, b;
+        size_t w = 0, e, a, b;
         if (m->piece && !keep_piece(m, i, buf, n_piece)) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
         for (k = 1; k < n_piece; k++) more |= !is_word_space(buf[k]);
         m->word_start[i] = (unsigned char)(n_piece > 1 && is_word_space(buf[0]) && more);
         if (!m->word_start[i]) continue;
         while (w < (size_t)n_piece && is_word_space(buf[w])) w++;
-        focus_trim(buf + w, (size_t)n_piece - w, &a, &b);
+        for (e = (size_t)n_piece; e > w && is_word_space(buf[e - 1]); e--) {}
+        focus_trim(buf + w, e - w, &a, &b);
         for (k = 0; k < (int)(b - a); k++) key[k] = ascii_lower(buf[w + a + (size_t)k]);
         key[b - a] = '\0';
         if (m->end_stopwords) m->end_word[i] = (unsigned char)in_words(m->end_stopwords, key);
+        m->unfinished_end[i] = (unsigned char)(m->end_word[i] || b == a); /* b == a: nothing but ASCII punctuation */
         if (b > a && is_ascii(key)) {
             if (!(m->word_key[i] = malloc(b - a + 1))) { status = fail(m, UDRL_E_MEMORY, "out of memory"); goto error; }
             memcpy(m->word_key[i], key, b - a + 1);
@@ -749,6 +752,7 @@ void udrl_model_free(udrl_model *m) {
     free((void *)m->special_tokens);
     free(m->word_start);
     free(m->end_word);
+    free(m->unfinished_end);
     for (i = 0; m->word_key && i < m->n_vocab; i++) free(m->word_key[i]);
     free(m->word_key);
     for (i = 0; m->piece && i < m->n_vocab; i++) free(m->piece[i]);
@@ -1197,16 +1201,16 @@ static void ban_word_thrice(const rule_state *s, float *logits) {
     }
 }
 
-/* 7. When the next word is the guard's last, it may not be an end stopword ("at the"), unless
-   nothing else is left. */
+/* 7. When the next word is the guard's last, it may not be an end stopword ("at the") or bare
+   punctuation ("Reading Club &"), unless nothing else is left. */
 static void ban_unfinished_end(const rule_state *s, float *logits) {
     const udrl_model *m = s->m;
     int i, any = 0;
     if (guarded_words(s) != s->length - 1) return;
-    for (i = 0; i < m->n_vocab && !any; i++) any = !m->end_word[i] && i != m->eos_id && logits[i] > -INFINITY;
+    for (i = 0; i < m->n_vocab && !any; i++) any = !m->unfinished_end[i] && i != m->eos_id && logits[i] > -INFINITY;
     if (!any) return;
     for (i = 0; i < m->n_vocab; i++)
-        if (m->end_word[i]) logits[i] = -INFINITY;
+        if (m->unfinished_end[i]) logits[i] = -INFINITY;
 }
 
 /* 8. Where the generated ids end in the first tokens of a content word focus lifts, only the tokens

@@ -77,7 +77,7 @@ typedef struct {
     uint64_t seed;       /* for temperature > 0 */
     int max_tokens;      /* 0: 3 * requested length + 8, within the context */
     int length_guard;    /* 1: no end before the requested word count, stop at it, and never end on
-                            one of the manifest's end_stopwords (the default) */
+                            one of the manifest's end_stopwords nor bare punctuation (the default) */
     int no_repeat_ngram; /* n: never repeat n generated tokens in a row (2, the default, stops a small
                             model's loops such as a tag list repeating one tag), nor start the last
                             word again ("poster poster"), nor write a content word a third time;

@@ -18,7 +18,7 @@ side only fails a test.
 5. `ban_item_again`: after a list separator, no one-word item already written ("label, homemade, label").
 6. `ban_word_thrice`: no content word a third time ("book cover for a book card for an book").
 7. `ban_unfinished_end`: the length guard's last word may not be one of the manifest's end stopwords
-   ("Festival at the").
+   ("Festival at the") nor bare punctuation ("Reading Club &").
 8. `finish_focus_word`: where the text ends in the first tokens of a split word focus lifts, only
    the tokens that carry it on (lifting a first piece alone left fragments such as "t t shirt").
 9. `whole_words`: every word the output holds is a word of the manifest's list or of the request
@@ -56,6 +56,7 @@ class Vocabulary:
     eos: int
     word_start: np.ndarray  # bool per token: starts a new word
     end_word: np.ndarray  # bool per token: starts a new word that is whole an end stopword
+    unfinished_end: np.ndarray  # bool per token: a word no output ends on: an end stopword or bare punctuation ("&")
     word_keys: dict[str, list[int]]  # ASCII word key -> the word-start tokens that are that whole word
     common: frozenset[str]  # the manifest's focus and end stopwords: words an output may use often
     spelling: Spelling | None  # the whole-word rule's tables; None when the manifest lists no words
@@ -72,16 +73,18 @@ def vocabulary(backend: Backend, n_vocab: int) -> Vocabulary:
         starts = np.array([p[:1] != b"" and p[0] in WORD_START and p.strip(WORD_START) != b"" for p in pieces])
         end_words = set(backend.manifest.end_stopwords)
         ends = np.zeros(n_vocab, dtype=bool)
+        bare = np.zeros(n_vocab, dtype=bool)
         keys: dict[str, list[int]] = {}
         for t in np.flatnonzero(starts):
             key = focus_key(pieces[t].strip(WORD_START).decode("utf-8", errors="replace"))
             ends[t] = key in end_words
+            bare[t] = key == ""  # nothing but ASCII punctuation
             if key and key.isascii():
                 keys.setdefault(key, []).append(int(t))
         manifest = backend.manifest
         spelling = (Spelling(manifest.spelling_words, manifest.spelling_after_apostrophe, pieces, manifest.eos_id)
                     if manifest.spelling_words else None)
-        vocab = Vocabulary(manifest.eos_id, starts, ends, keys,
+        vocab = Vocabulary(manifest.eos_id, starts, ends, ends | bare, keys,
                            frozenset(manifest.focus_stopwords) | frozenset(manifest.end_stopwords), spelling)
         _vocabularies[backend] = vocab
     return vocab
@@ -249,10 +252,10 @@ def ban_word_thrice(logits: np.ndarray, state: DecodeState) -> None:
 
 def ban_unfinished_end(logits: np.ndarray, state: DecodeState) -> None:
     """When the next word is the guard's last, it may not be an end stopword ("at the", "colors
-    and"), unless nothing else is left."""
+    and") or bare punctuation ("Book Club, Reading Club &"), unless nothing else is left."""
     if state.guarded_words() != state.length - 1:
         return
-    ends = state.vocab.end_word
+    ends = state.vocab.unfinished_end
     others = np.isfinite(logits) & ~ends
     others[state.vocab.eos] = False
     if others.any():

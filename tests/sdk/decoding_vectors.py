@@ -65,6 +65,8 @@ CASES = [
      {}, " a book for a card for", {" a": 4.0, " night": 0.5}),
     ("the guard's last word is no end stopword", "poster for a summer jazz festival", "headline", 3,
      {}, " Summer Jazz", {" the": 2.0, " night": 0.5}),
+    ("the guard's last word is no bare punctuation", "poster for a summer jazz festival", "headline", 5,
+     {}, " Summer Jazz, Live Music", {" &": 2.0, " -": 1.5, " night": 0.5}),
     ("a word goes on into a word, not into an end", "poster for a summer jazz festival", "headline", 5,
      {}, " Summer Jazz Festiv", {"<eos>": 3.0, " night": 2.0, "ities": 1.5, "al": 0.5}),
     ("whole words off", "poster for a summer jazz festival", "headline", 5,
