@@ -196,9 +196,10 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(tiny_artifacts):
         full = m.generate(long_request["query"], task="image", length=48)
     assert full.completion_tokens > 20
     # The request can still run to its end before the server sees the client go (a race with the
-    # decoder on a busy machine): each such try is counted as served, and another is made.
+    # decoder on a busy machine; a clean-clone CI run once lost it three times in a row): each such
+    # try is counted as served, and another is made, up to ten.
     with serving(BUNDLED, "--parallel", "1", "--threads", "1") as (url, _), httpx.Client(timeout=30) as http:
-        for tries in range(1, 4):
+        for tries in range(1, 11):
             with http.stream("POST", url + "/v1/generate", json=long_request) as reply:
                 first = next(_events(reply.iter_lines()))
                 assert "piece" in json.loads(first)
