@@ -145,11 +145,13 @@ unpack = mkdir -p $(1) && for f in $(3); do if [ ! -e $(1)/$$f ] && [ -e data/$(
 	    gunzip -c data/$(2).$$f.gz > $(1)/$$f; fi; done
 pack = for f in $(3); do gzip -9 -n -c $(1)/$$f > data/$(2).$$f.gz; done
 # $(call greedy_headlines,NAME): the teacher's greedy headlines for data/udrl-NAME.queries.txt, its log
-# committed as data/udrl-NAME.raw.jsonl.gz (the step runs only without it).
-greedy_headlines = test -e data/udrl-$(1).raw.jsonl.gz || { \
+# committed as data/udrl-NAME.raw.jsonl.gz (distilled only without it), judged on their own into
+# data/udrl-NAME.jsonl.gz.
+greedy_headlines = { test -e data/udrl-$(1).raw.jsonl.gz || { \
 	$(BIN)/udrl distill --queries data/udrl-$(1).queries.txt --tasks headline --temperature 0 --seed 1345 \
 	    --out data/$(1) --threads 2 && \
-	gzip -9 -n -c data/$(1)/raw.jsonl > data/udrl-$(1).raw.jsonl.gz; }
+	gzip -9 -n -c data/$(1)/raw.jsonl > data/udrl-$(1).raw.jsonl.gz; }; } && \
+	$(BIN)/udrl judge data/udrl-$(1).raw.jsonl.gz --out data/udrl-$(1).jsonl.gz
 data: setup
 	test -e data/udrl-gemma.raw.jsonl.gz || { \
 	    $(BIN)/udrl distill --topics data/seed_topics.txt --n-queries 6600 --batch-size 16 --out data/distill --threads 2 && \
@@ -170,9 +172,7 @@ data: setup
 	$(BIN)/udrl judge data/udrl-gemma.raw.jsonl.gz $(BROAD)/raw.jsonl $(BROAD2)/raw.jsonl --augment-copies 1 \
 	    --out data/udrl-gemma.jsonl.gz
 	$(call greedy_headlines,greedy-headlines)
-	$(BIN)/udrl judge data/udrl-greedy-headlines.raw.jsonl.gz --out data/udrl-greedy-headlines.jsonl.gz
 	$(call greedy_headlines,greedy-headlines-more)
-	$(BIN)/udrl judge data/udrl-greedy-headlines-more.raw.jsonl.gz --out data/udrl-greedy-headlines-more.jsonl.gz
 
 # The committed benchmark: random-weight mini and gpt2-124m artifacts (speed only), every baseline.
 bench: setup
