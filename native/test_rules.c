@@ -154,6 +154,44 @@ done:
     return ok;
 }
 
+/* The vectors file's focus biases: focus_at of each [bias, length, bonus] gives the bonus, and
+   valid_focus_bias refuses each invalid one, over the file's length range. Returns the failures. */
+static int run_focus_bias(const cJSON *root) {
+    const cJSON *range = j_get(root, "focus_lengths"), *c;
+    int lo, hi, failed = 0, n = 0, length;
+    char *text;
+    if (!j_int(cJSON_GetArrayItem(range, 0), &lo) || !j_int(cJSON_GetArrayItem(range, 1), &hi) ||
+        !cJSON_IsArray(j_get(root, "focus_at")) || !cJSON_IsArray(j_get(root, "invalid_focus_bias"))) {
+        printf("FAIL the vectors file has no focus biases\n");
+        return 1;
+    }
+    cJSON_ArrayForEach(c, j_get(root, "focus_at")) {
+        const cJSON *bias = cJSON_GetArrayItem(c, 0), *want = cJSON_GetArrayItem(c, 2);
+        double got;
+        text = cJSON_PrintUnformatted(bias);
+        if (!j_int(cJSON_GetArrayItem(c, 1), &length) || !cJSON_IsNumber(want) || !valid_focus_bias(bias, lo, hi)) {
+            printf("FAIL focus_at %s: malformed or refused\n", text ? text : "?");
+            failed++;
+        } else if ((got = focus_at(bias, length)) != want->valuedouble) {
+            printf("FAIL focus_at %s at %d: %.17g, expected %.17g\n", text ? text : "?", length, got, want->valuedouble);
+            failed++;
+        } else {
+            printf("ok focus_at %s at %d\n", text ? text : "?", length);
+        }
+        free(text);
+        n++;
+    }
+    cJSON_ArrayForEach(c, j_get(root, "invalid_focus_bias")) {
+        text = cJSON_PrintUnformatted(c);
+        if (valid_focus_bias(c, lo, hi)) { printf("FAIL focus bias %s: accepted\n", text ? text : "?"); failed++; }
+        else printf("ok focus bias %s refused\n", text ? text : "?");
+        free(text);
+        n++;
+    }
+    printf("%d focus bias cases, %d failed\n", n, failed);
+    return failed;
+}
+
 /* The casing vectors (tests/data/casing-vectors.json): title_case of each "title_case" text, and
    what a title-case stream hands out of each "stream" text so far. */
 static int run_casing(const char *path) {
@@ -231,6 +269,7 @@ int main(int argc, char **argv) {
     if (!got || !want) return 2;
     cJSON_ArrayForEach(c, cases) failed += !run_case(model, c, got, want);
     printf("%d cases, %d failed\n", cJSON_GetArraySize(cases), failed);
+    failed += run_focus_bias(root);
     free(got);
     free(want);
     cJSON_Delete(root);

@@ -205,11 +205,49 @@ static int apostrophe_before(const char *s, size_t at) {
     return (at >= 1 && s[at - 1] == '\'') || (at >= 3 && !memcmp(s + at - 3, "\xE2\x80\x99", 3));
 }
 
+/* A task's focus bias (the manifest's focus.bias entry) is a number >= 0 or a non-empty list of
+   [length, bonus] points, lengths whole numbers in [lo, hi] strictly ascending, bonuses numbers >= 0. */
+static int valid_focus_bias(const cJSON *b, int lo, int hi) {
+    const cJSON *p;
+    int last = lo - 1, length;
+    if (cJSON_IsNumber(b)) return b->valuedouble >= 0 && b->valuedouble < 1e30;
+    if (!cJSON_IsArray(b) || !b->child) return 0;
+    cJSON_ArrayForEach(p, b) {
+        const cJSON *bonus = cJSON_GetArrayItem(p, 1);
+        if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) != 2 || !j_int(cJSON_GetArrayItem(p, 0), &length) ||
+            length <= last || length > hi || !cJSON_IsNumber(bonus) || !(bonus->valuedouble >= 0 && bonus->valuedouble < 1e30))
+            return 0;
+        last = length;
+    }
+    return 1;
+}
+
+/* The bonus a (valid) focus bias gives an output of `length` words, as udrl/manifest.py's focus_at:
+   the number, or the line through the two points around `length`, a point's own bonus at its
+   length, the first's before it and the last's after it. NULL: 0 (off). */
+static double focus_at(const cJSON *bias, int length) {
+    const cJSON *p, *prev = NULL;
+    if (!bias) return 0.0;
+    if (cJSON_IsNumber(bias)) return bias->valuedouble;
+    cJSON_ArrayForEach(p, bias) {
+        int l1 = cJSON_GetArrayItem(p, 0)->valueint;
+        double b1 = cJSON_GetArrayItem(p, 1)->valuedouble;
+        if (length == l1 || (length < l1 && !prev)) return b1;
+        if (length < l1) {
+            int l0 = cJSON_GetArrayItem(prev, 0)->valueint;
+            double b0 = cJSON_GetArrayItem(prev, 1)->valuedouble;
+            return b0 + (b1 - b0) * (double)(length - l0) / (double)(l1 - l0);
+        }
+        prev = p;
+    }
+    return cJSON_GetArrayItem(prev, 1)->valuedouble;
+}
+
 typedef struct {
     char *name;
     char *token;
     int default_length; /* 0: none in the manifest */
-    float focus_bias;   /* query focus default for the task; 0: off */
+    const cJSON *focus_bias; /* query focus default for the task (focus_at); NULL: off */
     int title_case;     /* its outputs are returned in Title Case (the manifest's case.title) */
 } udrl_task;
 
@@ -518,12 +556,14 @@ static udrl_status parse_manifest(udrl_model *m) {
         m->tasks[i].name = (char *)name;
         m->tasks[i].token = (char *)j_str(j_get(ct_task, name));
         if (!j_int(j_get(defaults, name), &m->tasks[i].default_length)) m->tasks[i].default_length = 0;
-        m->tasks[i].focus_bias = 0.0f;
+        m->tasks[i].focus_bias = NULL;
         if (focus_bias && focus_bias->child) {
             const cJSON *b = j_get(focus_bias, name);
-            if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble < 1e30))
-                return fail(m, UDRL_E_MANIFEST, "the manifest's focus bias for task %s is missing or invalid", name);
-            m->tasks[i].focus_bias = (float)b->valuedouble;
+            if (!valid_focus_bias(b, m->length_min, m->length_max))
+                return fail(m, UDRL_E_MANIFEST, "the manifest's focus bias for task %s is missing or invalid (a number "
+                                                ">= 0, or [length, bonus] points with lengths from %d to %d ascending)",
+                            name, m->length_min, m->length_max);
+            m->tasks[i].focus_bias = b;
         }
         m->tasks[i].title_case = title && in_words(title, name);
         i++;
@@ -1464,7 +1504,7 @@ udrl_status udrl_generate(udrl_model *m, const char *query, const udrl_command *
                                         "0 < top_p <= 1, no_repeat_ngram >= 0, focus finite)");
     memset(&spelling, 0, sizeof spelling);
     if (!(prompt = prompt_ids(m, query, cmd, &r, &n_prompt, &status))) return status;
-    focus_bias = s.focus < 0 ? find_task(m, r.task)->focus_bias : s.focus;
+    focus_bias = s.focus < 0 ? (float)focus_at(find_task(m, r.task)->focus_bias, r.length) : s.focus;
     cased = find_task(m, r.task)->title_case;
     room = m->n_ctx - n_prompt;
     if (room < 2) {

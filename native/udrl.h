@@ -84,7 +84,7 @@ typedef struct {
                             0: all three off */
     float focus;         /* query focus: bonus to the query's content words the output lacks so far
                             (see sdk/generate.py); negative: the model's default from its manifest
-                            (the default); 0: off */
+                            for the task and length (the default); 0: off */
     int whole_words;     /* 1: every word of the output is one the manifest's spelling list or the
                             query spells, when the manifest has a list (docs/decoding.md; the
                             default); 0: the model spells freely */

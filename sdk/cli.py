@@ -26,6 +26,7 @@ from . import __version__, errors
 from .artifacts import artifact_size, read_manifest
 from .errors import UdrlError
 from .generate import DEFAULTS, GenerationOptions
+from .manifest import describe_focus
 
 
 def info(path: str, full: bool = False) -> dict:
@@ -55,7 +56,7 @@ def _print_info(report: dict) -> None:
     rule = "split words too" if m["focus"].get("split_words") else "one-token words only"
     if m["focus"].get("push_function_words"):
         rule += ", function words pushed down"
-    print("query focus   " + (", ".join(f"{t} {b:g}" for t, b in focus.items()) + f" ({rule})"
+    print("query focus   " + ("; ".join(f"{t} {describe_focus(b)}" for t, b in focus.items()) + f" ({rule})"
                               if any(focus.values()) else "off"))
     ends = m.get("length_guard", {}).get("end_stopwords", [])
     print(f"never ends on {len(ends)} words ({', '.join(ends[:6])}{', ...' if len(ends) > 6 else ''})" if ends

@@ -60,7 +60,7 @@ class GenerationOptions:
     # forbid repeating any n generated tokens in a row, a word twice in a row or a content word three
     # times (0: off); as native/
     no_repeat_ngram: int = 2
-    focus: float | None = None  # query focus bonus; None: the manifest's focus_bias for the task, 0: off
+    focus: float | None = None  # query focus bonus; None: the manifest's for the task and length, 0: off
     whole_words: bool = True  # only words of the manifest's spelling list or the request (rules.whole_words)
 
     def __post_init__(self) -> None:
@@ -204,7 +204,7 @@ class _Decoder:
 
     def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions):
         self.backend, self.command, self.guard = backend, command, options.length_guard
-        by_task = backend.manifest.focus_bias.get(command.task, 0.0)
+        by_task = backend.manifest.focus_for(command.task, command.length)
         self.focus_bias = by_task if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
         self.query = query if options.whole_words else None

@@ -62,6 +62,65 @@ def focus_key(word: str) -> str:
     return word.strip(string.punctuation).encode().lower().decode()
 
 
+# A task's query-focus bonus: one number for every length, or per requested length a list of
+# [length, bonus] points, lengths ascending, read between them on the straight line through the two
+# around a length and held flat at the ends (`focus_at`).
+FocusBias = float | tuple[tuple[int, float], ...]
+
+
+def focus_at(bias: FocusBias, length: int) -> float:
+    """The bonus ``bias`` gives an output of ``length`` words: the number itself, or for points the
+    line through the two around ``length``: a point's own bonus at its length, the first's before
+    it, the last's after it. The C layer (`focus_at` in native/udrl.c) computes the same, step for
+    step, checked by the decoding vectors."""
+    if not isinstance(bias, (tuple, list)):
+        return float(bias)
+    for i, (l1, b1) in enumerate(bias):
+        if length == l1 or (length < l1 and i == 0):
+            return float(b1)
+        if length < l1:
+            l0, b0 = bias[i - 1]
+            return float(b0) + (float(b1) - float(b0)) * float(length - l0) / float(l1 - l0)
+    return float(bias[-1][1])
+
+
+def describe_focus(bias: Any) -> str:
+    """A bias as people read it: "2.875", or "2 at 3 words, 3.5 at 5, 5.25 at 7" for points
+    (as a manifest holds them or as JSON gives them back)."""
+    if isinstance(bias, (tuple, list)):
+        return ", ".join(f"{b:g} at {n}" + (" words" if i == 0 else "") for i, (n, b) in enumerate(bias))
+    return f"{bias:g}"
+
+
+def _focus_bias_from_json(value: Any) -> Any:
+    """A manifest's bias as read: lists of points become tuples (a manifest is immutable); anything
+    else is left for validation to name."""
+    if isinstance(value, list):
+        return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+    return value
+
+
+def _focus_bias_problem(task: str, bias: Any, length_min: int, length_max: int) -> str | None:
+    def number(x: Any) -> bool:
+        return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
+
+    if number(bias):
+        return None
+    allowed = (f"a finite number >= 0 (0: off) or a list of [length, bonus] points, lengths whole numbers "
+               f"from {length_min} to {length_max} in ascending order, bonuses finite numbers >= 0")
+    if not isinstance(bias, tuple) or not bias:
+        return f"focus bias for {task!r} must be {allowed}; got {bias!r}"
+    lengths = []
+    for point in bias:
+        if (not isinstance(point, tuple) or len(point) != 2 or isinstance(point[0], bool) or not isinstance(point[0], int)
+                or not length_min <= point[0] <= length_max or not number(point[1])):
+            return f"focus bias for {task!r} must be {allowed}; point {list(point) if isinstance(point, tuple) else point!r} is not"
+        lengths.append(point[0])
+    if lengths != sorted(set(lengths)):
+        return f"focus bias for {task!r} must be {allowed}; lengths {lengths} are not ascending"
+    return None
+
+
 def task_token(task: str) -> str:
     return f"<|task:{task}|>"
 
@@ -93,8 +152,10 @@ class Manifest:
             separator); the SDK and the native layer drop it from what they return. Empty in
             manifests written before it existed.
         focus_bias: per task, the logit bonus for the query's content words the output does not
-            contain yet (the default of `GenerationOptions.focus`); 0 turns query focus off for a
-            task, an empty mapping for all (as in manifests written before it existed).
+            contain yet (the default of `GenerationOptions.focus`): one number, or per requested
+            length a list of (length, bonus) points (`focus_at`; `focus_for` answers for a command);
+            0 turns query focus off for a task, an empty mapping for all (as in manifests written
+            before it existed).
         focus_split_words: whether query focus also lifts the request words the tokenizer splits,
             and finishes those it starts (rules.py); False in manifests written before it existed,
             so that their bonus, chosen when focus lifted one-token words only, keeps its meaning.
@@ -133,7 +194,7 @@ class Manifest:
     eos_token: str = EOS_TOKEN
     template: str = DEFAULT_TEMPLATE
     output_prefix: str = ""
-    focus_bias: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    focus_bias: Mapping[str, FocusBias] = dataclasses.field(default_factory=dict)
     focus_split_words: bool = False
     focus_push_function_words: bool = False
     focus_min_bytes: int = FOCUS_MIN_BYTES
@@ -190,6 +251,10 @@ class Manifest:
 
     # -- derived views ------------------------------------------------------------------------
 
+    def focus_for(self, task: str, length: int) -> float:
+        """The task's query-focus bonus for an output of ``length`` words (0.0: off or no bias)."""
+        return focus_at(self.focus_bias.get(task, 0.0), length)
+
     @property
     def reward_levels(self) -> int:
         return len(self.reward_edges) + 1
@@ -239,7 +304,8 @@ class Manifest:
             "eos_token": self.eos_token,
             "template": self.template,
             "output_prefix": self.output_prefix,
-            "focus": {"bias": dict(self.focus_bias), "split_words": self.focus_split_words,
+            "focus": {"bias": {t: [list(p) for p in b] if isinstance(b, tuple) else b
+                               for t, b in self.focus_bias.items()}, "split_words": self.focus_split_words,
                       "push_function_words": self.focus_push_function_words,
                       "min_bytes": self.focus_min_bytes, "stopwords": list(self.focus_stopwords)},
             "length_guard": {"end_stopwords": list(self.end_stopwords)},
@@ -286,7 +352,7 @@ class Manifest:
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
-                focus_bias=dict(focus.get("bias", {})),
+                focus_bias={t: _focus_bias_from_json(b) for t, b in focus.get("bias", {}).items()},
                 focus_split_words=focus.get("split_words", False),
                 focus_push_function_words=focus.get("push_function_words", False),
                 focus_min_bytes=focus.get("min_bytes", FOCUS_MIN_BYTES),
@@ -361,8 +427,9 @@ def _problems(m: Manifest) -> list[str]:
     if m.focus_bias and set(m.focus_bias) != set(m.tasks):
         problems.append(f"focus bias names tasks {sorted(m.focus_bias)}; it must name exactly {sorted(m.tasks)}")
     for task, bias in m.focus_bias.items():
-        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not (math.isfinite(bias) and bias >= 0):
-            problems.append(f"focus bias for {task!r} must be a finite number >= 0 (0: off), got {bias!r}")
+        problem = _focus_bias_problem(task, bias, m.length_min, m.length_max)
+        if problem:
+            problems.append(problem)
     if not isinstance(m.focus_split_words, bool):
         problems.append(f"focus split_words must be true or false, got {m.focus_split_words!r}")
     if not isinstance(m.focus_push_function_words, bool):

@@ -255,7 +255,7 @@ class Model:
         word again and a content word a third time: the default 2 stops the loops a small model
         falls into, such as a tag list repeating one tag or "poster poster"; 0 turns all three off.
         ``focus`` is the query-focus bonus for the request's content words the output lacks (see
-        `udrl.generate`; None: the model's default from its manifest, 0: off). Every word of the
+        `udrl.generate`; None: the model's default from its manifest for the task and length, 0: off). Every word of the
         output is one the manifest's spelling list or the request spells, when the manifest has one
         (docs/decoding.md, "Whole words"); ``whole_words=False`` lets the model spell freely. Options of the wrong type or out of range raise
         `CommandError` naming the option. Calls from several threads at once decode together."""

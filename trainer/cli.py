@@ -156,7 +156,7 @@ def _cmd_focus(args: argparse.Namespace) -> int:
                          queries=args.queries,
                          grid=args.grid or DEFAULT_GRID, refine=args.refine, threads=args.threads, write=args.write,
                          out=args.out, teacher_from=args.teacher_from, tasks=args.tasks,
-                         task_files=args.task_file or [])
+                         task_files=args.task_file or [], per_length=args.per_length)
     print(markdown(tune_focus(config)))
     return 0
 
@@ -197,7 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--export", action="append", metavar="JSON", help="udrl export --report file")
     c.add_argument("--data-card", metavar="JSON", help="the dataset card JSON")
     c.add_argument("--notes", metavar="MD", help="markdown for the 'Gaps and next steps' section")
-    c.add_argument("--focus", metavar="JSON", help="udrl focus report that chose the query-focus bonus")
+    c.add_argument("--focus", metavar="JSON", action="append",
+                   help="udrl focus report that chose the query-focus bonus; repeatable, in the order they ran")
     c.add_argument("--out", required=True, metavar="DIR", help="where README.md and the plots go")
     c.set_defaults(func=_cmd_card)
 
@@ -283,6 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tune only these (default: all of the model's; --write keeps the others' bonus)")
     f.add_argument("--task-file", action="append", metavar="TOML",
                    help="a task of one's own the model was fine-tuned on (teacher prompt, format rules); repeatable")
+    f.add_argument("--per-length", action="store_true",
+                   help="choose a bonus per task and requested length, each held to the teacher's copying at that "
+                        "length (written as [length, bonus] points)")
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--write", metavar="DIR", help="checkpoint directory whose manifest gets the chosen bonus")
     f.add_argument("--out", help="JSON report path")

@@ -406,8 +406,25 @@ def test_the_c_rules_reproduce_the_shared_decoding_vectors(tmp_path):
     exe = build_rule_tests(NATIVE, tmp_path / "build")
     out = run(exe, str(default_model_path()), str(VECTORS))
     assert out.returncode == 0, out.stdout + out.stderr
-    n = len(json.loads(VECTORS.read_text(encoding="utf-8"))["cases"])
-    assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == n and f"{n} cases, 0 failed" in out.stdout
+    vectors = json.loads(VECTORS.read_text(encoding="utf-8"))
+    n, m = len(vectors["cases"]), len(vectors["focus_at"]) + len(vectors["invalid_focus_bias"])
+    assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == n + m
+    assert f"{n} cases, 0 failed" in out.stdout and f"{m} focus bias cases, 0 failed" in out.stdout
+
+
+def test_the_c_focus_bias_fails_vectors_changed_on_one_side(tmp_path):
+    """A bonus per length read differently, or a bias one side refuses and the other takes, fails in C."""
+    from udrl.model import default_model_path
+
+    exe = build_rule_tests(NATIVE, tmp_path / "build")
+    vectors = json.loads(VECTORS.read_text(encoding="utf-8"))
+    m = len(vectors["focus_at"]) + len(vectors["invalid_focus_bias"])
+    vectors["focus_at"][4][2] += 0.25  # between two points
+    vectors["invalid_focus_bias"][0] = vectors["focus_at"][4][0]  # a valid bias among the refused
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(vectors), encoding="utf-8")
+    out = run(exe, str(default_model_path()), str(changed))
+    assert out.returncode == 1 and f"{m} focus bias cases, 2 failed" in out.stdout, out.stdout + out.stderr
 
 
 def test_the_c_title_case_reproduces_the_shared_casing_vectors(tmp_path):

@@ -88,6 +88,33 @@ CASES = [
 ]
 
 
+# A task's focus bias read at a length (udrl.manifest.focus_at; the C layer's focus_at) and biases a
+# manifest may not hold (Manifest.validate; the C layer's valid_focus_bias), within the length range
+# FOCUS_LENGTHS. A point's bonus holds at its own length exactly; the non-dyadic pair checks that
+# both sides do the arithmetic in the same order.
+FOCUS_LENGTHS = (1, 32)
+POINTS = [[3, 1.25], [5, 3.5], [7, 5.25]]
+FOCUS_AT = [(2.875, 7), (0.0, 3), (POINTS, 1), (POINTS, 3), (POINTS, 4), (POINTS, 5), (POINTS, 6), (POINTS, 7),
+            (POINTS, 32), ([[5, 2.0]], 2), ([[5, 2.0]], 9), ([[4, 0.3], [9, 0.7]], 6), ([[1, 0.1], [32, 9.9]], 17)]
+INVALID_FOCUS_BIAS = [-1.0, "2", True, None, [], [[3]], [[3, 1.0, 2.0]], [[3, 1.0], [3, 2.0]], [[5, 1.0], [3, 2.0]],
+                      [[0, 1.0]], [[33, 1.0]], [[3.5, 1.0]], [[3, -1.0]], [["3", 1.0]], [[3, "1"]], [[3, True]],
+                      [3, 1.0], {"3": 1.0}]
+
+
+def focus_vectors() -> dict:
+    """The focus-bias part of the vectors file."""
+    from udrl.manifest import _focus_bias_from_json, _focus_bias_problem, focus_at
+
+    lo, hi = FOCUS_LENGTHS
+    for bias in INVALID_FOCUS_BIAS:
+        assert _focus_bias_problem("t", _focus_bias_from_json(bias), lo, hi), f"{bias!r} should be refused"
+    for bias, _ in FOCUS_AT:
+        assert _focus_bias_problem("t", _focus_bias_from_json(bias), lo, hi) is None, f"{bias!r} should be valid"
+    return {"focus_lengths": list(FOCUS_LENGTHS),
+            "focus_at": [[bias, n, focus_at(_focus_bias_from_json(bias), n)] for bias, n in FOCUS_AT],
+            "invalid_focus_bias": INVALID_FOCUS_BIAS}
+
+
 def _token(backend, spelling: str) -> int:
     if spelling == "<eos>":
         return backend.manifest.eos_id
@@ -111,7 +138,7 @@ def case_inputs(backend, case: tuple) -> dict:
     name, query, task, length, options, written, logits = case
     return {"name": name, "query": query, "task": task, "length": length,
             "length_guard": options.get("length_guard", True), "no_repeat_ngram": options.get("no_repeat_ngram", 2),
-            "focus": options.get("focus", backend.manifest.focus_bias.get(task, 0.0)),
+            "focus": options.get("focus", backend.manifest.focus_for(task, length)),
             "split_words": options.get("split_words", backend.manifest.focus_split_words),
             "push_function_words": options.get("push_function_words", backend.manifest.focus_push_function_words),
             "whole_words": options.get("whole_words", True),
@@ -162,7 +189,7 @@ def build(model: Path) -> dict:
     finally:
         backend.close()
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    return {"model_sha256": digest, "cases": cases}
+    return {"model_sha256": digest, "cases": cases, **focus_vectors()}
 
 
 def main() -> None:
@@ -170,7 +197,9 @@ def main() -> None:
 
     vectors = build(default_model_path())
     cases = ",\n".join(json.dumps(c, ensure_ascii=False) for c in vectors["cases"])  # a case a line
-    VECTORS.write_text(f'{{"model_sha256": "{vectors["model_sha256"]}", "cases": [\n{cases}\n]}}\n', encoding="utf-8")
+    focus = "".join(f',\n"{k}": {json.dumps(vectors[k])}' for k in ("focus_lengths", "focus_at", "invalid_focus_bias"))
+    VECTORS.write_text(f'{{"model_sha256": "{vectors["model_sha256"]}", "cases": [\n{cases}\n]{focus}}}\n',
+                       encoding="utf-8")
     print(f"wrote {len(vectors['cases'])} cases to {VECTORS}", file=sys.stderr)
 
 

@@ -39,7 +39,7 @@ def test_generate_takes_the_query_focus_and_info_shows_the_default(tiny_artifact
     out = udrl("generate", "poster for a summer festival", "--length", "9", "--focus", "50", "--model", model)
     with sdk.load(model) as m:
         assert out.stdout.strip() == m.generate("poster for a summer festival", length=9, focus=50).text
-        bonus = ", ".join(f"{t} {b:g}" for t, b in m.manifest.focus_bias.items())
+        bonus = "; ".join(f"{t} {b:g}" for t, b in m.manifest.focus_bias.items())
         assert f"query focus   {bonus}" in udrl("info", model).stdout
     assert "never ends on 35 words (a, about, an, and, as, at, ...)" in udrl("info", model).stdout
     assert "title case    headline\n" in udrl("info", model).stdout

@@ -44,6 +44,39 @@ def test_the_schema_holds_no_tuned_numbers_and_older_manifests_have_focus_off():
     assert legacy.focus_bias == {} and legacy.focus_stopwords == () and legacy.end_stopwords == ()
 
 
+def test_a_bonus_per_length_round_trips_and_reads_between_its_points():
+    from udrl.manifest import describe_focus, focus_at
+
+    points = ((3, 1.25), (5, 3.5), (7, 5.25))
+    m = make(focus_bias={"image": 3.0, "search": 6.5, "headline": points, "tags": 0.0})
+    again = Manifest.from_json(m.to_json())
+    assert again == m and again.to_dict()["focus"]["bias"]["headline"] == [[3, 1.25], [5, 3.5], [7, 5.25]]
+    assert [again.focus_for("headline", n) for n in (1, 3, 4, 5, 6, 7, 12)] == [1.25, 1.25, 2.375, 3.5, 4.375, 5.25, 5.25]
+    assert again.focus_for("image", 9) == 3.0 and again.focus_for("tags", 4) == 0.0
+    assert focus_at(((4, 2.0),), 1) == focus_at(((4, 2.0),), 12) == 2.0
+    assert describe_focus(points) == "1.25 at 3 words, 3.5 at 5, 5.25 at 7" and describe_focus(6.5) == "6.5"
+
+
+@pytest.mark.parametrize("bias, problem", [
+    ([], "must be a finite number >= 0 (0: off) or a list of [length, bonus] points"),
+    ([[5, 1.0], [3, 2.0]], "lengths [5, 3] are not ascending"),
+    ([[3, 1.0], [3, 2.0]], "lengths [3, 3] are not ascending"),
+    ([[0, 1.0]], "point [0, 1.0] is not"),
+    ([[13, 1.0]], "lengths whole numbers from 1 to 12"),
+    ([[3, -1.0]], "point [3, -1.0] is not"),
+    ([[3.5, 1.0]], "point [3.5, 1.0] is not"),
+    ([[3]], "point [3] is not"),
+    ([3, 1.0], "point 3 is not"),
+    ({"3": 1.0}, "got {'3': 1.0}"),
+])
+def test_a_malformed_bonus_per_length_names_what_is_allowed(bias, problem):
+    data = make(focus_bias={t: 1.0 for t in ("image", "search", "headline", "tags")}).to_dict()
+    data["focus"]["bias"]["headline"] = bias
+    with pytest.raises(ManifestError, match="focus bias for 'headline' must be") as e:
+        Manifest.from_dict(data)
+    assert problem in str(e.value)
+
+
 def test_focus_split_words_round_trips_and_is_off_where_a_manifest_predates_it():
     # A bonus chosen when focus lifted one-token words only keeps that meaning (docs/decoding.md, rule 1).
     split = make(focus_bias={t: 1.5 for t in ("image", "search", "headline", "tags")}, focus_split_words=True,

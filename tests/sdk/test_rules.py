@@ -13,7 +13,7 @@ from udrl.backends import open_backend
 from udrl.model import default_model_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from decoding_vectors import CASES, VECTORS, apply_case, case_inputs, expected  # noqa: E402
+from decoding_vectors import CASES, VECTORS, apply_case, case_inputs, expected, focus_vectors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,14 @@ def test_the_vectors_are_of_the_bundled_model_and_hold_every_case(vectors, backe
     assert [c["name"] for c in vectors["cases"]] == [c[0] for c in CASES]
     for committed, case in zip(vectors["cases"], CASES):
         assert {k: v for k, v in committed.items() if k != "expect"} == case_inputs(backend, case)
+
+
+def test_focus_bias_reading_and_validation_match_the_vectors(vectors):
+    # focus_vectors computes with udrl.manifest's focus_at and validation; the C test reads the same.
+    assert {k: vectors[k] for k in ("focus_lengths", "focus_at", "invalid_focus_bias")} == focus_vectors()
+    # held flat before the first point and after the last, on the line between, exact at each point
+    assert [n for _, _, n in vectors["focus_at"]] == [2.875, 0.0, 1.25, 1.25, 2.375, 3.5, 4.375, 5.25, 5.25, 2.0, 2.0,
+                                                       pytest.approx(0.46), pytest.approx(0.1 + 9.8 * 16 / 31)]
 
 
 def test_the_python_rules_leave_the_logits_the_vectors_state(vectors, backend):

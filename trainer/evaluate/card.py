@@ -19,6 +19,7 @@ from typing import Any
 
 from udrl.errors import UdrlError
 from udrl.files import write_atomic
+from udrl.manifest import describe_focus
 
 from ..figures import save_figure
 
@@ -48,7 +49,9 @@ class CardConfig:
     exports: list[str] = dataclasses.field(default_factory=list)  # `udrl export --report` files
     data_card: str | None = None  # the dataset's card JSON
     notes: str | None = None  # markdown read into a "Gaps and next steps" section
-    focus: str | None = None  # `udrl focus` report that chose the shipped model's query-focus bonus
+    # `udrl focus` reports that chose the shipped model's query-focus bonus, in the order they ran (a
+    # later one, such as a bonus per length for one task, overrides an earlier one's choice for its tasks)
+    focus: list[str] | str | None = None
     title: str = "udrl-mini"
 
 
@@ -218,15 +221,17 @@ def focus_summary(report: Mapping[str, Any]) -> str:
         return "The shipped model has no query focus (its manifest predates it)."
     u, off, t = report["udrl"]["overall"], report["udrl_focus_off"]["overall"], report["teacher"]["overall"]
     share = {name: s.get("query_word_share") for name, s in (("shipped", u), ("focus off", off), ("teacher", t))}
-    bonus = ", ".join(f"{t} {b:g}" for t, b in report["focus"].items())
+    bonus = "; ".join(f"{t} {describe_focus(b)}" for t, b in report["focus"].items())
     text = (f"Query focus (the manifest's bonus per task: {bonus}) is on in the shipped rows. With it off "
             f"(`focus=0`) the same model scores relevance {off['relevance_mean']:.3f} "
             f"({off['relevance_mean'] / t['relevance_mean']:.3f}× the teacher) against {u['relevance_mean']:.3f} with it. ")
     if None not in share.values():
         text += ("Share of output words taken from the request: shipped " + f"{share['shipped']:.2f}, focus off "
                  f"{share['focus off']:.2f}, teacher {share['teacher']:.2f}; the judge rewards copying the request, "
-                 "so the bonus is set per task no higher than copying as much as the teacher does (or as the model "
-                 "with focus off, where that is more).")
+                 "so the bonus is set per task" + (" (per task and requested length where the manifest lists points)"
+                                                   if any(isinstance(b, list) for b in report["focus"].values()) else "")
+                 + " no higher than copying as much as the teacher does (or as the model with focus off, where that "
+                 "is more).")
     return text
 
 
@@ -380,24 +385,31 @@ def build_card(config: CardConfig) -> Path:
               "few-shot prompt of the distillation, asked for the same length.", "", markdown(report).rstrip(), "",
               focus_summary(report), "", "![evaluation](card-eval.png)", ""]
 
-    if config.focus:
+    focus_reports = [config.focus] if isinstance(config.focus, str) else list(config.focus or [])
+    if focus_reports:
         from .focus import markdown as focus_markdown
 
-        focus_report = _load_json(config.focus)
-        # Reports written before the slack existed held the floor exactly.
-        slack = focus_report.get("format_slack", 0.0)
-        floor = (f"its share of well-formed outputs is at most {slack * 100:g} percentage point under focus "
-                 "off's, or under the teacher's where the teacher writes fewer" if slack else
-                 "it writes no fewer well-formed outputs than with focus off, or than the teacher where it writes "
-                 "fewer")
-        lines += ["## Query focus: how the bonus was chosen", "",
-                  "`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries the "
-                  "evaluation above does not use. Per task the bonus is the largest at which the model takes no larger "
-                  "share of its output words from the request than the teacher does (or, where focus off already "
-                  f"takes more, than focus off does) and {floor} (0 when none "
-                  "qualifies), refined per task by halving the step above the grid's choice (when the report has "
-                  "refinements). Relevance, which only rises with the bonus, plays no part.", "",
-                  focus_markdown(focus_report).rstrip(), ""]
+        lines += ["## Query focus: how the bonus was chosen", ""]
+        for i, path in enumerate(focus_reports):
+            focus_report = _load_json(path)
+            # Reports written before the slack existed held the floor exactly.
+            slack = focus_report.get("format_slack", 0.0)
+            floor = (f"its share of well-formed outputs is at most {slack * 100:g} percentage point under focus "
+                     "off's, or under the teacher's where the teacher writes fewer" if slack else
+                     "it writes no fewer well-formed outputs than with focus off, or than the teacher where it writes "
+                     "fewer")
+            per_length = focus_report.get("per_length", False)
+            tasks = ", ".join(focus_report["chosen"])
+            lines += [("`udrl focus` ran the model at every bonus of a grid and the teacher once, on held-out queries "
+                       "the evaluation above does not use. " if i == 0 else
+                       f"Then `udrl focus --tasks {tasks}{' --per-length' if per_length else ''}` chose again for "
+                       f"{tasks}, on the same queries, the teacher run again. ")
+                      + ("Per task and requested length" if per_length else "Per task") + " the bonus is the largest "
+                      "at which the model takes no larger share of its output words from the request than the teacher "
+                      "does" + (" on the same requests at that length" if per_length else "") + " (or, where focus off "
+                      f"already takes more, than focus off does) and {floor} (0 when none qualifies), refined by "
+                      "halving the step above the grid's choice (when the report has refinements). Relevance, which "
+                      "only rises with the bonus, plays no part.", "", focus_markdown(focus_report).rstrip(), ""]
 
     if ablation:
         lines += ["## Ablation: what the commands are worth", "",

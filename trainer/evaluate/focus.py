@@ -23,7 +23,15 @@ the teacher's at a grid point, so the choice is then refined per task: ``refine`
 answers that task's requests halfway between the best qualifying bonus so far and the next bonus
 up that does not qualify, and the half that keeps the rule is kept. With the default three
 halvings the chosen bonus lands within 1/8 of a grid step of where the model's share meets the
-teacher's, instead of up to a whole step below it. ``--write DIR`` puts the result into a
+teacher's, instead of up to a whole step below it.
+
+With ``per_length`` the same choice is made per task and requested length: the rule compares the
+model's outputs at one length with the teacher's answers to the same requests, so a bonus may be
+lower where the model copies more than the teacher (short outputs) and higher where it copies
+less (long ones), each held to the teacher's copying at that length; the manifest then holds the
+task's bonus as [length, bonus] points (`udrl.manifest.focus_at` reads lengths between them).
+A single bonus holds the mean over lengths to the teacher's instead, so a task's short outputs
+copy more than the teacher's and its long ones drift from the request. ``--write DIR`` puts the result into a
 checkpoint directory's manifest, so every artifact exported from it afterwards carries it. The
 bonus is chosen under the model's own focus rule (its manifest's ``focus_split_words`` and
 ``focus_push_function_words``), so the checkpoint written to must say the same.
@@ -47,11 +55,11 @@ from typing import Any
 
 from udrl.errors import UdrlError
 from udrl.files import write_atomic
-from udrl.manifest import load_manifest, save_manifest
+from udrl.manifest import describe_focus, load_manifest, save_manifest
 
 from ..judge import Judge
 from ..taskfile import TASKS
-from .quality import EvalConfig, plan_requests, run_model, run_teacher, score, tasks_to_ask
+from .quality import EvalConfig, judged_rows, plan_requests, run_model, run_teacher, score, summarise, tasks_to_ask
 
 DEFAULT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
@@ -73,6 +81,7 @@ class FocusConfig:
     teacher_from: str | None = None  # an earlier focus report on the same requests: reuse its teacher
     tasks: list[str] | None = None  # the tasks to tune (None: all of the model's); the others keep their bonus
     task_files: list[str] = dataclasses.field(default_factory=list)  # tasks of one's own the model was taught
+    per_length: bool = False  # a bonus per task and requested length, as [length, bonus] points
 
 
 # How far under its floor (focus off's or the teacher's) a bonus's share of well-formed outputs may
@@ -164,31 +173,51 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
     n_queries = len({r.query for r in requests})
     fingerprint = requests_sha256(requests)
     if config.teacher_from:  # read before the grid, so that a wrong report fails at once
-        teacher_figures, about = teacher_from_report(config.teacher_from, config.query_set,
-                                                     [first, first + n_queries], fingerprint)
+        teacher_figures, about, teacher_cells = teacher_from_report(config.teacher_from, config.query_set,
+                                                                    [first, first + n_queries], fingerprint,
+                                                                    per_length=config.per_length)
     else:
         teacher_out, teacher_lat, about = run_teacher(eval_config, requests)
-        teacher_figures = {t: _figures(s) for t, s in score(requests, teacher_out, teacher_lat, judge)["per_task"].items()}
-    by_bonus = {b: score(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
-    chosen, refined = {}, {}
-    for task in tasks:
-        task_requests = [r for r in requests if r.task == task]
+        teacher_rows = judged_rows(requests, teacher_out, teacher_lat, judge)
+        teacher_figures = {t: _figures(s) for t, s in summarise(teacher_rows)["per_task"].items()}
+        teacher_cells = _cell_figures(requests, teacher_rows)
+    rows_at = {b: judged_rows(requests, *run_model(eval_config, requests, focus=b), judge) for b in grid}
+    by_bonus = {b: summarise(rows) for b, rows in rows_at.items()}
+    chosen: dict[str, Any] = {}
+    refined: dict[str, Any] = {}
+    # A cell is one task, or with per_length one task at one requested length: its bonus is chosen
+    # beside the teacher's figures on the same requests.
+    cells = sorted({(r.task, r.length if config.per_length else None) for r in requests},
+                   key=lambda c: (tasks.index(c[0]), c[1] or 0))
+    for task, length in cells:
+        cell = [i for i, r in enumerate(requests) if r.task == task and length in (None, r.length)]
+        cell_requests = [requests[i] for i in cell]
 
-        def run_task(bonus: float, task: str = task, task_requests: list = task_requests) -> Mapping[str, Any]:
-            return score(task_requests, *run_model(eval_config, task_requests, focus=bonus), judge)["per_task"][task]
+        def run_cell(bonus: float, task: str = task, cell_requests: list = cell_requests) -> Mapping[str, Any]:
+            return score(cell_requests, *run_model(eval_config, cell_requests, focus=bonus), judge)["per_task"][task]
 
-        rows = {b: s["per_task"][task] for b, s in by_bonus.items()}
-        chosen[task] = refine(rows, teacher_figures[task], run_task, config.refine)
-        refined[task] = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
+        rows = {b: summarise([at[i] for i in cell])["per_task"][task] for b, at in rows_at.items()}
+        teacher = teacher_figures[task] if length is None else teacher_cells[task][str(length)]
+        bonus = refine(rows, teacher, run_cell, config.refine)
+        tried = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
+        if length is None:
+            chosen[task], refined[task] = bonus, tried
+        else:
+            chosen.setdefault(task, []).append([length, bonus])
+            refined.setdefault(task, {})[str(length)] = tried
+    extra: dict[str, Any] = {"teacher_by_length": teacher_cells} if teacher_cells else {}
+    if config.per_length:
+        extra["model_at_length"] = {str(b): _cell_figures(requests, rows) for b, rows in rows_at.items()}
     report = {"model": config.model, "requests": len(requests), "requests_sha256": fingerprint,
               "query_set": config.query_set, "queries": [first, first + n_queries], "grid": grid,
               "chosen": chosen, "format_slack": FORMAT_SLACK, "teacher_model": about, "teacher": teacher_figures,
               **({"teacher_from": config.teacher_from} if config.teacher_from else {}),
               "model_at": {str(b): {t: _figures(s) for t, s in rep["per_task"].items()}
                            for b, rep in by_bonus.items()},
-              "refined": refined}
+              "refined": refined, "per_length": config.per_length, **extra}
     if write_to is not None:
-        save_manifest(write_to.replace(focus_bias={**write_to.focus_bias, **chosen}), config.write)
+        written = {t: tuple(tuple(p) for p in b) if isinstance(b, list) else b for t, b in chosen.items()}
+        save_manifest(write_to.replace(focus_bias={**write_to.focus_bias, **written}), config.write)
         report["written_to"] = config.write
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
@@ -202,10 +231,11 @@ def requests_sha256(requests: Sequence[Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def teacher_from_report(path: str | Path, query_set: str, queries: list[int],
-                        fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The teacher's per-task figures and description from an earlier focus report, if it was run on
-    the same requests; a clear error otherwise."""
+def teacher_from_report(path: str | Path, query_set: str, queries: list[int], fingerprint: str,
+                        per_length: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The teacher's per-task figures, its description and its figures per task and length (empty
+    when the report has none) from an earlier focus report, if it was run on the same requests; a
+    clear error otherwise, or when ``per_length`` needs figures per length the report lacks."""
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -218,7 +248,20 @@ def teacher_from_report(path: str | Path, query_set: str, queries: list[int],
                         f"{report.get('query_set')!r}, queries {report.get('queries')}) than this run "
                         f"({query_set!r}, queries {queries}, requests {fingerprint[:12]}); run the teacher "
                         "instead (leave out --teacher-from)")
-    return report["teacher"], report.get("teacher_model", {})
+    cells = report.get("teacher_by_length") or {}
+    if per_length and not cells:
+        raise UdrlError(f"--teacher-from {path}: the report has the teacher's figures per task only, and a "
+                        "bonus per length needs them per length; run the teacher instead (leave out --teacher-from)")
+    return report["teacher"], report.get("teacher_model", {}), cells
+
+
+def _cell_figures(requests: Sequence[Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`_figures` per task and requested length ({task: {"length": figures}}) of `judged_rows` output."""
+    cells: dict[str, dict[str, Any]] = {}
+    for task, length in sorted({(r.task, r.length) for r in requests}):
+        part = [row for r, row in zip(requests, rows) if r.task == task and r.length == length]
+        cells.setdefault(task, {})[str(length)] = _figures(summarise(part)["per_task"][task])
+    return cells
 
 
 def _figures(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -226,24 +269,39 @@ def _figures(summary: Mapping[str, Any]) -> dict[str, float]:
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    """Per task: the teacher's share from the request, the model's at each bonus, the choice."""
+    """Per task (and, for a bonus per length, per task and length): the teacher's share from the
+    request, the model's at each bonus, the choice."""
     grid = report["grid"]
-    lines = ["| task | teacher share (format) | " + " | ".join(f"bonus {b:g}" for b in grid) + " | chosen |",
-             "|" + " --- |" * (len(grid) + 3)]
+
+    def cell(s: Mapping[str, Any]) -> str:
+        return f"{s['query_word_share']:.3f} ({s['format_valid']:.0%}) rel {s['relevance_mean']:.3f}"
+
+    head = " | ".join(f"bonus {b:g}" for b in grid)
+    lines = [f"| task | teacher share (format) | {head} | chosen |", "|" + " --- |" * (len(grid) + 3)]
     for task, bonus in report["chosen"].items():
         t = report["teacher"][task]
-        cells = [f"{s['query_word_share']:.3f} ({s['format_valid']:.0%}) rel {s['relevance_mean']:.3f}"
-                 for s in (report["model_at"][str(b)][task] for b in grid)]
+        cells = [cell(report["model_at"][str(b)][task]) for b in grid]
         lines.append(f"| {task} | {t['query_word_share']:.3f} ({t['format_valid']:.0%}) | " + " | ".join(cells)
-                     + f" | **{bonus:g}** |")
+                     + f" | **{describe_focus(bonus)}** |")
     lines += ["", f"Cells: the model's share of output words taken from the request (format valid) and its "
                   f"relevance, on {report['requests']} requests over held-out queries "
                   f"{report['queries'][0]} to {report['queries'][1] - 1}."]
+    if report.get("per_length"):
+        lines += ["", "Chosen per requested length, each beside the teacher's answers to the same requests:", "",
+                  f"| task | length | teacher share (format) | {head} | chosen |", "|" + " --- |" * (len(grid) + 4)]
+        for task, points in report["chosen"].items():
+            for length, bonus in points:
+                t = report["teacher_by_length"][task][str(length)]
+                cells = [cell(report["model_at_length"][str(b)][task][str(length)]) for b in grid]
+                lines.append(f"| {task} | {length} | {t['query_word_share']:.3f} ({t['format_valid']:.0%}) | "
+                             + " | ".join(cells) + f" | **{bonus:g}** |")
     tried = {task: rows for task, rows in report.get("refined", {}).items() if rows}
     if tried:
-        lines += ["", "Refined per task between the grid's choice and the next bonus up (the same cells):", ""]
-        lines += [f"- {task}: " + "; ".join(f"bonus {float(b):g}: {s['query_word_share']:.3f} "
-                                             f"({s['format_valid']:.0%}) rel {s['relevance_mean']:.3f}"
-                                             for b, s in rows.items())
-                  for task, rows in tried.items()]
+        lines += ["", "Refined between the grid's choice and the next bonus up (the same cells):", ""]
+        for task, rows in tried.items():
+            by_length = rows if report.get("per_length") else {"": rows}
+            for length, part in by_length.items():
+                if part:
+                    lines.append(f"- {task}{f' at {length} words' if length else ''}: " + "; ".join(
+                        f"bonus {float(b):g}: {cell(s)}" for b, s in part.items()))
     return "\n".join(lines) + "\n"

@@ -245,7 +245,7 @@ def _evaluate_quality(config: EvalConfig, judge: Judge | None) -> dict[str, Any]
                               "judges": [judge.metric] + ([second.metric] if second else [])}
     u_rows = judged_rows(requests, outputs, latencies, judge, second)
     report["udrl"] = summarise(u_rows)
-    if any(manifest.focus_bias[t] for t in tasks):
+    if any(manifest.focus_for(r.task, r.length) > 0 for r in requests):
         report["udrl_focus_off"] = score(requests, *run_model(config, requests, focus=0.0), judge, second)
     if config.before:
         # The tasks both know (a fine-tuned model's new task has no "before").

@@ -137,3 +137,47 @@ def test_focus_tunes_a_new_task_alone_and_the_old_ones_keep_their_bonus(tiny_fin
     after = dict(load_manifest(checkpoint).focus_bias)
     assert after == {**before, "alt_text": report["chosen"]["alt_text"]}
     assert "alt_text" not in TASKS  # known for the tuning only
+
+
+def test_a_bonus_per_length_is_chosen_beside_the_teachers_answers_at_that_length(tiny_artifacts, synthetic_data,
+                                                                                 tmp_path):
+    import udrl
+
+    checkpoint = tmp_path / "model"
+    shutil.copytree(tiny_artifacts["torch"], checkpoint)
+    config = FocusConfig(model=str(tiny_artifacts["llama"]), data=[str(synthetic_data)], queries=2,
+                         grid=(0.0, 50.0), refine=1, tasks=["headline", "tags"], per_length=True,
+                         write=str(checkpoint), out=str(tmp_path / "focus.json"))
+    report = tune_focus(config, judge=Judge(threads=2))
+    assert report["per_length"] and set(report["chosen"]) == {"headline", "tags"}
+    for task, points in report["chosen"].items():
+        lengths = [n for n, _ in points]
+        assert lengths == sorted(int(n) for n in report["teacher_by_length"][task]) and len(lengths) > 1
+        for n, bonus in points:  # each length's choice follows the rule beside the teacher at that length
+            at = {b: report["model_at_length"][str(b)][task][str(n)] for b in report["grid"]}
+            at.update({float(b): s for b, s in report["refined"][task][str(n)].items()})
+            assert bonus == choose(at, report["teacher_by_length"][task][str(n)])
+    written = load_manifest(checkpoint)
+    assert written.focus_bias["headline"] == tuple(tuple(p) for p in report["chosen"]["headline"])
+    assert written.focus_bias["image"] == load_manifest(tiny_artifacts["torch"]).focus_bias["image"]  # not tuned
+    assert "Chosen per requested length" in markdown(report) and "| headline | " in markdown(report)
+    # the SDK reads the bonus for the length asked: no focus given is the manifest's at that length
+    (n, bonus), *_ = report["chosen"]["tags"]
+    with udrl.load(checkpoint) as model:
+        assert model.generate("poster for a jazz night", task="tags", length=n).text == \
+            model.generate("poster for a jazz night", task="tags", length=n, focus=bonus).text
+
+    # a report with the teacher's figures per length serves a later run; one without them cannot
+    again = tune_focus(dataclasses.replace(config, write=None, out=None, grid=(0.0,), refine=0,
+                                           teacher_from=str(tmp_path / "focus.json")), judge=Judge(threads=2))
+    assert again["teacher_by_length"] == report["teacher_by_length"]
+    per_task = tmp_path / "per-task.json"
+    tune_focus(dataclasses.replace(config, write=None, out=str(per_task), grid=(0.0,), refine=0, per_length=False,
+                                   teacher_from=str(tmp_path / "focus.json")), judge=Judge(threads=2))
+    import json
+
+    bare = json.loads(per_task.read_text())
+    bare.pop("teacher_by_length")
+    per_task.write_text(json.dumps(bare))
+    with pytest.raises(UdrlError, match="a bonus per length needs them per length; run the teacher instead"):
+        tune_focus(dataclasses.replace(config, write=None, out=None, teacher_from=str(per_task)))
