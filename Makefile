@@ -89,7 +89,9 @@ test-slow: setup
 # rule (`focus.split_words`, `focus.push_function_words`): the kept stages predate both, so the runs
 # going on from them keep one-token words until $(COPY_ADJUSTED) switches both on. The shipped run then
 # trains once more beside the teacher's greedy headlines ($(GREEDY_HEADLINES): the outputs the evaluation
-# measures the teacher by, not the sampled ones the data holds).
+# measures the teacher by, not the sampled ones the data holds). Its headline bonus is then chosen per
+# requested length (`udrl focus --per-length`, the teacher run on the headline requests: each length held
+# to the teacher's copying at that length).
 model: setup
 	$(BIN)/udrl recipe $(RECIPE) --out $(MODEL) --keep $(KEEP)
 	test -e $(MODEL)/focus.json || { $(call focus_tuned,$(MODEL)/udrl,$(MODEL)/focus.json); }
@@ -101,6 +103,9 @@ model: setup
 	test -e $(MODEL)/focus-shipped.json || { $(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force && \
 	    $(BIN)/udrl focus $(SHIPPED_RUN)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --write $(SHIPPED_RUN)/model \
 	        --out $(MODEL)/focus-shipped.json; }
+	test -e $(MODEL)/focus-shipped-headline.json || { $(BIN)/udrl export $(SHIPPED_RUN)/model --format gguf --quant q8_0 --force && \
+	    $(BIN)/udrl focus $(SHIPPED_RUN)/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --tasks headline --per-length \
+	        --write $(SHIPPED_RUN)/model --out $(MODEL)/focus-shipped-headline.json; }
 	$(MAKE) model-artifacts
 
 # Everything after training (also useful alone when the runs exist). The ablation compares the three
@@ -117,7 +122,7 @@ model-artifacts: setup
 	    $(BIN)/udrl eval $$run/model-q8_0.gguf --data data/udrl-gemma.jsonl.gz --no-teacher \
 	        --no-length-guard --out $(MODEL)/ablation-$$name.json || exit 1; done
 	$(BIN)/udrl card --eval $(MODEL)/eval.json --data-card data/udrl-gemma.card.json --notes trainer/recipes/mini-notes.md \
-	    --shipped-run $(SHIPPED_RUN) --focus $(MODEL)/focus-shipped.json \
+	    --shipped-run $(SHIPPED_RUN) --focus $(MODEL)/focus-shipped.json --focus $(MODEL)/focus-shipped-headline.json \
 	    $(foreach v,$(ABLATION_RUNS),--ablation $(firstword $(subst =, ,$(v)))=$(MODEL)/ablation-$(firstword $(subst =, ,$(v))).json --run $(v)) \
 	    $(foreach f,gguf onnx coreml,--export $(MODEL)/export-$(f).json) --out sdk/models
 
