@@ -66,6 +66,7 @@ def focus_key(word: str) -> str:
 # [length, bonus] points, lengths ascending, read between them on the straight line through the two
 # around a length and held flat at the ends (`focus_at`).
 FocusBias = float | tuple[tuple[int, float], ...]
+FOCUS_BIAS_LIMIT = 1e30  # a bonus is below this (the C layer's limit too)
 
 
 def focus_at(bias: FocusBias, length: int) -> float:
@@ -101,13 +102,13 @@ def _focus_bias_from_json(value: Any) -> Any:
 
 
 def _focus_bias_problem(task: str, bias: Any, length_min: int, length_max: int) -> str | None:
-    def number(x: Any) -> bool:
-        return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
+    def number(x: Any) -> bool:  # below 1e30, so that no reading between two points overflows
+        return not isinstance(x, bool) and isinstance(x, (int, float)) and 0 <= x < FOCUS_BIAS_LIMIT
 
     if number(bias):
         return None
-    allowed = (f"a finite number >= 0 (0: off) or a list of [length, bonus] points, lengths whole numbers "
-               f"from {length_min} to {length_max} in ascending order, bonuses finite numbers >= 0")
+    allowed = (f"a finite number >= 0 (0: off) below {FOCUS_BIAS_LIMIT:g}, or a list of [length, bonus] points, "
+               f"lengths whole numbers from {length_min} to {length_max} in ascending order, bonuses such numbers")
     if not isinstance(bias, tuple) or not bias:
         return f"focus bias for {task!r} must be {allowed}; got {bias!r}"
     lengths = []

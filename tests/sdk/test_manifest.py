@@ -58,7 +58,7 @@ def test_a_bonus_per_length_round_trips_and_reads_between_its_points():
 
 
 @pytest.mark.parametrize("bias, problem", [
-    ([], "must be a finite number >= 0 (0: off) or a list of [length, bonus] points"),
+    ([], "must be a finite number >= 0 (0: off) below 1e+30, or a list of [length, bonus] points"),
     ([[5, 1.0], [3, 2.0]], "lengths [5, 3] are not ascending"),
     ([[3, 1.0], [3, 2.0]], "lengths [3, 3] are not ascending"),
     ([[0, 1.0]], "point [0, 1.0] is not"),
@@ -175,3 +175,35 @@ def test_token_ids_must_cover_every_special_token():
         m.replace(token_ids=ids)
     with pytest.raises(ManifestError, match="before a tokenizer existed"):
         _ = m.eos_id
+
+
+def test_any_focus_bias_json_is_read_or_refused_with_a_manifest_error():
+    # Fuzz: whatever JSON a manifest's focus bias holds, reading it either fails with ManifestError or
+    # gives a bias that reads a finite bonus >= 0 at every length of the range.
+    import math
+    import random
+
+    rng = random.Random(18)
+    atoms = [0, 1, 3, 12, 13, -1, 2.5, 1e308, float("inf"), float("nan"), True, None, "3", [], {}]
+
+    def value(depth: int):
+        if depth > 2 or rng.random() < 0.3:
+            return rng.choice(atoms)
+        return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    base = make(focus_bias={t: 1.0 for t in ("image", "search", "headline", "tags")}).to_dict()
+    read = 0
+    for _ in range(2000):
+        bias = value(0) if rng.random() < 0.5 else sorted(
+            ([rng.randint(0, 14), rng.choice(atoms)] for _ in range(rng.randint(1, 4))), key=lambda p: p[0])
+        data = json.loads(json.dumps(base))
+        data["focus"]["bias"]["headline"] = bias
+        try:
+            m = Manifest.from_dict(data)
+        except ManifestError:
+            continue
+        read += 1
+        bonuses = [m.focus_for("headline", n) for n in range(m.length_min, m.length_max + 1)]
+        assert all(math.isfinite(b) and b >= 0 for b in bonuses), bias
+        assert Manifest.from_json(m.to_json()) == m
+    assert read > 100  # the generator reaches valid biases too
