@@ -205,17 +205,19 @@ static int apostrophe_before(const char *s, size_t at) {
     return (at >= 1 && s[at - 1] == '\'') || (at >= 3 && !memcmp(s + at - 3, "\xE2\x80\x99", 3));
 }
 
-/* A task's focus bias (the manifest's focus.bias entry) is a number >= 0 or a non-empty list of
-   [length, bonus] points, lengths whole numbers in [lo, hi] strictly ascending, bonuses numbers >= 0. */
+/* A focus bonus is a number >= 0 below 1e30 (manifest.py's FOCUS_BIAS_LIMIT). */
+static int valid_bonus(const cJSON *v) { return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e30; }
+
+/* A task's focus bias (the manifest's focus.bias entry) is a bonus or a non-empty list of
+   [length, bonus] points, lengths whole numbers in [lo, hi] strictly ascending. */
 static int valid_focus_bias(const cJSON *b, int lo, int hi) {
     const cJSON *p;
     int last = lo - 1, length;
-    if (cJSON_IsNumber(b)) return b->valuedouble >= 0 && b->valuedouble < 1e30;
+    if (cJSON_IsNumber(b)) return valid_bonus(b);
     if (!cJSON_IsArray(b) || !b->child) return 0;
     cJSON_ArrayForEach(p, b) {
-        const cJSON *bonus = cJSON_GetArrayItem(p, 1);
         if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) != 2 || !j_int(cJSON_GetArrayItem(p, 0), &length) ||
-            length <= last || length > hi || !cJSON_IsNumber(bonus) || !(bonus->valuedouble >= 0 && bonus->valuedouble < 1e30))
+            length <= last || length > hi || !valid_bonus(cJSON_GetArrayItem(p, 1)))
             return 0;
         last = length;
     }

@@ -204,8 +204,8 @@ class _Decoder:
 
     def __init__(self, backend: Backend, query: str, command: Command, options: GenerationOptions):
         self.backend, self.command, self.guard = backend, command, options.length_guard
-        by_task = backend.manifest.focus_for(command.task, command.length)
-        self.focus_bias = by_task if options.focus is None else options.focus
+        default = backend.manifest.focus_for(command.task, command.length)
+        self.focus_bias = default if options.focus is None else options.focus
         self.focus = focus_tokens(backend, query) if self.focus_bias > 0 else {}
         self.query = query if options.whole_words else None
         self.no_repeat_ngram = options.no_repeat_ngram

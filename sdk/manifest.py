@@ -93,9 +93,9 @@ def describe_focus(bias: Any) -> str:
     return f"{bias:g}"
 
 
-def _focus_bias_from_json(value: Any) -> Any:
-    """A manifest's bias as read: lists of points become tuples (a manifest is immutable); anything
-    else is left for validation to name."""
+def focus_bias_from_json(value: Any) -> Any:
+    """A bias as JSON holds it, as a manifest holds it: lists of points become tuples (a manifest is
+    immutable); anything else is left for validation to name."""
     if isinstance(value, list):
         return tuple(tuple(p) if isinstance(p, list) else p for p in value)
     return value
@@ -353,7 +353,7 @@ class Manifest:
                 eos_token=data.get("eos_token", EOS_TOKEN),
                 template=data.get("template", DEFAULT_TEMPLATE),
                 output_prefix=data.get("output_prefix", ""),
-                focus_bias={t: _focus_bias_from_json(b) for t, b in focus.get("bias", {}).items()},
+                focus_bias={t: focus_bias_from_json(b) for t, b in focus.get("bias", {}).items()},
                 focus_split_words=focus.get("split_words", False),
                 focus_push_function_words=focus.get("push_function_words", False),
                 focus_min_bytes=focus.get("min_bytes", FOCUS_MIN_BYTES),

@@ -103,15 +103,15 @@ INVALID_FOCUS_BIAS = [-1.0, "2", True, None, [], [[3]], [[3, 1.0, 2.0]], [[3, 1.
 
 def focus_vectors() -> dict:
     """The focus-bias part of the vectors file."""
-    from udrl.manifest import _focus_bias_from_json, _focus_bias_problem, focus_at
+    from udrl.manifest import focus_bias_from_json, _focus_bias_problem, focus_at
 
     lo, hi = FOCUS_LENGTHS
     for bias in INVALID_FOCUS_BIAS:
-        assert _focus_bias_problem("t", _focus_bias_from_json(bias), lo, hi), f"{bias!r} should be refused"
+        assert _focus_bias_problem("t", focus_bias_from_json(bias), lo, hi), f"{bias!r} should be refused"
     for bias, _ in FOCUS_AT:
-        assert _focus_bias_problem("t", _focus_bias_from_json(bias), lo, hi) is None, f"{bias!r} should be valid"
+        assert _focus_bias_problem("t", focus_bias_from_json(bias), lo, hi) is None, f"{bias!r} should be valid"
     return {"focus_lengths": list(FOCUS_LENGTHS),
-            "focus_at": [[bias, n, focus_at(_focus_bias_from_json(bias), n)] for bias, n in FOCUS_AT],
+            "focus_at": [[bias, n, focus_at(focus_bias_from_json(bias), n)] for bias, n in FOCUS_AT],
             "invalid_focus_bias": INVALID_FOCUS_BIAS}
 
 

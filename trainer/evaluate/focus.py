@@ -55,7 +55,7 @@ from typing import Any
 
 from udrl.errors import UdrlError
 from udrl.files import write_atomic
-from udrl.manifest import describe_focus, load_manifest, save_manifest
+from udrl.manifest import describe_focus, focus_bias_from_json, load_manifest, save_manifest
 
 from ..judge import Judge
 from ..taskfile import TASKS
@@ -185,6 +185,7 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
     by_bonus = {b: summarise(rows) for b, rows in rows_at.items()}
     chosen: dict[str, Any] = {}
     refined: dict[str, Any] = {}
+    model_at_length: dict[str, dict[str, dict[str, Any]]] = {str(b): {} for b in grid}
     # A cell is one task, or with per_length one task at one requested length: its bonus is chosen
     # beside the teacher's figures on the same requests.
     cells = sorted({(r.task, r.length if config.per_length else None) for r in requests},
@@ -198,6 +199,9 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
 
         rows = {b: summarise([at[i] for i in cell])["per_task"][task] for b, at in rows_at.items()}
         teacher = teacher_figures[task] if length is None else teacher_cells[task][str(length)]
+        if length is not None:  # the grid's figures, before refine adds its midpoints
+            for b, s in rows.items():
+                model_at_length[str(b)].setdefault(task, {})[str(length)] = _figures(s)
         bonus = refine(rows, teacher, run_cell, config.refine)
         tried = {str(b): _figures(s) for b, s in sorted(rows.items()) if b not in by_bonus}
         if length is None:
@@ -207,7 +211,7 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
             refined.setdefault(task, {})[str(length)] = tried
     extra: dict[str, Any] = {"teacher_by_length": teacher_cells} if teacher_cells else {}
     if config.per_length:
-        extra["model_at_length"] = {str(b): _cell_figures(requests, rows) for b, rows in rows_at.items()}
+        extra["model_at_length"] = model_at_length
     report = {"model": config.model, "requests": len(requests), "requests_sha256": fingerprint,
               "query_set": config.query_set, "queries": [first, first + n_queries], "grid": grid,
               "chosen": chosen, "format_slack": FORMAT_SLACK, "teacher_model": about, "teacher": teacher_figures,
@@ -216,7 +220,7 @@ def _tune_focus(config: FocusConfig, judge: Judge | None) -> dict[str, Any]:
                            for b, rep in by_bonus.items()},
               "refined": refined, "per_length": config.per_length, **extra}
     if write_to is not None:
-        written = {t: tuple(tuple(p) for p in b) if isinstance(b, list) else b for t, b in chosen.items()}
+        written = {t: focus_bias_from_json(b) for t, b in chosen.items()}
         save_manifest(write_to.replace(focus_bias={**write_to.focus_bias, **written}), config.write)
         report["written_to"] = config.write
     if config.out:
